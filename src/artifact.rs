@@ -1,0 +1,350 @@
+//! The on-disk artifact format: wasmtime's precompiled bytes followed by a fixed trailer.
+//!
+//! ```text
+//! [ payload: wasmtime .cwasm (ELF) ][ trailer: 128 bytes ]
+//! ```
+//!
+//! The trailer sits *after* the payload so that the file still begins with wasmtime's ELF image
+//! and can be handed to `Component::deserialize_file`, which maps the file privately and shares
+//! pages with the page cache (DESIGN.md section 4: the copy path costs about 2.7x more). Wasmtime
+//! locates everything through ELF offsets and ignores trailing bytes; `tests/trailer_guard.rs`
+//! fails loudly if an upgrade stops tolerating them.
+//!
+//! Trailer layout, all integers little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `WNCART\0\x01` |
+//! | 8 | 4 | format version |
+//! | 12 | 4 | flags (bit 0: header tag is a keyed MAC) |
+//! | 16 | 32 | SHA-256 of the source binary |
+//! | 48 | 16 | engine fingerprint |
+//! | 64 | 8 | payload length |
+//! | 72 | 8 | created, seconds since the Unix epoch |
+//! | 80 | 32 | BLAKE3 of the payload |
+//! | 112 | 16 | tag: BLAKE3 (plain: derive-key mode; MAC mode: keyed) over bytes 0..112 |
+//!
+//! The tag covers the payload checksum, so in MAC mode it authenticates the payload too.
+
+use std::fmt;
+
+use crate::key::{ArtifactKey, Fingerprint, Hash32};
+
+/// Version of this file format; part of the engine fingerprint and of every trailer.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the trailer in bytes.
+pub const TRAILER_LEN: usize = 128;
+/// Largest artifact the loader will look at: far above any real component, and it keeps a
+/// corrupt length from ever driving a large mapping or allocation.
+pub const MAX_ARTIFACT_LEN: u64 = 1 << 30;
+
+const MAGIC: [u8; 8] = *b"WNCART\0\x01";
+const TAGGED_LEN: usize = 112;
+const FLAG_MAC: u32 = 1;
+const PLAIN_TAG_CONTEXT: &str = "wasm-node-cache 2026-11-25 artifact trailer tag v1";
+
+/// How the trailer's tag is computed: a plain checksum, or a MAC under a secret key.
+#[derive(Clone)]
+pub enum Sealer {
+    /// Integrity against corruption only.
+    Plain,
+    /// Integrity and authenticity: only holders of the key can produce an accepted artifact.
+    Keyed([u8; 32]),
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        match self {
+            Sealer::Plain => f.write_str("Plain"),
+            Sealer::Keyed(_) => f.write_str("Keyed(<secret>)"),
+        }
+    }
+}
+
+impl Sealer {
+    fn flags(&self) -> u32 {
+        match self {
+            Sealer::Plain => 0,
+            Sealer::Keyed(_) => FLAG_MAC,
+        }
+    }
+
+    /// True when artifacts carry a keyed MAC.
+    pub fn is_keyed(&self) -> bool {
+        matches!(self, Sealer::Keyed(_))
+    }
+
+    fn tag(&self, tagged: &[u8]) -> [u8; 16] {
+        let mut hasher = match self {
+            Sealer::Plain => blake3::Hasher::new_derive_key(PLAIN_TAG_CONTEXT),
+            Sealer::Keyed(key) => blake3::Hasher::new_keyed(key),
+        };
+        hasher.update(tagged);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        out
+    }
+}
+
+/// The decoded trailer of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trailer {
+    /// Format version the artifact was written with.
+    pub format_version: u32,
+    /// Flag bits; bit 0 means the tag is a keyed MAC.
+    pub flags: u32,
+    /// SHA-256 of the source Wasm binary.
+    pub source_hash: Hash32,
+    /// Fingerprint of the engine that compiled it.
+    pub fingerprint: Fingerprint,
+    /// Length of wasmtime's payload in front of the trailer.
+    pub payload_len: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// BLAKE3 of the payload.
+    pub payload_checksum: [u8; 32],
+}
+
+/// Why an artifact was refused. Every variant is a miss: the entry is recompiled and replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactError {
+    /// Shorter than a trailer plus a minimal payload (includes zero-length files).
+    TooShort { len: u64 },
+    /// Longer than [`MAX_ARTIFACT_LEN`].
+    TooLong { len: u64 },
+    /// The trailer does not start with our magic: not one of our artifacts, or truncated.
+    BadMagic,
+    /// Written by a format version this build does not read.
+    UnsupportedVersion { found: u32 },
+    /// The trailer's tag does not match: the trailer was corrupted or forged.
+    BadTag { keyed: bool },
+    /// The artifact's MAC flag does not match the store's mode.
+    WrongMode { artifact_keyed: bool },
+    /// The payload length recorded in the trailer disagrees with the file's length.
+    LengthMismatch { declared: u64, actual: u64 },
+    /// The artifact was compiled from another source binary (for example copied under another name).
+    WrongSource { found: Hash32 },
+    /// The artifact was compiled by another engine configuration.
+    WrongFingerprint { found: Fingerprint },
+    /// The payload does not match its checksum: corrupted bytes.
+    PayloadChecksum,
+}
+
+impl fmt::Display for ArtifactError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArtifactError::TooShort { len } => write!(f, "truncated: {len} bytes is shorter than any artifact"),
+            ArtifactError::TooLong { len } => write!(f, "{len} bytes exceeds the {MAX_ARTIFACT_LEN}-byte limit"),
+            ArtifactError::BadMagic => f.write_str("no artifact trailer (bad magic): truncated or not an artifact"),
+            ArtifactError::UnsupportedVersion { found } => {
+                write!(f, "format version {found} is not {FORMAT_VERSION}")
+            }
+            ArtifactError::BadTag { keyed: true } => f.write_str("MAC does not verify: trailer forged or corrupted, or another key"),
+            ArtifactError::BadTag { keyed: false } => f.write_str("trailer checksum mismatch: trailer corrupted"),
+            ArtifactError::WrongMode { artifact_keyed: true } => {
+                f.write_str("artifact carries a MAC but the store is not in MAC mode")
+            }
+            ArtifactError::WrongMode { artifact_keyed: false } => {
+                f.write_str("artifact carries no MAC but the store requires one")
+            }
+            ArtifactError::LengthMismatch { declared, actual } => {
+                write!(f, "payload length {declared} recorded, {actual} present: truncated or extended")
+            }
+            ArtifactError::WrongSource { found } => {
+                write!(f, "compiled from another source ({}): artifact copied under the wrong name", hex::encode(found))
+            }
+            ArtifactError::WrongFingerprint { found } => {
+                write!(f, "compiled by another engine (fingerprint {})", found.to_hex())
+            }
+            ArtifactError::PayloadChecksum => f.write_str("payload checksum mismatch: artifact bytes corrupted"),
+        }
+    }
+}
+
+impl std::error::Error for ArtifactError {}
+
+/// BLAKE3 of a payload, as stored in the trailer.
+pub fn payload_checksum(payload: &[u8]) -> [u8; 32] {
+    *blake3::hash(payload).as_bytes()
+}
+
+/// Builds the trailer that follows `payload` for `key`.
+pub fn encode_trailer(payload: &[u8], key: &ArtifactKey, sealer: &Sealer, created_unix: u64) -> [u8; TRAILER_LEN] {
+    let mut t = [0u8; TRAILER_LEN];
+    t[0..8].copy_from_slice(&MAGIC);
+    t[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    t[12..16].copy_from_slice(&sealer.flags().to_le_bytes());
+    t[16..48].copy_from_slice(&key.source);
+    t[48..64].copy_from_slice(&key.fingerprint.0);
+    t[64..72].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    t[72..80].copy_from_slice(&created_unix.to_le_bytes());
+    t[80..112].copy_from_slice(&payload_checksum(payload));
+    let tag = sealer.tag(&t[..TAGGED_LEN]);
+    t[TAGGED_LEN..].copy_from_slice(&tag);
+    t
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+/// Decodes and authenticates the trailer at the end of `file`, and checks that the recorded
+/// payload length matches the file. Does not look at the payload bytes.
+///
+/// Never panics and never allocates from a length field, whatever `file` holds.
+pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactError> {
+    let len = file.len() as u64;
+    if len > MAX_ARTIFACT_LEN {
+        return Err(ArtifactError::TooLong { len });
+    }
+    if file.len() <= TRAILER_LEN {
+        return Err(ArtifactError::TooShort { len });
+    }
+    let payload_actual = file.len() - TRAILER_LEN;
+    let t = &file[payload_actual..];
+    if t[0..8] != MAGIC {
+        return Err(ArtifactError::BadMagic);
+    }
+    let format_version = le_u32(&t[8..12]);
+    if format_version != FORMAT_VERSION {
+        return Err(ArtifactError::UnsupportedVersion { found: format_version });
+    }
+    let flags = le_u32(&t[12..16]);
+    let artifact_keyed = flags & FLAG_MAC != 0;
+    if artifact_keyed != sealer.is_keyed() {
+        return Err(ArtifactError::WrongMode { artifact_keyed });
+    }
+    // Tag first: nothing else in the trailer is trusted before it verifies. The comparison is
+    // constant-time because in MAC mode the tag is a secret-derived value.
+    let expected = blake3::Hash::from_bytes({
+        let mut a = [0u8; 32];
+        a[..16].copy_from_slice(&sealer.tag(&t[..TAGGED_LEN]));
+        a
+    });
+    let found = blake3::Hash::from_bytes({
+        let mut a = [0u8; 32];
+        a[..16].copy_from_slice(&t[TAGGED_LEN..]);
+        a
+    });
+    if expected != found {
+        return Err(ArtifactError::BadTag { keyed: sealer.is_keyed() });
+    }
+    let mut source_hash = [0u8; 32];
+    source_hash.copy_from_slice(&t[16..48]);
+    let mut fp = [0u8; 16];
+    fp.copy_from_slice(&t[48..64]);
+    let payload_len = le_u64(&t[64..72]);
+    if payload_len != payload_actual as u64 {
+        return Err(ArtifactError::LengthMismatch { declared: payload_len, actual: payload_actual as u64 });
+    }
+    let mut payload_checksum = [0u8; 32];
+    payload_checksum.copy_from_slice(&t[80..112]);
+    Ok(Trailer {
+        format_version,
+        flags,
+        source_hash,
+        fingerprint: Fingerprint(fp),
+        payload_len,
+        created_unix: le_u64(&t[72..80]),
+        payload_checksum,
+    })
+}
+
+/// Full verification of an artifact's bytes against the key it was looked up under: trailer,
+/// binding to the key, and payload checksum. On success returns the trailer; the payload is
+/// `file[..trailer.payload_len]`.
+pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
+    let trailer = decode_trailer(file, sealer)?;
+    if trailer.source_hash != key.source {
+        return Err(ArtifactError::WrongSource { found: trailer.source_hash });
+    }
+    if trailer.fingerprint != key.fingerprint {
+        return Err(ArtifactError::WrongFingerprint { found: trailer.fingerprint });
+    }
+    // decode_trailer checked payload_len == file.len() - TRAILER_LEN, so this is in bounds.
+    let payload = &file[..file.len() - TRAILER_LEN];
+    if payload_checksum(payload) != trailer.payload_checksum {
+        return Err(ArtifactError::PayloadChecksum);
+    }
+    Ok(trailer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(source: u8, fp: u8) -> ArtifactKey {
+        ArtifactKey { source: [source; 32], fingerprint: Fingerprint([fp; 16]) }
+    }
+
+    fn artifact(payload: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Vec<u8> {
+        let mut v = payload.to_vec();
+        v.extend_from_slice(&encode_trailer(payload, key, sealer, 1_700_000_000));
+        v
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = key(1, 2);
+        let a = artifact(b"payload bytes", &k, &Sealer::Plain);
+        let t = verify(&a, &k, &Sealer::Plain).expect("verifies");
+        assert_eq!(t.payload_len, 13);
+        assert_eq!(t.created_unix, 1_700_000_000);
+        assert_eq!(t.source_hash, k.source);
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let k = key(1, 2);
+        let a = artifact(b"some payload", &k, &Sealer::Plain);
+        for byte in 0..a.len() {
+            for bit in 0..8 {
+                let mut b = a.clone();
+                b[byte] ^= 1 << bit;
+                assert!(verify(&b, &k, &Sealer::Plain).is_err(), "flip at byte {byte} bit {bit} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn bound_to_its_key() {
+        let a = artifact(b"x", &key(1, 2), &Sealer::Plain);
+        assert!(matches!(verify(&a, &key(3, 2), &Sealer::Plain), Err(ArtifactError::WrongSource { .. })));
+        assert!(matches!(verify(&a, &key(1, 4), &Sealer::Plain), Err(ArtifactError::WrongFingerprint { .. })));
+    }
+
+    #[test]
+    fn truncations_are_rejected() {
+        let k = key(1, 2);
+        let a = artifact(&[7u8; 300], &k, &Sealer::Plain);
+        for len in 0..a.len() {
+            assert!(verify(&a[..len], &k, &Sealer::Plain).is_err(), "truncation to {len} accepted");
+        }
+    }
+
+    #[test]
+    fn mac_mode_rejects_plain_and_other_keys() {
+        let k = key(1, 2);
+        let plain = artifact(b"p", &k, &Sealer::Plain);
+        let mine = Sealer::Keyed([9; 32]);
+        let theirs = Sealer::Keyed([8; 32]);
+        assert_eq!(verify(&plain, &k, &mine), Err(ArtifactError::WrongMode { artifact_keyed: false }));
+        let forged = artifact(b"p", &k, &theirs);
+        assert_eq!(verify(&forged, &k, &mine), Err(ArtifactError::BadTag { keyed: true }));
+        assert!(verify(&artifact(b"p", &k, &mine), &k, &mine).is_ok());
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        assert_eq!(format!("{:?}", Sealer::Keyed([0xab; 32])), "Keyed(<secret>)");
+    }
+}

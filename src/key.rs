@@ -1,0 +1,159 @@
+//! What names a stored artifact: the source binary's SHA-256 and the engine fingerprint.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use anyhow::{Context, bail};
+use wasmtime::Engine;
+
+use crate::artifact::FORMAT_VERSION;
+
+/// A SHA-256 digest: the name of a Wasm source binary.
+pub type Hash32 = [u8; 32];
+
+/// Parses a 64-digit hexadecimal SHA-256 (either case).
+///
+/// ```
+/// let h = wasm_node_cache::parse_hash(&"ab".repeat(32)).unwrap();
+/// assert_eq!(h, [0xab; 32]);
+/// assert!(wasm_node_cache::parse_hash("xyz").is_err());
+/// ```
+pub fn parse_hash(text: &str) -> anyhow::Result<Hash32> {
+    if text.len() != 64 {
+        bail!("{text:?} is not a SHA-256: expected 64 hex digits, found {} characters", text.len());
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).with_context(|| format!("{text:?} is not a SHA-256: not hexadecimal"))?;
+    Ok(out)
+}
+
+/// True when `name` looks like a source binary's file name (64 hex digits).
+pub fn is_hash_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Identifies the engine configuration (wasmtime version, target, compiler settings, wasm
+/// features), this crate's artifact format, and the store's authentication mode. Artifacts are
+/// only ever loaded by an engine with the same fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    /// Fingerprint of `engine` for a store in the given authentication mode.
+    pub fn of(engine: &Engine, keyed: bool) -> Fingerprint {
+        let mut h = Blake3Hasher(blake3::Hasher::new_derive_key("wasm-node-cache 2026-11-25 engine fingerprint v1"));
+        // `precompile_compatibility_hash` covers triple, compiler and ISA flags, tunables, wasm
+        // features and wasmtime's own version. It feeds `Hasher::write_*` calls whose byte order is
+        // the host's; a store is per machine, and wasmtime re-checks compatibility on load anyway.
+        engine.precompile_compatibility_hash().hash(&mut h);
+        FORMAT_VERSION.hash(&mut h);
+        keyed.hash(&mut h);
+        std::env::consts::ARCH.hash(&mut h);
+        std::env::consts::OS.hash(&mut h);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.0.finalize().as_bytes()[..16]);
+        Fingerprint(out)
+    }
+
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses [`Fingerprint::to_hex`]'s output.
+    pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(Fingerprint(out))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The full key of a stored artifact. The format version is folded into the fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactKey {
+    /// SHA-256 of the source binary.
+    pub source: Hash32,
+    /// Engine fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+impl ArtifactKey {
+    /// The artifact's file name in the store: `<fingerprint>-<source hash>.cwasm`.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}.cwasm", self.fingerprint.to_hex(), hex::encode(self.source))
+    }
+
+    /// Inverse of [`ArtifactKey::file_name`]; `None` for any other name.
+    pub fn from_file_name(name: &str) -> Option<ArtifactKey> {
+        let stem = name.strip_suffix(".cwasm")?;
+        let (fp, source) = stem.split_once('-')?;
+        if fp.len() != 32 || !is_hash_name(source) {
+            return None;
+        }
+        let fingerprint = Fingerprint::from_hex(fp)?;
+        let mut src = [0u8; 32];
+        hex::decode_to_slice(source, &mut src).ok()?;
+        Some(ArtifactKey { source: src, fingerprint })
+    }
+}
+
+/// Adapts BLAKE3 to `std::hash::Hasher`, which is stable across runs (unlike `DefaultHasher`,
+/// whose algorithm std does not promise to keep).
+struct Blake3Hasher(blake3::Hasher);
+
+impl Hasher for Blake3Hasher {
+    fn finish(&self) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&self.0.finalize().as_bytes()[..8]);
+        u64::from_le_bytes(a)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_round_trip() {
+        let k = ArtifactKey { source: [0x5a; 32], fingerprint: Fingerprint([0x01; 16]) };
+        assert_eq!(ArtifactKey::from_file_name(&k.file_name()), Some(k));
+        assert_eq!(ArtifactKey::from_file_name("lock"), None);
+        assert_eq!(ArtifactKey::from_file_name(".tmp-abc"), None);
+        assert_eq!(ArtifactKey::from_file_name(&format!("{}-{}.cwasm", "zz".repeat(16), "00".repeat(32))), None);
+    }
+
+    #[test]
+    fn parse_hash_errors_name_the_text() {
+        let e = parse_hash("nothex").unwrap_err().to_string();
+        assert!(e.contains("nothex"), "{e}");
+        let e = parse_hash(&"g".repeat(64)).unwrap_err().to_string();
+        assert!(e.contains("not hexadecimal"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_depends_on_settings_and_mode() {
+        let a = Engine::default();
+        let mut c = wasmtime::Config::new();
+        c.cranelift_nan_canonicalization(true);
+        let b = Engine::new(&c).expect("engine");
+        assert_eq!(Fingerprint::of(&a, false), Fingerprint::of(&Engine::default(), false));
+        assert_ne!(Fingerprint::of(&a, false), Fingerprint::of(&b, false));
+        assert_ne!(Fingerprint::of(&a, false), Fingerprint::of(&a, true));
+    }
+}

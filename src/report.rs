@@ -1,0 +1,150 @@
+//! What a start-up did: counts, per-component outcomes, and the store's health.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::key::Hash32;
+use crate::source::SkipReason;
+
+/// How one component ended up in (or out of) the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Loaded from a verified stored artifact.
+    FromStore,
+    /// Compiled from its source binary in this start-up.
+    Compiled,
+    /// Not loaded; the node starts without it.
+    Skipped(SkipReason),
+}
+
+impl Outcome {
+    /// `from_store`, `compiled` or `skipped`: the JSON name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::FromStore => "from_store",
+            Outcome::Compiled => "compiled",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// One component's line in the report.
+#[derive(Debug, Clone)]
+pub struct EntryReport {
+    /// Source SHA-256.
+    pub hash: Hash32,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why a stored artifact under the current key was refused, if one was.
+    pub rejected: Option<String>,
+    /// Why the freshly compiled artifact could not be stored, if it could not.
+    pub store_error: Option<String>,
+}
+
+impl EntryReport {
+    /// The reason behind the outcome, for people: a skip reason, a rejection, a store failure.
+    pub fn reason(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Outcome::Skipped(r) = &self.outcome {
+            parts.push(r.to_string());
+        }
+        if let Some(r) = &self.rejected {
+            parts.push(format!("stored artifact rejected: {r}"));
+        }
+        if let Some(e) = &self.store_error {
+            parts.push(format!("not stored: {e}"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// The store's health during the start-up.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    /// The store directory, or `None` when the store is disabled.
+    pub path: Option<PathBuf>,
+    /// The engine fingerprint (hex) artifacts were looked up under.
+    pub fingerprint: String,
+    /// Why the store could not be read, if it could not (then everything was compiled).
+    pub read_error: Option<String>,
+    /// Why the store could not be written, if it could not (then compiled artifacts live only in
+    /// memory and the next start compiles them again).
+    pub write_error: Option<String>,
+    /// Artifacts written in this start-up.
+    pub written: usize,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: usize,
+}
+
+impl StoreHealth {
+    /// True when the store was usable for reading.
+    pub fn readable(&self) -> bool {
+        self.path.is_some() && self.read_error.is_none()
+    }
+
+    /// True when every write the start-up attempted succeeded.
+    pub fn writable(&self) -> bool {
+        self.path.is_some() && self.write_error.is_none()
+    }
+}
+
+/// The report of one start-up. `Display` prints the summary the CLI shows.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Components loaded from the store.
+    pub from_store: usize,
+    /// Components compiled (including every rejected one that was recompiled).
+    pub compiled: usize,
+    /// Stored artifacts under the current key that were refused (corrupt, truncated, foreign,
+    /// failed to deserialize). Each is also recompiled, if its source is available.
+    pub rejected: usize,
+    /// Whitelisted components not loaded, plus hash-named files that are not whitelisted.
+    pub skipped: usize,
+    /// Wall time of the start-up.
+    pub elapsed: Duration,
+    /// One line per component, sorted by hash.
+    pub entries: Vec<EntryReport>,
+    /// The store's health.
+    pub store: StoreHealth,
+}
+
+impl LoadReport {
+    /// The entry for `hash`, if the start-up saw it.
+    pub fn entry(&self, hash: &Hash32) -> Option<&EntryReport> {
+        self.entries.iter().find(|e| &e.hash == hash)
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} components in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped",
+            self.entries.len(),
+            self.elapsed.as_secs_f64() * 1e3,
+            self.from_store,
+            self.compiled,
+            self.rejected,
+            self.skipped
+        )?;
+        match &self.store.path {
+            None => writeln!(f, "store: disabled")?,
+            Some(p) => {
+                writeln!(f, "store: {} (fingerprint {})", p.display(), self.store.fingerprint)?;
+                if let Some(e) = &self.store.read_error {
+                    writeln!(f, "store NOT READ: {e}")?;
+                }
+                if let Some(e) = &self.store.write_error {
+                    writeln!(f, "store NOT WRITTEN: {e}")?;
+                }
+            }
+        }
+        for e in &self.entries {
+            if let Some(reason) = e.reason() {
+                writeln!(f, "  {} {}: {}", hex::encode(e.hash), e.outcome.as_str(), reason)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Helpers shared by the integration tests: real components, fixtures, and calling exports.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use wasm_node_cache::{Hash32, sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `(name, wasm bytes)` of every WAT source in `components/`, sorted by name.
+pub fn shipped_sources() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo().join("components")).expect("components/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "wat") {
+            let name = path.file_stem().expect("stem").to_string_lossy().into_owned();
+            out.push((name, wat::parse_file(&path).expect("WAT parses")));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The adder's hash (from its WAT source).
+pub fn adder_hash() -> Hash32 {
+    let (_, bytes) = shipped_sources().into_iter().find(|(n, _)| n == "adder").expect("adder.wat");
+    sha256(&bytes)
+}
+
+/// A binary root in a temp dir holding every shipped component; returns (dir, root, whitelist).
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub store: PathBuf,
+    pub whitelist: HashSet<Hash32>,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("wasm");
+        std::fs::create_dir(&root).expect("mkdir");
+        let mut whitelist = HashSet::new();
+        for (_, bytes) in shipped_sources() {
+            let h = sha256(&bytes);
+            std::fs::write(root.join(hex::encode(h)), &bytes).expect("write binary");
+            whitelist.insert(h);
+        }
+        let store = dir.path().join("store");
+        Fixture { dir, root, store, whitelist }
+    }
+
+    pub fn builder(&self) -> wasm_node_cache::Builder {
+        wasm_node_cache::WasmNodeCache::builder()
+            .binary_root(&self.root)
+            .whitelist(self.whitelist.clone())
+            .store(&self.store)
+    }
+
+    pub fn start(&self) -> wasm_node_cache::WasmNodeCache {
+        self.builder().build().expect("start-up")
+    }
+
+    pub fn artifact_path(&self, hash: &Hash32) -> PathBuf {
+        artifact_of(&self.store, hash)
+    }
+}
+
+/// The artifact file of `hash` in `store` (any fingerprint; exactly one expected).
+pub fn artifact_of(store: &Path, hash: &Hash32) -> PathBuf {
+    let suffix = format!("-{}.cwasm", hex::encode(hash));
+    let found: Vec<PathBuf> = std::fs::read_dir(store)
+        .expect("store exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(&suffix))
+        .collect();
+    assert_eq!(found.len(), 1, "one artifact for {}", hex::encode(hash));
+    found.into_iter().next().expect("one")
+}
+
+/// Calls the adder's `add` with fuel, as the node would.
+pub fn call_add(engine: &Engine, component: &Component, a: i32, b: i32) -> i32 {
+    let mut store = Store::new(engine, ());
+    store.set_fuel(1_000_000).expect("fuel enabled");
+    let linker = Linker::new(engine);
+    let instance = linker.instantiate(&mut store, component).expect("instantiate");
+    let add = instance.get_typed_func::<(i32, i32), (i32,)>(&mut store, "add").expect("add export");
+    let (r,) = add.call(&mut store, (a, b)).expect("call");
+    r
+}
+
+/// Calls `fib` with fuel.
+pub fn call_fib(engine: &Engine, component: &Component, n: u32) -> u64 {
+    let mut store = Store::new(engine, ());
+    store.set_fuel(10_000_000).expect("fuel enabled");
+    let linker = Linker::new(engine);
+    let instance = linker.instantiate(&mut store, component).expect("instantiate");
+    let f = instance.get_typed_func::<(u32,), (u64,)>(&mut store, "fib").expect("fib export");
+    f.call(&mut store, (n,)).expect("call").0
+}
+
+/// Calls `fnv1a` with fuel.
+pub fn call_fnv1a(engine: &Engine, component: &Component, data: &str) -> u32 {
+    let mut store = Store::new(engine, ());
+    store.set_fuel(10_000_000).expect("fuel enabled");
+    let linker = Linker::new(engine);
+    let instance = linker.instantiate(&mut store, component).expect("instantiate");
+    let f = instance.get_typed_func::<(&str,), (u32,)>(&mut store, "fnv1a").expect("fnv1a export");
+    f.call(&mut store, (data,)).expect("call").0
+}
+
+/// A distinct, valid component for index `i`: `get() -> u32` returns `i`; `funcs` extra core
+/// functions make it bigger. Used where many components are needed.
+pub fn generated_component(i: u32, funcs: u32) -> Vec<u8> {
+    let mut body = String::new();
+    for f in 0..funcs {
+        body.push_str(&format!(
+            "(func (export \"f{f}\") (param i32) (result i32) local.get 0 i32.const {} i32.mul i32.const {f} i32.add)\n",
+            i.wrapping_mul(2654435761) | 1
+        ));
+    }
+    let wat = format!(
+        "(component (core module $m (func (export \"get\") (result i32) i32.const {i}) {body}) \
+         (core instance $i (instantiate $m)) \
+         (func (export \"get\") (result u32) (canon lift (core func $i \"get\"))))"
+    );
+    wat::parse_str(&wat).expect("generated WAT parses")
+}
