@@ -140,7 +140,9 @@ impl fmt::Display for ArtifactError {
             ArtifactError::UnsupportedVersion { found } => {
                 write!(f, "format version {found} is not {FORMAT_VERSION}")
             }
-            ArtifactError::BadTag { keyed: true } => f.write_str("MAC does not verify: trailer forged or corrupted, or another key"),
+            ArtifactError::BadTag { keyed: true } => {
+                f.write_str("MAC does not verify: trailer forged or corrupted, or another key")
+            }
             ArtifactError::BadTag { keyed: false } => f.write_str("trailer checksum mismatch: trailer corrupted"),
             ArtifactError::WrongMode { artifact_keyed: true } => {
                 f.write_str("artifact carries a MAC but the store is not in MAC mode")
@@ -149,10 +151,17 @@ impl fmt::Display for ArtifactError {
                 f.write_str("artifact carries no MAC but the store requires one")
             }
             ArtifactError::LengthMismatch { declared, actual } => {
-                write!(f, "payload length {declared} recorded, {actual} present: truncated or extended")
+                write!(
+                    f,
+                    "payload length {declared} recorded, {actual} present: truncated or extended"
+                )
             }
             ArtifactError::WrongSource { found } => {
-                write!(f, "compiled from another source ({}): artifact copied under the wrong name", hex::encode(found))
+                write!(
+                    f,
+                    "compiled from another source ({}): artifact copied under the wrong name",
+                    hex::encode(found)
+                )
             }
             ArtifactError::WrongFingerprint { found } => {
                 write!(f, "compiled by another engine (fingerprint {})", found.to_hex())
@@ -236,7 +245,9 @@ pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactE
         a
     });
     if expected != found {
-        return Err(ArtifactError::BadTag { keyed: sealer.is_keyed() });
+        return Err(ArtifactError::BadTag {
+            keyed: sealer.is_keyed(),
+        });
     }
     let mut source_hash = [0u8; 32];
     source_hash.copy_from_slice(&t[16..48]);
@@ -244,7 +255,10 @@ pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactE
     fp.copy_from_slice(&t[48..64]);
     let payload_len = le_u64(&t[64..72]);
     if payload_len != payload_actual as u64 {
-        return Err(ArtifactError::LengthMismatch { declared: payload_len, actual: payload_actual as u64 });
+        return Err(ArtifactError::LengthMismatch {
+            declared: payload_len,
+            actual: payload_actual as u64,
+        });
     }
     let mut payload_checksum = [0u8; 32];
     payload_checksum.copy_from_slice(&t[80..112]);
@@ -265,10 +279,14 @@ pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactE
 pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
     let trailer = decode_trailer(file, sealer)?;
     if trailer.source_hash != key.source {
-        return Err(ArtifactError::WrongSource { found: trailer.source_hash });
+        return Err(ArtifactError::WrongSource {
+            found: trailer.source_hash,
+        });
     }
     if trailer.fingerprint != key.fingerprint {
-        return Err(ArtifactError::WrongFingerprint { found: trailer.fingerprint });
+        return Err(ArtifactError::WrongFingerprint {
+            found: trailer.fingerprint,
+        });
     }
     // decode_trailer checked payload_len == file.len() - TRAILER_LEN, so this is in bounds.
     let payload = &file[..file.len() - TRAILER_LEN];
@@ -283,7 +301,10 @@ mod tests {
     use super::*;
 
     fn key(source: u8, fp: u8) -> ArtifactKey {
-        ArtifactKey { source: [source; 32], fingerprint: Fingerprint([fp; 16]) }
+        ArtifactKey {
+            source: [source; 32],
+            fingerprint: Fingerprint([fp; 16]),
+        }
     }
 
     fn artifact(payload: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Vec<u8> {
@@ -310,7 +331,10 @@ mod tests {
             for bit in 0..8 {
                 let mut b = a.clone();
                 b[byte] ^= 1 << bit;
-                assert!(verify(&b, &k, &Sealer::Plain).is_err(), "flip at byte {byte} bit {bit} accepted");
+                assert!(
+                    verify(&b, &k, &Sealer::Plain).is_err(),
+                    "flip at byte {byte} bit {bit} accepted"
+                );
             }
         }
     }
@@ -318,8 +342,14 @@ mod tests {
     #[test]
     fn bound_to_its_key() {
         let a = artifact(b"x", &key(1, 2), &Sealer::Plain);
-        assert!(matches!(verify(&a, &key(3, 2), &Sealer::Plain), Err(ArtifactError::WrongSource { .. })));
-        assert!(matches!(verify(&a, &key(1, 4), &Sealer::Plain), Err(ArtifactError::WrongFingerprint { .. })));
+        assert!(matches!(
+            verify(&a, &key(3, 2), &Sealer::Plain),
+            Err(ArtifactError::WrongSource { .. })
+        ));
+        assert!(matches!(
+            verify(&a, &key(1, 4), &Sealer::Plain),
+            Err(ArtifactError::WrongFingerprint { .. })
+        ));
     }
 
     #[test]
@@ -327,7 +357,10 @@ mod tests {
         let k = key(1, 2);
         let a = artifact(&[7u8; 300], &k, &Sealer::Plain);
         for len in 0..a.len() {
-            assert!(verify(&a[..len], &k, &Sealer::Plain).is_err(), "truncation to {len} accepted");
+            assert!(
+                verify(&a[..len], &k, &Sealer::Plain).is_err(),
+                "truncation to {len} accepted"
+            );
         }
     }
 
@@ -337,7 +370,10 @@ mod tests {
         let plain = artifact(b"p", &k, &Sealer::Plain);
         let mine = Sealer::Keyed([9; 32]);
         let theirs = Sealer::Keyed([8; 32]);
-        assert_eq!(verify(&plain, &k, &mine), Err(ArtifactError::WrongMode { artifact_keyed: false }));
+        assert_eq!(
+            verify(&plain, &k, &mine),
+            Err(ArtifactError::WrongMode { artifact_keyed: false })
+        );
         let forged = artifact(b"p", &k, &theirs);
         assert_eq!(verify(&forged, &k, &mine), Err(ArtifactError::BadTag { keyed: true }));
         assert!(verify(&artifact(b"p", &k, &mine), &k, &mine).is_ok());

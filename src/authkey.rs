@@ -17,7 +17,10 @@ pub fn load_key(path: &Path) -> anyhow::Result<[u8; 32]> {
         use std::os::unix::fs::MetadataExt;
         let mode = meta.mode() & 0o777;
         if mode & 0o077 != 0 {
-            bail!("MAC key file {} is accessible to other users (mode {mode:03o}); run `chmod 600` on it", path.display());
+            bail!(
+                "MAC key file {} is accessible to other users (mode {mode:03o}); run `chmod 600` on it",
+                path.display()
+            );
         }
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read MAC key file {}", path.display()))?;
@@ -31,5 +34,9 @@ pub fn load_key(path: &Path) -> anyhow::Result<[u8; 32]> {
     if text.len() == 64 && hex::decode_to_slice(text, &mut key).is_ok() {
         return Ok(key);
     }
-    bail!("MAC key file {} must hold 32 raw bytes or 64 hex digits ({} bytes found)", path.display(), bytes.len())
+    bail!(
+        "MAC key file {} must hold 32 raw bytes or 64 hex digits ({} bytes found)",
+        path.display(),
+        bytes.len()
+    )
 }

@@ -263,7 +263,9 @@ impl Builder {
         }
         let sealer = match &self.auth_key_file {
             None => Ok(Sealer::Plain),
-            Some(path) => crate::authkey::load_key(path).map(Sealer::Keyed).map_err(|e| format!("{e:#}")),
+            Some(path) => crate::authkey::load_key(path)
+                .map(Sealer::Keyed)
+                .map_err(|e| format!("{e:#}")),
         };
         if let Some(reason) = store_refusal {
             log::warn!("{reason}");
@@ -294,7 +296,9 @@ impl Builder {
 /// exist.
 fn is_within(inner: &Path, outer: &Path) -> bool {
     let resolve = |p: &Path| {
-        std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     };
     resolve(inner).starts_with(resolve(outer))
 }

@@ -20,7 +20,10 @@ pub type Hash32 = [u8; 32];
 /// ```
 pub fn parse_hash(text: &str) -> anyhow::Result<Hash32> {
     if text.len() != 64 {
-        bail!("{text:?} is not a SHA-256: expected 64 hex digits, found {} characters", text.len());
+        bail!(
+            "{text:?} is not a SHA-256: expected 64 hex digits, found {} characters",
+            text.len()
+        );
     }
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).with_context(|| format!("{text:?} is not a SHA-256: not hexadecimal"))?;
@@ -41,7 +44,9 @@ pub struct Fingerprint(pub [u8; 16]);
 impl Fingerprint {
     /// Fingerprint of `engine` for a store in the given authentication mode.
     pub fn of(engine: &Engine, keyed: bool) -> Fingerprint {
-        let mut h = Blake3Hasher(blake3::Hasher::new_derive_key("wasm-node-cache 2026-11-25 engine fingerprint v1"));
+        let mut h = Blake3Hasher(blake3::Hasher::new_derive_key(
+            "wasm-node-cache 2026-11-25 engine fingerprint v1",
+        ));
         // `precompile_compatibility_hash` covers triple, compiler and ISA flags, tunables, wasm
         // features and wasmtime's own version. It feeds `Hasher::write_*` calls whose byte order is
         // the host's; a store is per machine, and wasmtime re-checks compatibility on load anyway.
@@ -105,7 +110,10 @@ impl ArtifactKey {
         let fingerprint = Fingerprint::from_hex(fp)?;
         let mut src = [0u8; 32];
         hex::decode_to_slice(source, &mut src).ok()?;
-        Some(ArtifactKey { source: src, fingerprint })
+        Some(ArtifactKey {
+            source: src,
+            fingerprint,
+        })
     }
 }
 
@@ -131,11 +139,17 @@ mod tests {
 
     #[test]
     fn file_name_round_trip() {
-        let k = ArtifactKey { source: [0x5a; 32], fingerprint: Fingerprint([0x01; 16]) };
+        let k = ArtifactKey {
+            source: [0x5a; 32],
+            fingerprint: Fingerprint([0x01; 16]),
+        };
         assert_eq!(ArtifactKey::from_file_name(&k.file_name()), Some(k));
         assert_eq!(ArtifactKey::from_file_name("lock"), None);
         assert_eq!(ArtifactKey::from_file_name(".tmp-abc"), None);
-        assert_eq!(ArtifactKey::from_file_name(&format!("{}-{}.cwasm", "zz".repeat(16), "00".repeat(32))), None);
+        assert_eq!(
+            ArtifactKey::from_file_name(&format!("{}-{}.cwasm", "zz".repeat(16), "00".repeat(32))),
+            None
+        );
     }
 
     #[test]

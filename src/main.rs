@@ -1,1 +1,7 @@
-fn main(){}
+//! `wasm-node-cache`: the operator CLI over the library.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

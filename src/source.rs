@@ -71,7 +71,10 @@ mod tests {
 
         let wrong = [0x11; 32];
         std::fs::write(dir.path().join(hex::encode(wrong)), good).expect("write");
-        assert_eq!(read_verified(dir.path(), &wrong), Err(SkipReason::HashMismatch { actual: h }));
+        assert_eq!(
+            read_verified(dir.path(), &wrong),
+            Err(SkipReason::HashMismatch { actual: h })
+        );
         assert_eq!(read_verified(dir.path(), &[0x22; 32]), Err(SkipReason::Missing));
     }
 }

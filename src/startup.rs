@@ -67,7 +67,10 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let started = Instant::now();
     let keyed = plan.sealer.as_ref().map(Sealer::is_keyed).unwrap_or(true);
     let fingerprint = Fingerprint::of(&plan.engine, keyed);
-    let mut health = StoreHealth { fingerprint: fingerprint.to_hex(), ..StoreHealth::default() };
+    let mut health = StoreHealth {
+        fingerprint: fingerprint.to_hex(),
+        ..StoreHealth::default()
+    };
     let mut slots: BTreeMap<Hash32, Slot> = plan.whitelist.iter().map(|h| (*h, Slot::default())).collect();
     let mut components = HashMap::new();
 
@@ -75,10 +78,16 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let mut can_write = store.is_some();
 
     if let Some(store) = &store {
-        match store.lock().acquire(LockKind::Shared, plan.lock_timeout, "load artifacts") {
+        match store
+            .lock()
+            .acquire(LockKind::Shared, plan.lock_timeout, "load artifacts")
+        {
             Ok(_shared) => load_pending(store, &plan.engine, &mut slots, &mut components),
             Err(e) => {
-                let msg = format!("could not take the shared lock on {}: {e}", store.lock().path().display());
+                let msg = format!(
+                    "could not take the shared lock on {}: {e}",
+                    store.lock().path().display()
+                );
                 health.read_error = Some(msg.clone());
                 health.write_error = Some(msg);
                 can_write = false;
@@ -86,7 +95,11 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         }
     }
 
-    let mut pending: Vec<Hash32> = slots.iter().filter(|(_, s)| s.outcome.is_none()).map(|(h, _)| *h).collect();
+    let mut pending: Vec<Hash32> = slots
+        .iter()
+        .filter(|(_, s)| s.outcome.is_none())
+        .map(|(h, _)| *h)
+        .collect();
     if !pending.is_empty() {
         let mut exclusive = None;
         if let (Some(store), true) = (&store, can_write) {
@@ -133,10 +146,18 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         drop(exclusive);
     }
 
-    let mut report = LoadReport { store: health, ..LoadReport::default() };
+    let mut report = LoadReport {
+        store: health,
+        ..LoadReport::default()
+    };
     for (hash, slot) in slots {
         let outcome = slot.outcome.unwrap_or(Outcome::Skipped(SkipReason::Missing));
-        report.entries.push(EntryReport { hash, outcome, rejected: slot.rejected, store_error: slot.store_error });
+        report.entries.push(EntryReport {
+            hash,
+            outcome,
+            rejected: slot.rejected,
+            store_error: slot.store_error,
+        });
     }
     for hash in not_whitelisted(&plan.binary_root, &plan.whitelist) {
         report.entries.push(EntryReport {
@@ -146,7 +167,7 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
             store_error: None,
         });
     }
-    report.entries.sort_by(|a, b| a.hash.cmp(&b.hash));
+    report.entries.sort_by_key(|e| e.hash);
     for e in &report.entries {
         match &e.outcome {
             Outcome::FromStore => report.from_store += 1,
@@ -178,7 +199,9 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
 }
 
 fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -> Option<Store> {
-    let StoreChoice::Dir(dir) = &plan.store else { return None };
+    let StoreChoice::Dir(dir) = &plan.store else {
+        return None;
+    };
     health.path = Some(dir.clone());
     let fail = |health: &mut StoreHealth, msg: String| {
         log::warn!("artifact store unusable, compiling in memory: {msg}");
@@ -219,8 +242,10 @@ fn load_pending(
             }
             Lookup::Absent => {}
             Lookup::Rejected(reason) => {
-                log::warn!("stored artifact {} rejected: {reason}", store.path_of(hash).display());
-                slot.rejected.get_or_insert(reason);
+                if slot.rejected.is_none() {
+                    log::warn!("stored artifact {} rejected: {reason}", store.path_of(hash).display());
+                    slot.rejected = Some(reason);
+                }
             }
         }
     }
@@ -239,7 +264,10 @@ fn compile_all(plan: &Plan, pending: &[Hash32], store: Option<&Store>) -> Vec<(H
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(total));
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(total);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(total);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -264,22 +292,37 @@ fn compile_all(plan: &Plan, pending: &[Hash32], store: Option<&Store>) -> Vec<(H
 fn compile_one(engine: &Engine, root: &Path, hash: &Hash32, store: Option<&Store>) -> CompileResult {
     let bytes = read_verified(root, hash)?;
     let t = Instant::now();
-    let artifact = engine.precompile_component(&bytes).map_err(|e| SkipReason::CompileFailed(format!("{e:#}")))?;
-    log::debug!("compiled {} in {:.1} ms", hex::encode(hash), t.elapsed().as_secs_f64() * 1e3);
+    let artifact = engine
+        .precompile_component(&bytes)
+        .map_err(|e| SkipReason::CompileFailed(format!("{e:#}")))?;
+    log::debug!(
+        "compiled {} in {:.1} ms",
+        hex::encode(hash),
+        t.elapsed().as_secs_f64() * 1e3
+    );
     // SAFETY: `artifact` was produced a moment ago by `precompile_component` on this same engine,
     // from bytes whose SHA-256 is the whitelisted hash; it never left this process's memory.
     let component = unsafe { Component::deserialize(engine, &artifact) }
         .map_err(|e| SkipReason::CompileFailed(format!("cannot load own compilation: {e:#}")))?;
     let stored = store.map(|s| {
-        s.publish(hash, &artifact).map(|_| ()).map_err(|e| format!("cannot write {}: {e}", s.path_of(hash).display()))
+        s.publish(hash, &artifact)
+            .map(|_| ())
+            .map_err(|e| format!("cannot write {}: {e}", s.path_of(hash).display()))
     });
     Ok((component, stored))
 }
 
 fn not_whitelisted(root: &Path, whitelist: &HashSet<Hash32>) -> Vec<Hash32> {
-    let Ok(dir) = std::fs::read_dir(root) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
     dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().filter(|n| is_hash_name(n)).and_then(|n| parse_hash(n).ok()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .filter(|n| is_hash_name(n))
+                .and_then(|n| parse_hash(n).ok())
+        })
         .filter(|h| !whitelist.contains(h))
         .collect()
 }

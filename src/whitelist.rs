@@ -22,7 +22,8 @@ pub fn parse_whitelist(text: &str, origin: &str) -> anyhow::Result<HashSet<Hash3
         if line.is_empty() {
             continue;
         }
-        let hash = parse_hash(line).with_context(|| format!("{origin}:{}: bad whitelist entry {:?}", index + 1, raw.trim()))?;
+        let hash = parse_hash(line)
+            .with_context(|| format!("{origin}:{}: bad whitelist entry {:?}", index + 1, raw.trim()))?;
         set.insert(hash);
     }
     Ok(set)

@@ -17,7 +17,8 @@ fn config_matches_sources() {
         for entry in std::fs::read_dir(&dir).expect("config/wasm") {
             std::fs::remove_file(entry.expect("entry").path()).expect("remove stale");
         }
-        let mut conf = String::from("# Whitelisted components: SHA-256 of each file in config/wasm (see components/README.md).\n");
+        let mut conf =
+            String::from("# Whitelisted components: SHA-256 of each file in config/wasm (see components/README.md).\n");
         for (name, bytes) in &sources {
             let h = hex::encode(sha256(bytes));
             std::fs::write(dir.join(&h), bytes).expect("write");
@@ -30,11 +31,15 @@ fn config_matches_sources() {
     for (name, bytes) in &sources {
         let h = sha256(bytes);
         expected.insert(h);
-        let shipped = std::fs::read(repo.join("config/wasm").join(hex::encode(h)))
-            .unwrap_or_else(|e| panic!("config/wasm lacks {name}.wat's binary ({e}); run with WNC_UPDATE_COMPONENTS=1"));
+        let shipped = std::fs::read(repo.join("config/wasm").join(hex::encode(h))).unwrap_or_else(|e| {
+            panic!("config/wasm lacks {name}.wat's binary ({e}); run with WNC_UPDATE_COMPONENTS=1")
+        });
         assert_eq!(shipped, *bytes, "{name}");
     }
-    assert_eq!(whitelist, expected, "config/wasm.conf lists exactly the shipped components");
+    assert_eq!(
+        whitelist, expected,
+        "config/wasm.conf lists exactly the shipped components"
+    );
 }
 
 #[test]

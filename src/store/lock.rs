@@ -31,7 +31,11 @@ impl std::fmt::Display for LockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LockError::TimedOut { waited, holder } => {
-                write!(f, "lock still held by another process after {:.1} s", waited.as_secs_f64())?;
+                write!(
+                    f,
+                    "lock still held by another process after {:.1} s",
+                    waited.as_secs_f64()
+                )?;
                 if let Some(pid) = holder {
                     write!(f, " (last exclusive holder: pid {pid})")?;
                 }
@@ -135,16 +139,25 @@ impl StoreLock {
             }
             let waited = start.elapsed();
             if waited >= timeout {
-                return Err(LockError::TimedOut { waited, holder: self.last_holder() });
+                return Err(LockError::TimedOut {
+                    waited,
+                    holder: self.last_holder(),
+                });
             }
             if waited >= next_log {
                 log::warn!(
                     "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up after {:.0} s)",
                     std::process::id(),
-                    if kind == LockKind::Shared { "shared" } else { "exclusive" },
+                    if kind == LockKind::Shared {
+                        "shared"
+                    } else {
+                        "exclusive"
+                    },
                     self.path.display(),
                     purpose,
-                    self.last_holder().map(|p| format!(", last exclusive holder pid {p}")).unwrap_or_default(),
+                    self.last_holder()
+                        .map(|p| format!(", last exclusive holder pid {p}"))
+                        .unwrap_or_default(),
                     timeout.as_secs_f64(),
                 );
                 next_log = waited + Duration::from_secs(5);
@@ -170,13 +183,21 @@ mod tests {
     fn shared_coexist_exclusive_waits_then_times_out() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lock = StoreLock::new(dir.path().join("lock"));
-        let a = lock.acquire(LockKind::Shared, Duration::from_secs(1), "load").expect("shared a");
-        let _b = lock.acquire(LockKind::Shared, Duration::from_secs(1), "load").expect("shared b");
-        let err = lock.acquire(LockKind::Exclusive, Duration::from_millis(50), "compile").unwrap_err();
+        let a = lock
+            .acquire(LockKind::Shared, Duration::from_secs(1), "load")
+            .expect("shared a");
+        let _b = lock
+            .acquire(LockKind::Shared, Duration::from_secs(1), "load")
+            .expect("shared b");
+        let err = lock
+            .acquire(LockKind::Exclusive, Duration::from_millis(50), "compile")
+            .unwrap_err();
         assert!(matches!(err, LockError::TimedOut { .. }), "{err}");
         drop(a);
         drop(_b);
-        let x = lock.acquire(LockKind::Exclusive, Duration::from_secs(1), "compile").expect("exclusive");
+        let x = lock
+            .acquire(LockKind::Exclusive, Duration::from_secs(1), "compile")
+            .expect("exclusive");
         assert!(lock.is_held_exclusively().expect("probe"));
         assert_eq!(lock.last_holder(), Some(std::process::id()));
         drop(x);

@@ -71,14 +71,21 @@ impl Store {
     pub fn open(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
         use anyhow::Context;
         if !dir.exists() {
-            fsutil::create_private_dir(dir).with_context(|| format!("cannot create store directory {}", dir.display()))?;
+            fsutil::create_private_dir(dir)
+                .with_context(|| format!("cannot create store directory {}", dir.display()))?;
         }
-        if let Some(reason) =
-            fsutil::untrusted_reason(dir).with_context(|| format!("cannot inspect store directory {}", dir.display()))?
+        if let Some(reason) = fsutil::untrusted_reason(dir)
+            .with_context(|| format!("cannot inspect store directory {}", dir.display()))?
         {
             anyhow::bail!("refusing to use the store: {reason}");
         }
-        Ok(Store { dir: dir.to_path_buf(), fingerprint, sealer, lock: StoreLock::new(dir.join("lock")), fault: WriteFault::None })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            fingerprint,
+            sealer,
+            lock: StoreLock::new(dir.join("lock")),
+            fault: WriteFault::None,
+        })
     }
 
     /// The store directory.
@@ -104,7 +111,10 @@ impl Store {
 
     /// The key of `source` under this store's fingerprint.
     pub fn key(&self, source: &Hash32) -> ArtifactKey {
-        ArtifactKey { source: *source, fingerprint: self.fingerprint }
+        ArtifactKey {
+            source: *source,
+            fingerprint: self.fingerprint,
+        }
     }
 
     /// Path of the artifact for `source`.
@@ -150,7 +160,10 @@ impl Store {
     /// Atomically publishes `payload` as the artifact for `source`.
     pub fn publish(&self, source: &Hash32, payload: &[u8]) -> std::io::Result<PathBuf> {
         let key = self.key(source);
-        let created = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let trailer = artifact::encode_trailer(payload, &key, &self.sealer, created);
         publish::publish(&self.dir, &key.file_name(), &[payload, &trailer], &self.fault)
     }
@@ -161,9 +174,16 @@ impl Store {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
-            let Some(key) = entry.file_name().to_str().and_then(ArtifactKey::from_file_name) else { continue };
+            let Some(key) = entry.file_name().to_str().and_then(ArtifactKey::from_file_name) else {
+                continue;
+            };
             let meta = entry.path().symlink_metadata()?;
-            out.push(StoredEntry { key, path: entry.path(), size: meta.len(), modified: meta.modified().ok() });
+            out.push(StoredEntry {
+                key,
+                path: entry.path(),
+                size: meta.len(),
+                modified: meta.modified().ok(),
+            });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
@@ -247,7 +267,9 @@ fn deserialize(
         return Ok(unsafe { Component::deserialize_file(engine, &proc_path) }?);
     }
     let payload_len = usize::try_from(trailer.payload_len).map_err(|_| anyhow::anyhow!("payload too large"))?;
-    let payload = map.get(..payload_len).ok_or_else(|| anyhow::anyhow!("payload length out of range"))?;
+    let payload = map
+        .get(..payload_len)
+        .ok_or_else(|| anyhow::anyhow!("payload length out of range"))?;
     // SAFETY: as above, these bytes were verified against the key and checksum just now; this
     // path copies them into wasmtime's own memory, so later changes to the file cannot reach it.
     Ok(unsafe { Component::deserialize(engine, payload) }?)

@@ -25,7 +25,10 @@ pub(super) fn publish(dir: &Path, final_name: &str, parts: &[&[u8]], fault: &Wri
     }
     // tempfile creates the file with O_EXCL and mode 0600 under a random name: never an existing
     // file, never a link.
-    let mut tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(".part").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".part")
+        .tempfile_in(dir)?;
     for part in parts {
         if *fault == WriteFault::DiskFull {
             tmp.write_all(&part[..part.len().min(16)])?;

@@ -29,7 +29,10 @@ pub fn shipped_sources() -> Vec<(String, Vec<u8>)> {
 
 /// The adder's hash (from its WAT source).
 pub fn adder_hash() -> Hash32 {
-    let (_, bytes) = shipped_sources().into_iter().find(|(n, _)| n == "adder").expect("adder.wat");
+    let (_, bytes) = shipped_sources()
+        .into_iter()
+        .find(|(n, _)| n == "adder")
+        .expect("adder.wat");
     sha256(&bytes)
 }
 
@@ -53,7 +56,12 @@ impl Fixture {
             whitelist.insert(h);
         }
         let store = dir.path().join("store");
-        Fixture { dir, root, store, whitelist }
+        Fixture {
+            dir,
+            root,
+            store,
+            whitelist,
+        }
     }
 
     pub fn builder(&self) -> wasm_node_cache::Builder {
@@ -90,7 +98,9 @@ pub fn call_add(engine: &Engine, component: &Component, a: i32, b: i32) -> i32 {
     store.set_fuel(1_000_000).expect("fuel enabled");
     let linker = Linker::new(engine);
     let instance = linker.instantiate(&mut store, component).expect("instantiate");
-    let add = instance.get_typed_func::<(i32, i32), (i32,)>(&mut store, "add").expect("add export");
+    let add = instance
+        .get_typed_func::<(i32, i32), (i32,)>(&mut store, "add")
+        .expect("add export");
     let (r,) = add.call(&mut store, (a, b)).expect("call");
     r
 }
@@ -101,7 +111,9 @@ pub fn call_fib(engine: &Engine, component: &Component, n: u32) -> u64 {
     store.set_fuel(10_000_000).expect("fuel enabled");
     let linker = Linker::new(engine);
     let instance = linker.instantiate(&mut store, component).expect("instantiate");
-    let f = instance.get_typed_func::<(u32,), (u64,)>(&mut store, "fib").expect("fib export");
+    let f = instance
+        .get_typed_func::<(u32,), (u64,)>(&mut store, "fib")
+        .expect("fib export");
     f.call(&mut store, (n,)).expect("call").0
 }
 
@@ -111,7 +123,9 @@ pub fn call_fnv1a(engine: &Engine, component: &Component, data: &str) -> u32 {
     store.set_fuel(10_000_000).expect("fuel enabled");
     let linker = Linker::new(engine);
     let instance = linker.instantiate(&mut store, component).expect("instantiate");
-    let f = instance.get_typed_func::<(&str,), (u32,)>(&mut store, "fnv1a").expect("fnv1a export");
+    let f = instance
+        .get_typed_func::<(&str,), (u32,)>(&mut store, "fnv1a")
+        .expect("fnv1a export");
     f.call(&mut store, (data,)).expect("call").0
 }
 

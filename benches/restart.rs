@@ -1,0 +1,2 @@
+//! Placeholder until the performance issue: the restart benchmark lands here.
+fn main() {}

@@ -1,0 +1,338 @@
+//! The store's contract, end to end with real components: cold and warm start-ups, every kind of
+//! damaged artifact, engine changes, bad inputs, and an unusable store.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{Fixture, call_add, call_fib, call_fnv1a};
+use wasm_node_cache::{Outcome, SkipReason, WasmNodeCache, WriteFault, sha256};
+use wasmtime::component::Component;
+
+fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
+    let r = cache.report();
+    assert_eq!(
+        (r.from_store, r.compiled, r.rejected, r.skipped),
+        (from_store, compiled, rejected, skipped),
+        "(from_store, compiled, rejected, skipped)\n{r}"
+    );
+}
+
+/// Every shipped component is loaded and gives the same results as a fresh compilation.
+fn assert_runs_like_fresh(cache: &WasmNodeCache) {
+    let engine = cache.engine();
+    for (name, bytes) in common::shipped_sources() {
+        let cached = cache
+            .component(&sha256(&bytes))
+            .unwrap_or_else(|| panic!("{name} loaded"));
+        let fresh = Component::new(engine, &bytes).expect("fresh compile");
+        match name.as_str() {
+            "adder" => {
+                for (a, b) in [(1, 2), (-7, 3), (i32::MAX, 1)] {
+                    assert_eq!(call_add(engine, cached, a, b), call_add(engine, &fresh, a, b));
+                }
+                assert_eq!(call_add(engine, cached, 40, 2), 42);
+            }
+            "fib" => assert_eq!(call_fib(engine, cached, 50), call_fib(engine, &fresh, 50)),
+            "fnv1a" => assert_eq!(call_fnv1a(engine, cached, "node"), call_fnv1a(engine, &fresh, "node")),
+            other => panic!("no check for {other}"),
+        }
+    }
+}
+
+#[test]
+fn cold_then_warm_loads_everything_and_compiles_nothing() {
+    let fx = Fixture::new();
+    let cold = fx.start();
+    assert_counts(&cold, 0, 3, 0, 0);
+    assert_eq!(cold.report().store.written, 3);
+    assert!(cold.report().store.readable() && cold.report().store.writable());
+    let warm = fx.start();
+    assert_counts(&warm, 3, 0, 0, 0);
+    assert_eq!(warm.components().len(), 3);
+    assert_runs_like_fresh(&warm);
+    assert_runs_like_fresh(&cold);
+}
+
+#[test]
+fn a_hit_needs_no_source_binary() {
+    let fx = Fixture::new();
+    fx.start();
+    std::fs::remove_dir_all(&fx.root).expect("remove binaries");
+    let warm = fx.start();
+    assert_counts(&warm, 3, 0, 0, 0);
+    assert_runs_like_fresh(&warm);
+}
+
+#[test]
+fn missing_entry_is_the_only_one_recompiled() {
+    let fx = Fixture::new();
+    fx.start();
+    let adder = common::adder_hash();
+    std::fs::remove_file(fx.artifact_path(&adder)).expect("remove");
+    let cache = fx.start();
+    assert_counts(&cache, 2, 1, 0, 0);
+    assert_eq!(
+        cache.report().entry(&adder).map(|e| &e.outcome),
+        Some(&Outcome::Compiled)
+    );
+    assert_runs_like_fresh(&cache);
+}
+
+#[test]
+fn changed_engine_settings_never_load_old_artifacts() {
+    let fx = Fixture::new();
+    fx.start();
+    let mut config = wasm_node_cache::node_config();
+    config.cranelift_nan_canonicalization(false);
+    let other = wasmtime::Engine::new(&config).expect("engine");
+    let cache = fx.builder().engine(other).build().expect("start-up");
+    assert_counts(&cache, 0, 3, 0, 0);
+    // Both generations coexist; the node's own engine still hits.
+    assert_counts(&fx.start(), 3, 0, 0, 0);
+}
+
+/// Damages the adder's artifact with `damage`; the next start-up must reject exactly it, recompile
+/// and replace it, and the one after must load everything.
+fn rejected_and_healed(damage: impl FnOnce(&Fixture, &std::path::Path), expect_in_reason: &str) {
+    let fx = Fixture::new();
+    fx.start();
+    let adder = common::adder_hash();
+    let path = fx.artifact_path(&adder);
+    damage(&fx, &path);
+    let cache = fx.start();
+    assert_counts(&cache, 2, 1, 1, 0);
+    let entry = cache.report().entry(&adder).expect("adder entry");
+    let reason = entry.rejected.as_deref().expect("rejection reason");
+    assert!(
+        reason.contains(expect_in_reason),
+        "reason {reason:?} lacks {expect_in_reason:?}"
+    );
+    assert_runs_like_fresh(&cache);
+    let healed = fx.start();
+    assert_counts(&healed, 3, 0, 0, 0);
+    assert_runs_like_fresh(&healed);
+}
+
+fn flip(path: &std::path::Path, offset_from_end: Option<usize>, offset: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let i = match offset_from_end {
+        Some(back) => bytes.len() - back,
+        None => offset,
+    };
+    bytes[i] ^= 0x40;
+    // Replace, not rewrite in place: the store's own rule, and what an operator's tool does.
+    std::fs::remove_file(path).expect("unlink");
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn flipped_payload_byte_is_rejected_and_healed() {
+    rejected_and_healed(|_, p| flip(p, None, 200), "payload checksum mismatch");
+}
+
+#[test]
+fn flipped_header_byte_is_rejected_and_healed() {
+    // Inside the trailer's source-hash field.
+    rejected_and_healed(|_, p| flip(p, Some(100), 0), "trailer checksum mismatch");
+}
+
+#[test]
+fn truncated_artifact_is_rejected_and_healed() {
+    rejected_and_healed(
+        |_, p| {
+            let bytes = std::fs::read(p).expect("read");
+            std::fs::remove_file(p).expect("unlink");
+            std::fs::write(p, &bytes[..bytes.len() / 2]).expect("write");
+        },
+        "bad magic",
+    );
+}
+
+#[test]
+fn zero_length_artifact_is_rejected_and_healed() {
+    rejected_and_healed(
+        |_, p| {
+            std::fs::remove_file(p).expect("unlink");
+            std::fs::write(p, b"").expect("write");
+        },
+        "truncated: 0 bytes",
+    );
+}
+
+#[test]
+fn garbage_artifact_is_rejected_and_healed() {
+    rejected_and_healed(
+        |_, p| {
+            std::fs::remove_file(p).expect("unlink");
+            std::fs::write(p, vec![0xa5u8; 5000]).expect("write");
+        },
+        "bad magic",
+    );
+}
+
+#[test]
+fn artifact_copied_under_another_hash_is_rejected_and_healed() {
+    rejected_and_healed(
+        |fx, p| {
+            let (_, fib) = common::shipped_sources()
+                .into_iter()
+                .find(|(n, _)| n == "fib")
+                .expect("fib");
+            let fib_artifact = fx.artifact_path(&sha256(&fib));
+            std::fs::remove_file(p).expect("unlink");
+            std::fs::copy(fib_artifact, p).expect("copy");
+        },
+        "copied under the wrong name",
+    );
+}
+
+#[test]
+fn misnamed_binary_is_skipped_and_the_node_starts() {
+    let fx = Fixture::new();
+    let adder_bytes = std::fs::read(fx.root.join(hex::encode(common::adder_hash()))).expect("read");
+    let bogus = [0x42u8; 32];
+    std::fs::write(fx.root.join(hex::encode(bogus)), &adder_bytes).expect("write misnamed");
+    let mut whitelist = fx.whitelist.clone();
+    whitelist.insert(bogus);
+    let cache = fx.builder().whitelist(whitelist).build().expect("start-up");
+    assert_counts(&cache, 0, 3, 0, 1);
+    let e = cache.report().entry(&bogus).expect("entry");
+    assert_eq!(
+        e.outcome,
+        Outcome::Skipped(SkipReason::HashMismatch {
+            actual: common::adder_hash()
+        })
+    );
+    assert!(cache.component(&bogus).is_none());
+    assert_runs_like_fresh(&cache);
+}
+
+#[test]
+fn whitelisted_but_absent_is_skipped_and_unlisted_files_are_reported() {
+    let fx = Fixture::new();
+    let absent = [0x01u8; 32];
+    let mut whitelist = fx.whitelist.clone();
+    whitelist.insert(absent);
+    let adder = common::adder_hash();
+    whitelist.remove(&adder);
+    let cache = fx.builder().whitelist(whitelist).build().expect("start-up");
+    assert_counts(&cache, 0, 2, 0, 2);
+    assert_eq!(
+        cache.report().entry(&absent).map(|e| e.outcome.clone()),
+        Some(Outcome::Skipped(SkipReason::Missing))
+    );
+    assert_eq!(
+        cache.report().entry(&adder).map(|e| e.outcome.clone()),
+        Some(Outcome::Skipped(SkipReason::NotWhitelisted))
+    );
+    assert!(
+        cache.component(&adder).is_none(),
+        "a file outside the whitelist is never loaded"
+    );
+}
+
+#[test]
+fn bad_whitelist_line_is_an_error_naming_the_line() {
+    let fx = Fixture::new();
+    let conf = fx.dir.path().join("wasm.conf");
+    std::fs::write(&conf, format!("# ok\n{}\n\nzz-not-a-hash\n", "ab".repeat(32))).expect("write conf");
+    let err = WasmNodeCache::builder()
+        .binary_root(&fx.root)
+        .whitelist_file(&conf)
+        .store(&fx.store)
+        .build();
+    let msg = format!("{:#}", err.expect_err("bad line is an error"));
+    assert!(msg.contains("wasm.conf:4"), "{msg}");
+    assert!(msg.contains("zz-not-a-hash"), "{msg}");
+}
+
+#[test]
+fn whitelist_file_is_the_live_source() {
+    let fx = Fixture::new();
+    let conf = fx.dir.path().join("wasm.conf");
+    std::fs::write(
+        &conf,
+        format!("# only the adder\n{}  # adder\n", hex::encode(common::adder_hash())),
+    )
+    .expect("conf");
+    let cache = WasmNodeCache::builder()
+        .binary_root(&fx.root)
+        .whitelist_file(&conf)
+        .store(&fx.store)
+        .build()
+        .expect("ok");
+    assert_eq!(cache.whitelist(), &HashSet::from([common::adder_hash()]));
+    assert_eq!(cache.components().len(), 1);
+}
+
+#[test]
+fn store_that_cannot_be_created_still_starts_the_node() {
+    let fx = Fixture::new();
+    let blocker = fx.dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").expect("write");
+    let cache = fx.builder().store(blocker.join("store")).build().expect("node starts");
+    assert_counts(&cache, 0, 3, 0, 0);
+    let health = &cache.report().store;
+    assert!(!health.readable() && !health.writable());
+    assert!(
+        health
+            .read_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot create store directory")),
+        "{health:?}"
+    );
+    assert!(cache.report().to_string().contains("store NOT WRITTEN"));
+    assert_runs_like_fresh(&cache);
+}
+
+#[test]
+fn store_write_failure_starts_the_node_and_says_so() {
+    for fault in [WriteFault::DiskFull, WriteFault::ReadOnly] {
+        let fx = Fixture::new();
+        let cache = fx.builder().write_fault(fault).build().expect("node starts");
+        assert_counts(&cache, 0, 3, 0, 0);
+        let err = cache.report().store.write_error.clone().expect("write error reported");
+        assert!(err.contains("cannot write"), "{err}");
+        assert_runs_like_fresh(&cache);
+        let leftovers: Vec<_> = std::fs::read_dir(&fx.store)
+            .expect("store")
+            .map(|e| e.expect("e").file_name())
+            .collect();
+        assert!(
+            leftovers.iter().all(|n| n == "lock"),
+            "nothing half-written left: {leftovers:?}"
+        );
+    }
+}
+
+#[test]
+fn store_inside_the_binary_root_is_refused() {
+    let fx = Fixture::new();
+    let cache = fx.builder().store(fx.root.join("cache")).build().expect("node starts");
+    assert_counts(&cache, 0, 3, 0, 0);
+    assert!(cache.report().store.path.is_none(), "store disabled");
+    assert!(!fx.root.join("cache").exists());
+}
+
+#[test]
+fn no_store_compiles_in_memory_like_the_seed() {
+    let fx = Fixture::new();
+    let (engine, components) =
+        WasmNodeCache::init_wasm_engine_and_precompile_components(&fx.whitelist, &fx.root).expect("seed path");
+    assert_eq!(components.len(), 3);
+    assert_eq!(call_add(&engine, &components[&common::adder_hash()], 2, 3), 5);
+    assert!(!fx.store.exists());
+}
+
+#[test]
+fn clones_share_components() {
+    let fx = Fixture::new();
+    let a = fx.start();
+    let b = a.clone();
+    assert_eq!(
+        call_add(b.engine(), b.component(&common::adder_hash()).expect("adder"), 1, 1),
+        2
+    );
+    assert_eq!(a.report().compiled, b.report().compiled);
+}
