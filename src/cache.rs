@@ -20,6 +20,8 @@ pub const DEFAULT_BINARY_ROOT: &str = "./config/wasm";
 pub const DEFAULT_WHITELIST_FILE: &str = "./config/wasm.conf";
 /// Environment variable that overrides the default store directory.
 pub const STORE_DIR_ENV: &str = "WASM_NODE_CACHE_DIR";
+/// Environment variable naming the MAC key file; setting it turns the authenticated mode on.
+pub const KEY_FILE_ENV: &str = "WASM_NODE_CACHE_KEY_FILE";
 /// Default wait for the store's lock before compiling in memory instead.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -219,6 +221,7 @@ impl Builder {
 
     /// Authenticated mode: artifacts carry a keyed BLAKE3 MAC under the 32-byte key in this file
     /// (kept outside the store, owner-only), and nothing without a valid MAC is loaded.
+    /// Default: off, unless `$WASM_NODE_CACHE_KEY_FILE` names a key file.
     pub fn auth_key_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.auth_key_file = Some(path.into());
         self
@@ -261,9 +264,19 @@ impl Builder {
                 binary_root.display()
             ));
         }
-        let sealer = match &self.auth_key_file {
-            None => Ok(Sealer::Plain),
-            Some(path) => crate::authkey::load_key(path)
+        let key_file = self.auth_key_file.or_else(|| {
+            std::env::var_os(KEY_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let sealer = match (&key_file, &store) {
+            (None, _) => Ok(Sealer::Plain),
+            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(format!(
+                "MAC key file {} is inside the store {}; whoever can write the store could replace it",
+                key.display(),
+                dir.display()
+            )),
+            (Some(key), _) => crate::authkey::load_key(key)
                 .map(Sealer::Keyed)
                 .map_err(|e| format!("{e:#}")),
         };

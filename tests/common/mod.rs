@@ -146,3 +146,47 @@ pub fn generated_component(i: u32, funcs: u32) -> Vec<u8> {
     );
     wat::parse_str(&wat).expect("generated WAT parses")
 }
+
+/// A binary root of `n` generated components (`funcs` extra functions each), named by SHA-256.
+pub struct Generated {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub whitelist: HashSet<Hash32>,
+}
+
+pub fn generated_corpus(n: u32, funcs: u32) -> Generated {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("wasm");
+    std::fs::create_dir(&root).expect("mkdir");
+    let mut whitelist = HashSet::new();
+    for i in 0..n {
+        let bytes = generated_component(i, funcs);
+        let h = sha256(&bytes);
+        std::fs::write(root.join(hex::encode(h)), &bytes).expect("write");
+        whitelist.insert(h);
+    }
+    Generated { dir, root, whitelist }
+}
+
+/// File names in `store` that start with `prefix`.
+pub fn files_with_prefix(store: &Path, prefix: &str) -> Vec<String> {
+    match std::fs::read_dir(store) {
+        Ok(d) => d
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| n.starts_with(prefix))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Number of artifact files in `store`.
+pub fn artifact_count(store: &Path) -> usize {
+    match std::fs::read_dir(store) {
+        Ok(d) => d
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .count(),
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,451 @@
+//! Careless or hostile stores: loose permissions, another owner, links, special files, a full
+//! disk, a read-only mount, and the authenticated (MAC) mode.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Fixture, call_add};
+use wasm_node_cache::{WasmNodeCache, sha256};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn new_store_directories_are_owner_only() {
+    let fx = Fixture::new();
+    let nested = fx.dir.path().join("a/b/store");
+    let cache = fx.builder().store(&nested).build().expect("start-up");
+    assert_eq!(cache.report().store.written, 3);
+    for dir in [fx.dir.path().join("a"), fx.dir.path().join("a/b"), nested] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+}
+
+#[test]
+fn store_writable_by_others_is_never_loaded_from() {
+    for loose in [0o770, 0o707, 0o777, 0o720] {
+        let fx = Fixture::new();
+        fx.start();
+        chmod(&fx.store, loose);
+        let before = common::artifact_count(&fx.store);
+        let cache = fx.start();
+        let r = cache.report();
+        assert_eq!((r.from_store, r.compiled), (0, 3), "mode {loose:o}\n{r}");
+        let err = r.store.read_error.as_deref().unwrap_or_default();
+        assert!(
+            err.contains("writable by other users") && err.contains(&format!("{loose:03o}")),
+            "{err}"
+        );
+        assert!(r.to_string().contains("store NOT READ"), "{r}");
+        assert_eq!(
+            common::artifact_count(&fx.store),
+            before,
+            "nothing written into an untrusted store"
+        );
+        assert_eq!(
+            call_add(
+                cache.engine(),
+                cache.component(&common::adder_hash()).expect("adder"),
+                2,
+                2
+            ),
+            4
+        );
+    }
+}
+
+#[test]
+fn store_owned_by_another_user_is_never_loaded_from() {
+    let fx = Fixture::new();
+    fx.start();
+    // Needs privileges to give a directory away; without them the case cannot arise for this user.
+    if std::os::unix::fs::chown(&fx.store, Some(65534), None).is_err() {
+        eprintln!("skipped: cannot chown here (not root)");
+        return;
+    }
+    let r = fx.start().report().clone();
+    assert_eq!((r.from_store, r.compiled), (0, 3), "{r}");
+    assert!(
+        r.store
+            .read_error
+            .as_deref()
+            .is_some_and(|e| e.contains("owned by uid 65534")),
+        "{r}"
+    );
+}
+
+#[test]
+fn store_path_that_is_a_link_is_followed_and_its_target_checked() {
+    let fx = Fixture::new();
+    fx.start();
+    let link = fx.dir.path().join("store-link");
+    symlink(&fx.store, &link).expect("symlink");
+    let via_link = fx.builder().store(&link).build().expect("start-up");
+    assert_eq!(via_link.report().from_store, 3, "{}", via_link.report());
+
+    let loose = fx.dir.path().join("loose");
+    std::fs::create_dir(&loose).expect("mkdir");
+    chmod(&loose, 0o777);
+    let link2 = fx.dir.path().join("loose-link");
+    symlink(&loose, &link2).expect("symlink");
+    let r = fx.builder().store(&link2).build().expect("start-up").report().clone();
+    assert!(
+        r.store
+            .read_error
+            .as_deref()
+            .is_some_and(|e| e.contains("writable by other users")),
+        "{r}"
+    );
+}
+
+#[test]
+fn symlinked_artifact_is_never_followed_and_is_replaced() {
+    let fx = Fixture::new();
+    fx.start();
+    let adder = common::adder_hash();
+    let path = fx.artifact_path(&adder);
+    // A perfectly valid artifact, but reached through a link: still refused.
+    let elsewhere = fx.dir.path().join("elsewhere.cwasm");
+    std::fs::rename(&path, &elsewhere).expect("move");
+    symlink(&elsewhere, &path).expect("symlink");
+    let before = std::fs::read(&elsewhere).expect("read");
+    let cache = fx.start();
+    let r = cache.report();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
+    assert!(
+        r.entry(&adder)
+            .and_then(|e| e.rejected.as_deref())
+            .is_some_and(|e| e.contains("symbolic link")),
+        "{r}"
+    );
+    assert!(
+        !std::fs::symlink_metadata(&path).expect("stat").file_type().is_symlink(),
+        "the link was replaced"
+    );
+    assert_eq!(
+        std::fs::read(&elsewhere).expect("read"),
+        before,
+        "the link's target was not written through"
+    );
+    assert_eq!(fx.start().report().from_store, 3);
+}
+
+#[test]
+fn symlinked_lock_file_is_never_followed() {
+    let fx = Fixture::new();
+    std::fs::create_dir(&fx.store).expect("mkdir");
+    chmod(&fx.store, 0o700);
+    let victim = fx.dir.path().join("victim");
+    std::fs::write(&victim, b"precious").expect("write");
+    symlink(&victim, fx.store.join("lock")).expect("symlink");
+    let cache = fx.start();
+    let r = cache.report();
+    assert_eq!(r.compiled, 3, "the node starts\n{r}");
+    assert!(
+        r.store.read_error.is_some(),
+        "a linked lock makes the store unusable: {r}"
+    );
+    assert_eq!(
+        std::fs::read(&victim).expect("read"),
+        b"precious",
+        "the lock's target was not touched"
+    );
+}
+
+#[test]
+fn special_files_under_an_artifact_name_are_rejected_without_hanging() {
+    let fx = Fixture::new();
+    fx.start();
+    let adder = common::adder_hash();
+    let path = fx.artifact_path(&adder);
+    std::fs::remove_file(&path).expect("unlink");
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: c_path is a valid NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let r = fx.start().report().clone();
+    assert_eq!((r.from_store, r.rejected), (2, 1), "{r}");
+    assert!(
+        r.entry(&adder)
+            .and_then(|e| e.rejected.as_deref())
+            .is_some_and(|e| e.contains("not a regular file")),
+        "{r}"
+    );
+
+    // A directory in the way cannot be replaced by rename: the node still starts, and says so.
+    std::fs::remove_file(&path).ok();
+    std::fs::create_dir(&path).expect("mkdir");
+    let r = fx.start().report().clone();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
+    assert!(r.store.write_error.is_some(), "{r}");
+}
+
+/// A mount point that is unmounted when dropped, even if the test fails.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn run(args: &[&str]) -> bool {
+        Command::new("mount").args(args).status().is_ok_and(|s| s.success())
+    }
+
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(at).ok()?;
+        let opts = format!("size={size},mode=0700");
+        Self::run(&["-t", "tmpfs", "-o", &opts, "tmpfs", at.to_str()?]).then(|| Mount(at.to_path_buf()))
+    }
+
+    fn read_only_bind(src: &Path, at: &Path) -> Option<Mount> {
+        std::fs::create_dir_all(at).ok()?;
+        if !Self::run(&["--bind", src.to_str()?, at.to_str()?]) {
+            return None;
+        }
+        let m = Mount(at.to_path_buf());
+        Self::run(&["-o", "remount,bind,ro", at.to_str()?]).then_some(m)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_starts_the_node_and_damages_nothing_stored() {
+    let fx = Fixture::new();
+    let at = fx.dir.path().join("small");
+    let Some(_mount) = Mount::tmpfs(&at, "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the write-fault seam covers this in tests/store.rs)");
+        return;
+    };
+    let store = at.join("store");
+    let adder = common::adder_hash();
+    let only_adder = WasmNodeCache::builder()
+        .binary_root(&fx.root)
+        .whitelist([adder].into_iter().collect())
+        .store(&store)
+        .build()
+        .expect("start-up");
+    assert_eq!(only_adder.report().store.written, 1);
+    let adder_artifact = std::fs::read(common::artifact_of(&store, &adder)).expect("read");
+    // Fill the file system to the last byte.
+    let filler = at.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+
+    let cache = WasmNodeCache::builder()
+        .binary_root(&fx.root)
+        .whitelist(fx.whitelist.clone())
+        .store(&store)
+        .build();
+    let cache = cache.expect("node starts on a full disk");
+    let r = cache.report();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (1, 2, 0), "{r}");
+    let err = r.store.write_error.as_deref().unwrap_or_default();
+    assert!(err.contains("No space left on device"), "{r}");
+    assert_eq!(
+        std::fs::read(common::artifact_of(&store, &adder)).expect("read"),
+        adder_artifact,
+        "stored entry intact"
+    );
+    assert!(
+        common::files_with_prefix(&store, ".tmp-").is_empty(),
+        "no partial file left"
+    );
+    assert_eq!(
+        call_add(cache.engine(), cache.component(&adder).expect("adder"), 5, 6),
+        11
+    );
+
+    std::fs::remove_file(&filler).expect("free space");
+    let healed = WasmNodeCache::builder()
+        .binary_root(&fx.root)
+        .whitelist(fx.whitelist.clone())
+        .store(&store)
+        .build();
+    let r = healed.expect("start-up").report().clone();
+    assert_eq!((r.from_store, r.compiled, r.store.written), (1, 2, 2), "{r}");
+}
+
+#[test]
+fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
+    let fx = Fixture::new();
+    let adder = common::adder_hash();
+    let mut partial = fx.whitelist.clone();
+    partial.remove(&adder);
+    fx.builder().whitelist(partial).build().expect("store two of three");
+    let ro = fx.dir.path().join("ro-store");
+    let Some(_mount) = Mount::read_only_bind(&fx.store, &ro) else {
+        eprintln!("skipped: cannot bind-mount read-only here (the write-fault seam covers this in tests/store.rs)");
+        return;
+    };
+    let cache = fx
+        .builder()
+        .store(&ro)
+        .build()
+        .expect("node starts on a read-only store");
+    let r = cache.report();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 0), "{r}");
+    assert!(
+        r.store
+            .write_error
+            .as_deref()
+            .is_some_and(|e| e.contains("Read-only file system")),
+        "{r}"
+    );
+    assert!(r.store.read_error.is_none(), "{r}");
+    assert_eq!(
+        call_add(cache.engine(), cache.component(&adder).expect("adder"), 1, 2),
+        3
+    );
+}
+
+fn key_file(dir: &Path, mode_bits: u32) -> PathBuf {
+    let path = dir.join("artifact.key");
+    std::fs::write(&path, [0x5au8; 32]).expect("write key");
+    chmod(&path, mode_bits);
+    path
+}
+
+#[test]
+fn mac_mode_loads_only_what_carries_a_valid_mac() {
+    let fx = Fixture::new();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = key_file(keys.path(), 0o600);
+    // Plain artifacts in the same store are not candidates: another fingerprint.
+    fx.start();
+    let cold = fx.builder().auth_key_file(&key).build().expect("start-up");
+    assert_eq!(
+        (cold.report().from_store, cold.report().compiled),
+        (0, 3),
+        "{}",
+        cold.report()
+    );
+    let warm = fx.builder().auth_key_file(&key).build().expect("start-up");
+    assert_eq!(warm.report().from_store, 3, "{}", warm.report());
+    assert_eq!(
+        call_add(
+            warm.engine(),
+            warm.component(&common::adder_hash()).expect("adder"),
+            3,
+            4
+        ),
+        7
+    );
+
+    // Someone without the key writes a well-formed plain artifact under the MAC-mode name.
+    let adder = common::adder_hash();
+    let mac_path = std::fs::read_dir(&fx.store)
+        .expect("store")
+        .map(|e| e.expect("e").path())
+        .find(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.ends_with(&format!("{}.cwasm", hex::encode(adder))) && n.starts_with(&warm.report().store.fingerprint)
+        })
+        .expect("MAC-mode adder artifact");
+    let (_, fib) = common::shipped_sources()
+        .into_iter()
+        .find(|(n, _)| n == "fib")
+        .expect("fib");
+    let plain_fib = common::artifact_of(
+        &{
+            // A plain store's artifact of another component, retargeted by name only.
+            let plain = fx.dir.path().join("plain");
+            fx.builder().store(&plain).build().expect("plain store");
+            plain
+        },
+        &sha256(&fib),
+    );
+    std::fs::remove_file(&mac_path).expect("unlink");
+    std::fs::copy(plain_fib, &mac_path).expect("plant");
+    let r = fx
+        .builder()
+        .auth_key_file(&key)
+        .build()
+        .expect("start-up")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
+    assert!(
+        r.entry(&adder)
+            .and_then(|e| e.rejected.as_deref())
+            .is_some_and(|e| e.contains("no MAC")),
+        "{r}"
+    );
+
+    // Artifacts made under another key are refused too.
+    let other_keys = tempfile::tempdir().expect("tempdir");
+    let other = other_keys.path().join("other.key");
+    std::fs::write(&other, [0x11u8; 32]).expect("key");
+    chmod(&other, 0o600);
+    let r = fx
+        .builder()
+        .auth_key_file(&other)
+        .build()
+        .expect("start-up")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.rejected), (0, 3), "{r}");
+    assert!(
+        r.entries
+            .iter()
+            .all(|e| e.rejected.as_deref().is_some_and(|x| x.contains("MAC does not verify"))),
+        "{r}"
+    );
+}
+
+#[test]
+fn mac_key_that_others_can_read_or_that_lives_in_the_store_disables_the_store() {
+    let fx = Fixture::new();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let loose = key_file(keys.path(), 0o644);
+    let r = fx
+        .builder()
+        .auth_key_file(&loose)
+        .build()
+        .expect("node starts")
+        .report()
+        .clone();
+    assert_eq!(r.compiled, 3);
+    assert!(
+        r.store
+            .read_error
+            .as_deref()
+            .is_some_and(|e| e.contains("accessible to other users")),
+        "{r}"
+    );
+    assert!(
+        !fx.store.exists() || common::artifact_count(&fx.store) == 0,
+        "nothing stored without a usable key"
+    );
+
+    std::fs::create_dir_all(&fx.store).expect("mkdir");
+    chmod(&fx.store, 0o700);
+    let inside = key_file(&fx.store, 0o600);
+    let r = fx
+        .builder()
+        .auth_key_file(&inside)
+        .build()
+        .expect("node starts")
+        .report()
+        .clone();
+    assert!(
+        r.store
+            .read_error
+            .as_deref()
+            .is_some_and(|e| e.contains("inside the store")),
+        "{r}"
+    );
+}
