@@ -9,10 +9,12 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
-use crate::key::Hash32;
+use crate::key::{Fingerprint, Hash32};
 use crate::report::LoadReport;
 use crate::startup::{Plan, ProgressFn, StoreChoice};
+use crate::store::Store;
 use crate::store::WriteFault;
+use crate::store::maintenance::{PruneOptions, PruneReport};
 
 /// Default binary root, relative to the working directory (the seed's).
 pub const DEFAULT_BINARY_ROOT: &str = "./config/wasm";
@@ -68,6 +70,15 @@ pub struct WasmNodeCache {
     /// Ready components by source hash.
     pub wasm_component_cache: HashMap<Hash32, Component>,
     report: Arc<LoadReport>,
+    store: Option<StoreHandle>,
+}
+
+/// What `prune_store` needs to reopen the store this start-up used.
+#[derive(Clone)]
+struct StoreHandle {
+    dir: PathBuf,
+    sealer: Sealer,
+    lock_timeout: Duration,
 }
 
 impl std::fmt::Debug for WasmNodeCache {
@@ -148,6 +159,35 @@ impl WasmNodeCache {
     /// What the start-up did.
     pub fn report(&self) -> &LoadReport {
         &self.report
+    }
+
+    /// Removes the artifacts this node will never load: those of other engine fingerprints
+    /// (older wasmtime versions or settings) and those of hashes outside its whitelist. Unlinks
+    /// only, under the store's exclusive lock; leftover temp files go too.
+    ///
+    /// A start-up never does this by itself: nodes of two versions may share a store during a
+    /// rolling upgrade, and pruning each other's artifacts would make every restart cold. Call it
+    /// once the fleet has moved on (or run `wasm-node-cache prune --stale --whitelist FILE`).
+    ///
+    /// ```no_run
+    /// let cache = wasm_node_cache::WasmNodeCache::new()?;
+    /// let pruned = cache.prune_store()?;
+    /// println!("freed {} bytes in {} files", pruned.bytes_freed, pruned.removed.len());
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn prune_store(&self) -> anyhow::Result<PruneReport> {
+        let Some(handle) = &self.store else {
+            anyhow::bail!("this node uses no store (disabled, or its MAC key could not be loaded)");
+        };
+        let fingerprint = Fingerprint::of(&self.engine, handle.sealer.is_keyed());
+        let store = Store::open(&handle.dir, fingerprint, handle.sealer.clone())?;
+        let options = PruneOptions {
+            stale: true,
+            keep: Some(self.wasm_hash_whitelist.clone()),
+            max_size: None,
+            dry_run: false,
+        };
+        store.prune(&options, handle.lock_timeout)
     }
 }
 
@@ -295,7 +335,16 @@ impl Builder {
             progress: self.progress,
         };
         let (components, report) = crate::startup::run(&plan);
+        let store = match (&plan.store, &plan.sealer) {
+            (StoreChoice::Dir(dir), Ok(sealer)) => Some(StoreHandle {
+                dir: dir.clone(),
+                sealer: sealer.clone(),
+                lock_timeout: plan.lock_timeout,
+            }),
+            _ => None,
+        };
         Ok(WasmNodeCache {
+            store,
             engine: plan.engine,
             wasm_binary_root_path: plan.binary_root,
             wasm_hash_whitelist: plan.whitelist,

@@ -62,11 +62,7 @@ fn real_artifact() -> &'static (Vec<u8>, ArtifactKey) {
     static ART: OnceLock<(Vec<u8>, ArtifactKey)> = OnceLock::new();
     ART.get_or_init(|| {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-        let (_, adder) = common::shipped_sources()
-            .into_iter()
-            .find(|(n, _)| n == "adder")
-            .expect("adder");
-        let mut bytes = engine.precompile_component(&adder).expect("precompile");
+        let mut bytes = common::precompiled_adder(&engine);
         let k = key();
         let trailer = artifact::encode_trailer(&bytes, &k, &Sealer::Plain, 0);
         bytes.extend_from_slice(&trailer);
@@ -160,13 +156,9 @@ fn the_loader_accepts_a_real_artifact_it_wrote() {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
-    let (_, adder) = common::shipped_sources()
-        .into_iter()
-        .find(|(n, _)| n == "adder")
-        .expect("adder");
-    let source = wasm_node_cache::sha256(&adder);
+    let source = common::adder_hash();
     store
-        .publish(&source, &engine.precompile_component(&adder).expect("precompile"))
+        .publish(&source, &common::precompiled_adder(&engine))
         .expect("publish");
     let Lookup::Hit(component) = store.load(&engine, &source) else {
         panic!("own artifact refused")

@@ -355,10 +355,7 @@ fn mac_mode_loads_only_what_carries_a_valid_mac() {
             n.ends_with(&format!("{}.cwasm", hex::encode(adder))) && n.starts_with(&warm.report().store.fingerprint)
         })
         .expect("MAC-mode adder artifact");
-    let (_, fib) = common::shipped_sources()
-        .into_iter()
-        .find(|(n, _)| n == "fib")
-        .expect("fib");
+    let fib = common::shipped("fib");
     let plain_fib = common::artifact_of(
         &{
             // A plain store's artifact of another component, retargeted by name only.

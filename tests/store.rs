@@ -175,10 +175,7 @@ fn garbage_artifact_is_rejected_and_healed() {
 fn artifact_copied_under_another_hash_is_rejected_and_healed() {
     rejected_and_healed(
         |fx, p| {
-            let (_, fib) = common::shipped_sources()
-                .into_iter()
-                .find(|(n, _)| n == "fib")
-                .expect("fib");
+            let fib = common::shipped("fib");
             let fib_artifact = fx.artifact_path(&sha256(&fib));
             std::fs::remove_file(p).expect("unlink");
             std::fs::copy(fib_artifact, p).expect("copy");
@@ -335,4 +332,53 @@ fn clones_share_components() {
         2
     );
     assert_eq!(a.report().compiled, b.report().compiled);
+}
+
+#[test]
+fn prune_store_removes_stale_and_unlisted_artifacts_by_unlinking_only() {
+    let fx = Fixture::new();
+    let adder = common::adder_hash();
+    // A running node that has the adder mapped from the store.
+    fx.start();
+    let running = fx.start();
+    assert_eq!(running.report().from_store, 3);
+    // Another engine generation shares the store.
+    let mut config = wasm_node_cache::node_config();
+    config.cranelift_nan_canonicalization(false);
+    fx.builder()
+        .engine(wasmtime::Engine::new(&config).expect("engine"))
+        .build()
+        .expect("start-up");
+    assert_eq!(common::artifact_count(&fx.store), 6);
+    std::fs::write(fx.store.join(".tmp-left-by-a-crash.part"), b"partial").expect("temp file");
+
+    let mut smaller = fx.whitelist.clone();
+    smaller.remove(&adder);
+    let node = fx.builder().whitelist(smaller).build().expect("start-up");
+    let pruned = node.prune_store().expect("prune");
+    assert_eq!(pruned.removed.len(), 4, "3 stale + the adder: {:?}", pruned.removed);
+    assert!(pruned.bytes_freed > 0);
+    assert_eq!(common::artifact_count(&fx.store), 2);
+    assert!(common::files_with_prefix(&fx.store, ".tmp-").is_empty());
+
+    // Unlinked, not truncated: the running node's mapped adder still runs.
+    assert_eq!(
+        call_add(running.engine(), running.component(&adder).expect("adder"), 20, 1),
+        21
+    );
+    let after = fx
+        .builder()
+        .whitelist(node.whitelist().clone())
+        .build()
+        .expect("start-up");
+    assert_counts(&after, 2, 0, 0, 1);
+    assert!(
+        fx.builder()
+            .no_store()
+            .build()
+            .expect("start-up")
+            .prune_store()
+            .is_err(),
+        "no store, nothing to prune"
+    );
 }

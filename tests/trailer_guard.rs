@@ -10,11 +10,7 @@ use wasmtime::component::Component;
 #[test]
 fn wasmtime_tolerates_a_trailer_after_the_artifact() {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let (_, adder) = common::shipped_sources()
-        .into_iter()
-        .find(|(n, _)| n == "adder")
-        .expect("adder");
-    let mut bytes = engine.precompile_component(&adder).expect("precompile");
+    let mut bytes = common::precompiled_adder(&engine);
     bytes.extend_from_slice(&[0xa5; wasm_node_cache::artifact::TRAILER_LEN]);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("with-trailer.cwasm");

@@ -29,11 +29,20 @@ pub fn shipped_sources() -> Vec<(String, Vec<u8>)> {
 
 /// The adder's hash (from its WAT source).
 pub fn adder_hash() -> Hash32 {
-    let (_, bytes) = shipped_sources()
-        .into_iter()
-        .find(|(n, _)| n == "adder")
-        .expect("adder.wat");
-    sha256(&bytes)
+    sha256(&shipped("adder"))
+}
+
+/// The wasm bytes of the shipped component `name` (`components/<name>.wat`).
+pub fn shipped(name: &str) -> Vec<u8> {
+    let path = repo().join("components").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The adder precompiled by `engine`: the payload of a real artifact.
+pub fn precompiled_adder(engine: &Engine) -> Vec<u8> {
+    engine
+        .precompile_component(&shipped("adder"))
+        .expect("precompile the adder")
 }
 
 /// A binary root in a temp dir holding every shipped component; returns (dir, root, whitelist).
