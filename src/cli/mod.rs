@@ -1,25 +1,43 @@
 //! Command-line parsing, logging set-up and exit codes. Each subcommand lives in its own module.
 
+mod clear;
 mod output;
+mod prune;
+mod size;
+mod status;
+mod verify;
 mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use wasm_node_cache::artifact::Sealer;
+use wasm_node_cache::store::Store;
+use wasm_node_cache::{Fingerprint, KEY_FILE_ENV};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status: the command ran and found a problem (for example `verify` found a bad artifact).
-#[allow(dead_code)] // used by `verify` once it lands
 pub const EXIT_PROBLEM: u8 = 1;
 /// Exit status: the command could not run (bad arguments, unreadable configuration).
 pub const EXIT_ERROR: u8 = 2;
 
 const AFTER_HELP: &str = "\
+Examples:
+  wasm-node-cache warm                      compile what the store lacks, as a node start-up would
+  wasm-node-cache status                    what the store holds
+  wasm-node-cache verify                    check every artifact, exit 1 if one is bad
+  wasm-node-cache prune --stale             drop artifacts of other wasmtime versions/settings
+  wasm-node-cache clear                     empty the store
+  wasm-node-cache help <COMMAND>            more on one command
+
 Exit status: 0 success; 1 the command ran and found a problem; 2 the command could not run.
 Logging: -v for info, -vv for debug, or RUST_LOG=wasm_node_cache=debug.
-Store directory: --store, else $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache.";
+Store directory: --store, else $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache.
+MAC key: --key-file, else $WASM_NODE_CACHE_KEY_FILE (authenticated mode; must match the node's).";
 
 /// Keeps a blockchain node's precompiled WebAssembly components in a locked, verified on-disk store.
 #[derive(Parser, Debug)]
@@ -38,8 +56,22 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         wasm-node-cache warm\n  \
         wasm-node-cache warm --wasm-dir /srv/node/config/wasm --whitelist /srv/node/config/wasm.conf --store /var/cache/node-wasm\n  \
-        wasm-node-cache warm --wasm-dir ./corpus --all-in-dir --json")]
+        wasm-node-cache warm --wasm-dir ./corpus --all-in-dir --json\n\n\
+        Exit status: 0 the start-up ran (components that could not be loaded are listed, not fatal);\n\
+        2 it could not run (unreadable or invalid whitelist).")]
     Warm(warm::WarmArgs),
+    /// Show the store: path, lock, this engine's fingerprint, every artifact and whether its trailer is sound.
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::StatusArgs),
+    /// Fully check every artifact of this engine (trailer, key binding, payload checksum); read-only.
+    #[command(after_help = verify::AFTER_HELP)]
+    Verify(verify::VerifyArgs),
+    /// Remove stale, unlisted or oldest artifacts, under the store's exclusive lock.
+    #[command(after_help = prune::AFTER_HELP)]
+    Prune(prune::PruneArgs),
+    /// Remove every artifact, under the store's exclusive lock; the directory stays.
+    #[command(after_help = clear::AFTER_HELP)]
+    Clear(clear::ClearArgs),
 }
 
 /// Where the store is: shared by every subcommand.
@@ -55,13 +87,81 @@ impl StoreArgs {
     pub fn dir(&self) -> PathBuf {
         self.store.clone().unwrap_or_else(wasm_node_cache::default_store_dir)
     }
+
+    /// Opens the store for inspection or maintenance. Unlike a start-up, never creates it: an
+    /// operator who mistyped a path must hear so, not get a fresh empty store.
+    ///
+    /// `key` (`--key-file`, else `$WASM_NODE_CACHE_KEY_FILE`) selects the authenticated mode, which
+    /// changes the fingerprint, so it must match what the node uses or every artifact looks stale.
+    /// `None` opens in plain mode whatever the environment says, for commands that never read an
+    /// artifact's contents.
+    pub fn open_existing(&self, key: Option<&KeyArgs>) -> anyhow::Result<Store> {
+        let dir = self.dir();
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                "{}: no store here (nothing was created; `wasm-node-cache warm --store {}` creates one)",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => anyhow::bail!("{}: {e}", dir.display()),
+            Ok(_) => {}
+        }
+        let sealer = match key.and_then(KeyArgs::resolved) {
+            None => Sealer::Plain,
+            Some(path) => Sealer::Keyed(wasm_node_cache::load_key(&path)?),
+        };
+        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
+        let fingerprint = Fingerprint::of(&engine, sealer.is_keyed());
+        Store::open(&dir, fingerprint, sealer).with_context(|| dir.display().to_string())
+    }
+}
+
+/// Bounded wait for the store's lock, shared by the subcommands that take it.
+#[derive(Args, Debug, Clone)]
+pub struct LockArgs {
+    /// Seconds to wait for the store's lock (a node compiling holds it) before giving up
+    #[arg(long, value_name = "SECS", default_value_t = wasm_node_cache::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
+    lock_timeout: f64,
+}
+
+impl LockArgs {
+    /// The wait as a duration; refuses negative, infinite and NaN values.
+    pub fn timeout(&self) -> anyhow::Result<Duration> {
+        if !(self.lock_timeout.is_finite() && self.lock_timeout >= 0.0) {
+            anyhow::bail!(
+                "--lock-timeout must be a non-negative number of seconds, not {}",
+                self.lock_timeout
+            );
+        }
+        Ok(Duration::from_secs_f64(self.lock_timeout))
+    }
+}
+
+/// Authenticated mode, for the subcommands that read artifacts.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// MAC key file of an authenticated store (as the node uses) [default: $WASM_NODE_CACHE_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
+    pub fn resolved(&self) -> Option<PathBuf> {
+        self.key_file.clone().or_else(|| {
+            std::env::var_os(KEY_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
 }
 
 fn init_logging(verbose: u8) {
+    // Only this crate gets louder with -v: wasmtime and cranelift at debug drown everything else.
     let default = match verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "warn,wasm_node_cache=info",
+        _ => "warn,wasm_node_cache=debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .format_timestamp_millis()
@@ -74,6 +174,10 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Warm(args) => warm::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Prune(args) => prune::run(args),
+        Command::Clear(args) => clear::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

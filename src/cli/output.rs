@@ -53,3 +53,44 @@ pub fn report_table(report: &LoadReport) -> String {
     out.push_str(&report.to_string());
     out
 }
+
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (no time-zone database needed, and
+/// the same on every node of a fleet).
+pub fn format_unix_utc(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's `civil_from_days`, for days since 1970-01-01 (unsigned: nothing before 1970).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(format_unix_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_unix_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_unix_utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_unix_utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
+    }
+}

@@ -1,10 +1,13 @@
 //! `warm`: one start-up exactly as the node does it.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
-use wasm_node_cache::WasmNodeCache;
+use indicatif::{ProgressBar, ProgressStyle};
+use wasm_node_cache::{Progress, WasmNodeCache};
 
 use super::{EXIT_OK, StoreArgs, output};
 
@@ -60,11 +63,36 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     if let Some(key) = args.key_file {
         builder = builder.auth_key_file(key);
     }
-    let cache = builder.build()?;
+    // The bar is for a person watching: never in --json output or in a log file.
+    let bar: Arc<OnceLock<ProgressBar>> = Arc::default();
+    if !args.json && std::io::stderr().is_terminal() {
+        let bar = Arc::clone(&bar);
+        builder = builder.on_progress(move |p: Progress| show_progress(&bar, p));
+    }
+    let result = builder.build();
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
+    }
+    let cache = result?;
     if args.json {
         println!("{}", output::report_json(cache.report()));
     } else {
         print!("{}", output::report_table(cache.report()));
     }
     Ok(EXIT_OK)
+}
+
+/// Created on the first call, which only comes when something must be compiled: a start-up that
+/// loads everything from the store shows no bar at all.
+fn show_progress(bar: &OnceLock<ProgressBar>, p: Progress) {
+    let bar = bar.get_or_init(|| {
+        let style = ProgressStyle::with_template("{spinner} compiling {pos}/{len} components [{bar:30}] {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bar = ProgressBar::new(p.total as u64).with_style(style);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    bar.set_length(p.total as u64);
+    bar.set_position(p.done as u64);
 }

@@ -12,6 +12,7 @@
 
 pub mod fsutil;
 pub mod lock;
+pub mod maintenance;
 mod publish;
 
 use std::path::{Path, PathBuf};
@@ -232,7 +233,7 @@ fn map_file(file: &std::fs::File) -> Result<memmap2::Mmap, String> {
     // does (publish is rename, removal is unlink); an attacker who can rewrite a mapped file in
     // place is out of scope (SECURITY.md). The length was checked above, so no mapping of an
     // empty or absurdly large file is attempted.
-    unsafe { memmap2::Mmap::map(file) }.map_err(|e| format!("cannot map: {e}"))
+    unsafe { memmap2::MmapOptions::new().populate().map(file) }.map_err(|e| format!("cannot map: {e}"))
 }
 
 fn verified_map(file: &std::fs::File, key: &ArtifactKey, sealer: &Sealer) -> Result<(memmap2::Mmap, Trailer), String> {

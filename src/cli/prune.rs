@@ -1,0 +1,96 @@
+//! `prune`: remove stale, unlisted or oldest artifacts under the exclusive lock.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use wasm_node_cache::store::maintenance::{PruneOptions, PruneReport};
+
+use super::size::{format_size, parse_size};
+use super::{EXIT_OK, KeyArgs, LockArgs, StoreArgs};
+
+/// Text after `prune`'s option list: examples, behaviour, exit status.
+pub const AFTER_HELP: &str = "\
+Examples:
+  wasm-node-cache prune --stale                         after a wasmtime upgrade
+  wasm-node-cache prune --whitelist config/wasm.conf    drop components no longer whitelisted
+  wasm-node-cache prune --max-size 500M                 oldest first until the store fits
+  wasm-node-cache prune --stale --whitelist config/wasm.conf --max-size 2G --dry-run
+
+Order: --stale (artifacts of another engine fingerprint: other wasmtime version, settings or MAC
+mode), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
+holds at most --max-size bytes (K, M, G, T are powers of 1024: 500M = 500 MiB). At least one of the
+three is required. Also removes unfinished temp files (.tmp-*). Runs under the store's exclusive
+lock, waiting at most --lock-timeout for a node that is compiling; a node that already loaded a
+removed artifact keeps running (files are unlinked, never truncated). Anything removed that a node
+still needs is recompiled at its next start. --dry-run prints what would go and takes no lock.
+
+Exit status: 0 done (also when nothing matched); 2 could not run (no store, lock not obtained,
+unreadable whitelist, a file could not be removed).";
+
+/// Options of `prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Remove artifacts of other engine fingerprints (this build can never load them)
+    #[arg(long)]
+    stale: bool,
+    /// Keep only hashes listed in this file (wasm.conf format); remove the others
+    #[arg(long, value_name = "FILE")]
+    whitelist: Option<PathBuf>,
+    /// Then remove the oldest artifacts until the store fits: bytes, or 512K, 500M, 2G, 1T
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_size: Option<u64>,
+    /// Print what would be removed; remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// Runs `prune`; returns the exit status.
+pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
+    if !args.stale && args.whitelist.is_none() && args.max_size.is_none() {
+        anyhow::bail!("prune needs at least one of --stale, --whitelist FILE, --max-size SIZE (see --help)");
+    }
+    let timeout = args.lock.timeout()?;
+    let keep = args
+        .whitelist
+        .as_deref()
+        .map(wasm_node_cache::read_whitelist_file)
+        .transpose()?;
+    let store = args.store.open_existing(Some(&args.key))?;
+    let opts = PruneOptions {
+        stale: args.stale,
+        keep,
+        max_size: args.max_size,
+        dry_run: args.dry_run,
+    };
+    let report = store.prune(&opts, timeout)?;
+    print_report(&report, args.dry_run);
+    Ok(EXIT_OK)
+}
+
+/// One line per removed artifact (hash, fingerprint, size, why), then the totals; shared with
+/// `clear`. Full paths are in the log at -v.
+pub fn print_report(report: &PruneReport, dry_run: bool) {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (entry, why) in &report.removed {
+        println!(
+            "{verb}  {}  {}  {:>9}  {why}",
+            hex::encode(entry.key.source),
+            entry.key.fingerprint,
+            format_size(entry.size)
+        );
+    }
+    println!(
+        "{}{verb} {} artifact(s), {} {}; {} kept",
+        if dry_run { "dry run: " } else { "" },
+        report.removed.len(),
+        format_size(report.bytes_freed),
+        if dry_run { "would be freed" } else { "freed" },
+        report.kept
+    );
+}

@@ -1,0 +1,101 @@
+//! Human sizes: `--max-size 500M` in, `12.3 KiB` out. Multiples are powers of 1024, as in
+//! sccache's `SCCACHE_CACHE_SIZE` and `du -h`.
+
+/// Parses `1048576`, `512K`, `500M`, `2G`, `1.5G`, `1T`; a trailing `B` or `iB` and any case are
+/// accepted (`500MiB`, `2gb`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: unknown unit (use K, M, G or T, or bytes)"
+            ));
+        }
+    };
+    let bad = || format!("{text:?} is not a size: expected a number with an optional unit, like 500M or 2G");
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n
+            .checked_mul(1u64 << shift)
+            .ok_or_else(|| format!("{text:?} is too large"));
+    }
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = (n * (1u64 << shift) as f64).round();
+    // u64::MAX as f64 rounds up to 2^64, so `<` keeps the cast below in range.
+    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Bytes for people: `812 B`, `12.3 KiB`, `1.5 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_bytes_and_units() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("500mb"), Ok(500 << 20));
+        assert_eq!(parse_size(" 10 M "), Ok(10 << 20));
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5K"), Ok(512));
+    }
+
+    #[test]
+    fn refuses_nonsense_with_the_text() {
+        for bad in ["", "M", "-1", "1.2.3G", "12X", "1e9", "G2", "1 0M"] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+        assert!(parse_size("99999999999T").is_err(), "overflow is an error, not a wrap");
+        assert!(parse_size("18446744073709551615").is_ok());
+        assert!(parse_size("18446744073709551616").is_err());
+    }
+
+    #[test]
+    fn formats_for_people() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1024), "1.0 KiB");
+        assert_eq!(format_size(12_600), "12.3 KiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+    }
+}

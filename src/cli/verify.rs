@@ -1,0 +1,87 @@
+//! `verify`: a full check of every artifact this engine would load; changes nothing.
+
+use clap::Args;
+use wasm_node_cache::store::LockKind;
+
+use super::size::format_size;
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
+
+/// Text after `verify`'s option list: examples, behaviour, exit status.
+pub const AFTER_HELP: &str = "\
+Examples:
+  wasm-node-cache verify
+  wasm-node-cache verify --store /var/cache/node-wasm || wasm-node-cache prune --stale --store /var/cache/node-wasm
+
+Checks every artifact of this build's engine fingerprint: trailer, binding to the hash and
+fingerprint in its file name, and the BLAKE3 checksum of the whole payload. Prints one line per
+artifact; a bad one is named with the reason. Artifacts of other fingerprints are counted, not
+checked (the node never loads them; `prune --stale` removes them). A bad artifact needs no action:
+the node refuses it and recompiles at its next start; `prune`/`clear` remove it now if you prefer.
+Never modifies the store. Holds the shared lock while checking (as a loading node does) if the
+store has a lock file, so it waits for a node that is compiling, at most --lock-timeout.
+
+Exit status: 0 every artifact is sound; 1 at least one is bad; 2 could not run.";
+
+/// Options of `verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// Runs `verify`; returns the exit status.
+pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
+    let timeout = args.lock.timeout()?;
+    let store = args.store.open_existing(Some(&args.key))?;
+    let dir = store.dir().display().to_string();
+    // The shared lock keeps a prune from unlinking files mid-check. It is only taken when the lock
+    // file exists, because taking it would otherwise create the file, and verify writes nothing.
+    let _shared = if store.lock().path().exists() {
+        Some(
+            store
+                .lock()
+                .acquire(LockKind::Shared, timeout, "verify the store")
+                .map_err(|e| anyhow::anyhow!("{}: cannot verify the store: {e}", store.lock().path().display()))?,
+        )
+    } else {
+        None
+    };
+    let entries = store
+        .entries()
+        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
+    let (current, other): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|e| e.key.fingerprint == store.fingerprint());
+    let mut bad = 0;
+    for entry in &current {
+        let hash = hex::encode(entry.key.source);
+        match store.check(&entry.key) {
+            Ok(_) => println!("ok   {hash}  {}", format_size(entry.size)),
+            Err(reason) => {
+                bad += 1;
+                // The line below already tells the operator; the log adds the path for -v.
+                log::info!("artifact {} is bad: {reason}", entry.path.display());
+                println!("BAD  {hash}  {}  {reason}", format_size(entry.size));
+            }
+        }
+    }
+    println!(
+        "{} artifact(s) of fingerprint {} checked in {dir}: {} ok, {bad} bad{}",
+        current.len(),
+        store.fingerprint(),
+        current.len() - bad,
+        if other.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} of other fingerprints not checked (`prune --stale` removes them)",
+                other.len()
+            )
+        }
+    );
+    Ok(if bad > 0 { EXIT_PROBLEM } else { EXIT_OK })
+}
