@@ -131,7 +131,17 @@ impl fmt::Display for LoadReport {
         match &self.store.path {
             None => writeln!(f, "store: disabled")?,
             Some(p) => {
-                writeln!(f, "store: {} (fingerprint {})", p.display(), self.store.fingerprint)?;
+                write!(
+                    f,
+                    "store: {} (fingerprint {}): {} written",
+                    p.display(),
+                    self.store.fingerprint,
+                    self.store.written
+                )?;
+                if self.store.temp_files_removed > 0 {
+                    write!(f, ", {} unfinished temp file(s) removed", self.store.temp_files_removed)?;
+                }
+                writeln!(f)?;
                 if let Some(e) = &self.store.read_error {
                     writeln!(f, "store NOT READ: {e}")?;
                 }

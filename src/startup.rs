@@ -88,6 +88,7 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
                     "could not take the shared lock on {}: {e}",
                     store.lock().path().display()
                 );
+                log::warn!("artifact store not read, compiling everything in memory: {msg}");
                 health.read_error = Some(msg.clone());
                 health.write_error = Some(msg);
                 can_write = false;
@@ -107,7 +108,15 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
             match store.lock().acquire(LockKind::Exclusive, plan.lock_timeout, &purpose) {
                 Ok(guard) => {
                     match store.remove_temp_files(&guard) {
-                        Ok(n) => health.temp_files_removed = n,
+                        Ok(n) => {
+                            if n > 0 {
+                                log::info!(
+                                    "removed {n} unfinished temporary file(s) from {}",
+                                    store.dir().display()
+                                );
+                            }
+                            health.temp_files_removed = n;
+                        }
                         Err(e) => log::warn!("cannot remove temporary files in {}: {e}", store.dir().display()),
                     }
                     // Another process may have compiled these while we waited for the lock.
@@ -177,23 +186,32 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         if e.rejected.is_some() {
             report.rejected += 1;
         }
-        if let Some(reason) = e.reason() {
+        // A rejection alone was already logged, naming the file, when it happened.
+        let needs_warning = matches!(e.outcome, Outcome::Skipped(_)) || e.store_error.is_some();
+        if let (true, Some(reason)) = (needs_warning, e.reason()) {
             log::warn!("component {}: {}: {reason}", hex::encode(e.hash), e.outcome.as_str());
         } else {
             log::debug!("component {}: {}", hex::encode(e.hash), e.outcome.as_str());
         }
     }
-    if let Some(e) = &report.store.write_error {
+    if let (Some(e), None) = (&report.store.write_error, &report.store.read_error) {
         log::warn!("artifact store not written: {e}");
     }
     report.elapsed = started.elapsed();
     log::info!(
-        "wasm components ready in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped",
+        "wasm components ready in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped; store {} (fingerprint {}, {} written)",
         report.elapsed.as_secs_f64() * 1e3,
         report.from_store,
         report.compiled,
         report.rejected,
-        report.skipped
+        report.skipped,
+        report
+            .store
+            .path
+            .as_ref()
+            .map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
+        report.store.fingerprint,
+        report.store.written,
     );
     (components, report)
 }
@@ -217,6 +235,7 @@ fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -
     };
     match Store::open(dir, fingerprint, sealer) {
         Ok(mut store) => {
+            log::debug!("artifact store {} open, fingerprint {fingerprint}", dir.display());
             store.set_write_fault(plan.write_fault);
             Some(store)
         }

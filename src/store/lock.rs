@@ -88,6 +88,12 @@ impl StoreLock {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true);
         crate::store::fsutil::no_follow(&mut options);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Like the artifacts (tempfile creates them 0600): nothing in the store is for others.
+            options.mode(0o600);
+        }
         match options.open(&self.path) {
             Ok(f) => Ok(f),
             // On a read-only store a shared lock on a read-only descriptor still works.
@@ -146,7 +152,7 @@ impl StoreLock {
             }
             if waited >= next_log {
                 log::warn!(
-                    "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up after {:.0} s)",
+                    "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up after {:.1} s)",
                     std::process::id(),
                     if kind == LockKind::Shared {
                         "shared"
@@ -164,6 +170,14 @@ impl StoreLock {
             }
             std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
             pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let waited = start.elapsed();
+        if waited >= Duration::from_millis(100) {
+            log::info!(
+                "took the {kind:?} lock on {} after waiting {:.1} s",
+                self.path.display(),
+                waited.as_secs_f64()
+            );
         }
         if kind == LockKind::Exclusive {
             // For diagnostics only: who to look for when others wait on us.
