@@ -1,2 +1,199 @@
-//! Placeholder until the performance issue: the restart benchmark lands here.
-fn main() {}
+//! A restart measured against every alternative, in one process, on the same components:
+//!
+//! - `cold`: `Component::new` for each source, as the node did before this crate;
+//! - `wasmtime_cache`: the same with wasmtime's own `cache` feature, warm;
+//! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified;
+//! - `warm_mac`: the same in authenticated (MAC) mode;
+//! - `floor`: bare `Component::deserialize_file` of precompiled files, no checks at all.
+//!
+//! ```sh
+//! cargo bench --bench restart -- --wasm-dir ../shared/corpus [--reps 31] [--cold-reps 3]
+//! ```
+//! Prints a table, then one JSON object as the last line.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::{Corpus, median, ms};
+use wasmtime::component::Component;
+use wasmtime::{Cache, CacheConfig, Engine};
+
+struct Args {
+    wasm_dir: PathBuf,
+    reps: usize,
+    cold_reps: usize,
+    /// Profiling aid: run only `warm`, `warm_mac` or `floor`, `reps` times, and print its median.
+    only: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        wasm_dir: PathBuf::from("config/wasm"),
+        reps: 31,
+        cold_reps: 3,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
+        match a.as_str() {
+            "--wasm-dir" => args.wasm_dir = PathBuf::from(value("--wasm-dir")),
+            "--reps" => args.reps = value("--reps").parse().expect("--reps takes a number"),
+            "--cold-reps" => args.cold_reps = value("--cold-reps").parse().expect("--cold-reps takes a number"),
+            "--only" => args.only = Some(value("--only")),
+            // `cargo bench` passes `--bench` (and filters) to every bench binary.
+            _ => {}
+        }
+    }
+    assert!(args.reps > 0 && args.cold_reps > 0, "repetitions must be positive");
+    args
+}
+
+/// Reads every source from disk and compiles it: the node's start-up before this crate.
+fn compile_all(engine: &Engine, corpus: &Corpus) -> Duration {
+    let t = Instant::now();
+    let components: Vec<Component> = corpus
+        .sources
+        .iter()
+        .map(|(h, _)| {
+            let bytes = std::fs::read(corpus.dir.join(hex::encode(h))).expect("read source");
+            Component::new(engine, &bytes).expect("compile")
+        })
+        .collect();
+    let elapsed = t.elapsed();
+    drop(components);
+    elapsed
+}
+
+fn main() {
+    let args = parse_args();
+    let corpus = Corpus::load(&args.wasm_dir);
+    let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let bench_started = Instant::now();
+
+    // Prepare every warm state once; none of this is timed.
+    let store = scratch.path().join("store");
+    let mac_store = scratch.path().join("store-mac");
+    let key_dir = scratch.path().join("key");
+    std::fs::create_dir(&key_dir).expect("mkdir key");
+    let key_file = key_dir.join("mac.key");
+    support::write_key_file(&key_file);
+    let first_start = support::start_up(&engine, &corpus, &store, None, false);
+    support::start_up(&engine, &corpus, &mac_store, Some(&key_file), false);
+    let plain = scratch.path().join("plain");
+    std::fs::create_dir(&plain).expect("mkdir plain");
+    let floor_files = support::write_precompiled(&engine, &corpus, &plain);
+
+    let mut cache_config = CacheConfig::new();
+    cache_config.with_directory(scratch.path().join("wasmtime-cache"));
+    let mut config = wasm_node_cache::node_config();
+    config.cache(Some(Cache::new(cache_config).expect("wasmtime cache")));
+    let cache_engine = Engine::new(&config).expect("engine with wasmtime's cache");
+    if let Some(only) = &args.only {
+        let run = || match only.as_str() {
+            "warm" => support::start_up(&engine, &corpus, &store, None, true),
+            "warm_mac" => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
+            "floor" => support::floor(&engine, &floor_files),
+            other => panic!("--only takes warm, warm_mac or floor, not {other}"),
+        };
+        let samples: Vec<Duration> = (0..args.reps).map(|_| run()).collect();
+        println!("{only}: median {:.3} ms over {} runs", ms(median(samples)), args.reps);
+        return;
+    }
+    compile_all(&cache_engine, &corpus); // fills wasmtime's cache
+
+    // One warm-up round so that every path starts with the same page cache and allocator state.
+    support::start_up(&engine, &corpus, &store, None, true);
+    support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true);
+    support::floor(&engine, &floor_files);
+    compile_all(&cache_engine, &corpus);
+
+    // Interleaved rounds with a rotating order: drift (frequency, other load) and the position in a
+    // round (caches just used by another path) hit every path alike. wasmtime's cache runs in its
+    // own block afterwards because its background worker keeps doing file I/O after each hit.
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for round in 0..args.reps {
+        for k in 0..4 {
+            let path = (round + k) % 4;
+            let d = match path {
+                0 => support::floor(&engine, &floor_files),
+                1 => support::start_up(&engine, &corpus, &store, None, true),
+                2 => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
+                _ => support::floor_parallel(&engine, &floor_files, threads),
+            };
+            samples[path].push(d);
+        }
+    }
+    let [floor, warm, warm_mac, floor_par] = samples;
+    let wt_cache: Vec<Duration> = (0..args.reps).map(|_| compile_all(&cache_engine, &corpus)).collect();
+    let cold: Vec<Duration> = (0..args.cold_reps).map(|_| compile_all(&engine, &corpus)).collect();
+
+    let warm = median(warm);
+    let warm_mac = median(warm_mac);
+    let floor = median(floor);
+    let floor_par = median(floor_par);
+    let wt_cache = median(wt_cache);
+    let cold = median(cold);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let artifact_bytes = support::artifact_bytes(&store);
+
+    println!(
+        "restart of {} components ({} bytes of wasm, {} bytes of artifacts) from {}; {} cores; median of {} runs ({} for cold)",
+        corpus.len(),
+        corpus.total_bytes(),
+        artifact_bytes,
+        corpus.dir.display(),
+        threads,
+        args.reps,
+        args.cold_reps
+    );
+    println!();
+    println!("| path | what | ms | vs warm |");
+    println!("|---|---|---:|---:|");
+    let rows = [
+        ("cold", "read + `Component::new` each (before this crate)", cold),
+        ("wasmtime_cache", "wasmtime's `cache` feature, warm", wt_cache),
+        ("warm", "`WasmNodeCache` start-up, warm store, full verification", warm),
+        ("warm_mac", "the same in MAC mode (keyed BLAKE3)", warm_mac),
+        ("floor", "bare `deserialize_file`, sequential, no checks", floor),
+        ("floor_parallel", "bare `deserialize_file` on every core", floor_par),
+    ];
+    for (name, what, d) in rows {
+        println!("| {name} | {what} | {:.2} | {:.2}x |", ms(d), ratio(d, warm));
+    }
+    println!();
+    println!(
+        "cold/warm {:.0}x (target >= 200), wasmtime_cache/warm {:.1}x (target >= 5), warm/floor {:.2} (target <= 2.0), first start-up (compile + publish) {:.0} ms",
+        ratio(cold, warm),
+        ratio(wt_cache, warm),
+        ratio(warm, floor),
+        ms(first_start)
+    );
+    println!("bench wall time {:.1} s", bench_started.elapsed().as_secs_f64());
+    let json = serde_json::json!({
+        "components": corpus.len(),
+        "total_bytes": corpus.total_bytes(),
+        "artifact_bytes": artifact_bytes,
+        "reps": args.reps,
+        "cold_reps": args.cold_reps,
+        "cores": threads,
+        "cold_ms": ms(cold),
+        "wasmtime_cache_ms": ms(wt_cache),
+        "warm_ms": ms(warm),
+        "warm_mac_ms": ms(warm_mac),
+        "floor_ms": ms(floor),
+        "floor_parallel_ms": ms(floor_par),
+        "first_start_ms": ms(first_start),
+        "cold_over_warm": ratio(cold, warm),
+        "wasmtime_cache_over_warm": ratio(wt_cache, warm),
+        "warm_over_floor": ratio(warm, floor),
+        "warm_mac_over_floor": ratio(warm_mac, floor),
+        "warm_over_floor_parallel": ratio(warm, floor_par),
+    });
+    println!("{json}");
+}

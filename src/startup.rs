@@ -253,21 +253,94 @@ fn load_pending(
     slots: &mut BTreeMap<Hash32, Slot>,
     components: &mut HashMap<Hash32, Component>,
 ) {
-    for (hash, slot) in slots.iter_mut().filter(|(_, s)| s.outcome.is_none()) {
-        match store.load(engine, hash) {
+    let pending: Vec<Hash32> = slots
+        .iter()
+        .filter(|(_, s)| s.outcome.is_none())
+        .map(|(h, _)| *h)
+        .collect();
+    for (hash, lookup) in load_all(store, engine, &pending) {
+        let Some(slot) = slots.get_mut(&hash) else { continue };
+        match lookup {
             Lookup::Hit(c) => {
-                components.insert(*hash, c);
+                components.insert(hash, c);
                 slot.outcome = Some(Outcome::FromStore);
             }
             Lookup::Absent => {}
             Lookup::Rejected(reason) => {
                 if slot.rejected.is_none() {
-                    log::warn!("stored artifact {} rejected: {reason}", store.path_of(hash).display());
+                    log::warn!("stored artifact {} rejected: {reason}", store.path_of(&hash).display());
                     slot.rejected = Some(reason);
                 }
             }
         }
     }
+}
+
+/// Fewer artifacts than this are loaded on the calling thread alone: a helper thread costs more to
+/// start than it saves on a few checksums.
+const PARALLEL_LOAD_MIN: usize = 4;
+/// Verified artifacts (each an open descriptor) allowed to wait for deserialization, so that a
+/// large store never runs into the descriptor limit.
+const VERIFIED_QUEUE: usize = 8;
+
+/// Loads every hash in `pending`, in any order.
+///
+/// A helper thread only verifies (open, read, checksum); this thread deserializes what is verified
+/// and verifies too whenever nothing is waiting. Deserialization stays on one thread because two
+/// concurrent `deserialize_file` calls measured slower than one after another on two cores: each
+/// maps and mprotects, which serialises on the address-space lock and costs TLB shootdowns.
+fn load_all(store: &Store, engine: &Engine, pending: &[Hash32]) -> Vec<(Hash32, Lookup)> {
+    if pending.len() < PARALLEL_LOAD_MIN || cores() < 2 {
+        return pending.iter().map(|h| (*h, store.load(engine, h))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let claim = |scratch: &mut Vec<u8>| {
+        pending
+            .get(next.fetch_add(1, Ordering::Relaxed))
+            .map(|h| (*h, store.open_verified(h, scratch)))
+    };
+    let finish = |(hash, verified): (Hash32, Result<crate::store::Verified, Lookup>)| {
+        (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
+    };
+    let mut out = Vec::with_capacity(pending.len());
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(VERIFIED_QUEUE);
+        let claim = &claim;
+        let helper = std::thread::Builder::new()
+            .name("wnc-verify".into())
+            .spawn_scoped(scope, move || {
+                let mut scratch = Vec::new();
+                while let Some(item) = claim(&mut scratch) {
+                    if tx.send(item).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = helper {
+            // The closure, and with it the sender, is gone: this thread does all the work below.
+            log::debug!("no verification thread ({e}); loading on one thread");
+        }
+        let mut scratch = Vec::new();
+        loop {
+            if let Ok(item) = rx.try_recv() {
+                out.push(finish(item));
+            } else if let Some(item) = claim(&mut scratch) {
+                out.push(finish(item));
+            } else if let Ok(item) = rx.recv() {
+                out.push(finish(item));
+            } else {
+                break;
+            }
+        }
+    });
+    out
+}
+
+/// `available_parallelism` reads cgroup files on Linux (it showed up at 1% of a warm start-up's
+/// profile), and the answer does not change during a process's life.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 type CompileResult = Result<(Component, Option<Result<(), String>>), SkipReason>;
