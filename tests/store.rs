@@ -382,3 +382,47 @@ fn prune_store_removes_stale_and_unlisted_artifacts_by_unlinking_only() {
         "no store, nothing to prune"
     );
 }
+
+#[test]
+fn many_components_load_in_parallel_with_rejections_and_misses() {
+    // Enough entries for the two-thread loading path, with a damaged and a missing one among them.
+    let corpus = common::generated_corpus(9, 8);
+    let store = corpus.dir.path().join("store");
+    let start = || {
+        WasmNodeCache::builder()
+            .binary_root(&corpus.root)
+            .whitelist(corpus.whitelist.clone())
+            .store(&store)
+            .build()
+            .expect("start-up")
+    };
+    assert_counts(&start(), 0, 9, 0, 0);
+    let mut hashes: Vec<_> = corpus.whitelist.iter().copied().collect();
+    hashes.sort();
+    flip(&common::artifact_of(&store, &hashes[2]), None, 300);
+    std::fs::remove_file(common::artifact_of(&store, &hashes[6])).expect("unlink");
+    let cache = start();
+    assert_counts(&cache, 7, 2, 1, 0);
+    assert!(
+        cache
+            .report()
+            .entry(&hashes[2])
+            .and_then(|e| e.rejected.as_deref())
+            .is_some()
+    );
+    let index_of: std::collections::HashMap<_, u32> = (0..9)
+        .map(|i| (sha256(&common::generated_component(i, 8)), i))
+        .collect();
+    for hash in &hashes {
+        let component = cache.component(hash).expect("every component loaded");
+        let mut s = wasmtime::Store::new(cache.engine(), ());
+        s.set_fuel(100_000).expect("fuel");
+        let instance = wasmtime::component::Linker::new(cache.engine())
+            .instantiate(&mut s, component)
+            .expect("inst");
+        let get = instance.get_typed_func::<(), (u32,)>(&mut s, "get").expect("get");
+        let (n,) = get.call(&mut s, ()).expect("call");
+        assert_eq!(n, index_of[hash], "each component returns its own index");
+    }
+    assert_counts(&start(), 9, 0, 0, 0);
+}
