@@ -21,35 +21,27 @@ use support::{Corpus, median, ms};
 use wasmtime::component::Component;
 use wasmtime::{Cache, CacheConfig, Engine};
 
+/// Restart benchmark: cold, wasmtime's cache, warm, warm with MAC, and the deserialization floor.
+#[derive(clap::Parser)]
 struct Args {
+    /// Directory of components named by their SHA-256 (the real corpus: ../shared/corpus)
+    #[arg(long, default_value = "config/wasm")]
     wasm_dir: PathBuf,
-    reps: usize,
-    cold_reps: usize,
-    /// Profiling aid: run only `warm`, `warm_mac` or `floor`, `reps` times, and print its median.
+    /// Repetitions of every fast path (the median is reported)
+    #[arg(long, default_value_t = 31, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// Repetitions of `cold` (seconds each on the real corpus)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    cold_reps: u32,
+    /// Profiling aid: run only `warm`, `warm_mac` or `floor`, `reps` times, and print its median
+    #[arg(long)]
     only: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        wasm_dir: PathBuf::from("config/wasm"),
-        reps: 31,
-        cold_reps: 3,
-        only: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
-        match a.as_str() {
-            "--wasm-dir" => args.wasm_dir = PathBuf::from(value("--wasm-dir")),
-            "--reps" => args.reps = value("--reps").parse().expect("--reps takes a number"),
-            "--cold-reps" => args.cold_reps = value("--cold-reps").parse().expect("--cold-reps takes a number"),
-            "--only" => args.only = Some(value("--only")),
-            // `cargo bench` passes `--bench` (and filters) to every bench binary.
-            _ => {}
-        }
-    }
-    assert!(args.reps > 0 && args.cold_reps > 0, "repetitions must be positive");
-    args
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Name filters passed through by `cargo bench`; ignored.
+    #[arg(hide = true)]
+    _filters: Vec<String>,
 }
 
 /// Reads every source from disk and compiles it: the node's start-up before this crate.
@@ -69,7 +61,7 @@ fn compile_all(engine: &Engine, corpus: &Corpus) -> Duration {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let corpus = Corpus::load(&args.wasm_dir);
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -117,7 +109,7 @@ fn main() {
     // round (caches just used by another path) hit every path alike. wasmtime's cache runs in its
     // own block afterwards because its background worker keeps doing file I/O after each hit.
     let mut samples: [Vec<Duration>; 4] = Default::default();
-    for round in 0..args.reps {
+    for round in 0..args.reps as usize {
         for k in 0..4 {
             let path = (round + k) % 4;
             let d = match path {

@@ -27,36 +27,24 @@ use wasm_node_cache::artifact::TRAILER_LEN;
 /// Extra core functions per generated component: about 4 KB of wasm and 20 KB of artifact each.
 const FUNCS: u32 = 40;
 
+/// Scaling benchmark: warm versus floor over generated components, and peak RSS of whole processes.
+#[derive(clap::Parser)]
 struct Args {
+    /// Directory of real components for the RSS comparison (the real corpus: ../shared/corpus)
+    #[arg(long, default_value = "config/wasm")]
     wasm_dir: PathBuf,
+    /// Numbers of generated components to measure
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000", value_parser = clap::value_parser!(u32).range(1..))]
     counts: Vec<u32>,
-    reps: usize,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        wasm_dir: PathBuf::from("config/wasm"),
-        counts: vec![10, 100, 1000],
-        reps: 11,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
-        match a.as_str() {
-            "--wasm-dir" => args.wasm_dir = PathBuf::from(value("--wasm-dir")),
-            "--reps" => args.reps = value("--reps").parse().expect("--reps takes a number"),
-            "--counts" => {
-                args.counts = value("--counts")
-                    .split(',')
-                    .map(|n| n.trim().parse().expect("--counts takes numbers separated by commas"))
-                    .collect()
-            }
-            // `cargo bench` passes `--bench` (and filters) to every bench binary.
-            _ => {}
-        }
-    }
-    assert!(args.reps > 0 && !args.counts.is_empty(), "nothing to measure");
-    args
+    /// Repetitions of each measurement (the median is reported)
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Name filters passed through by `cargo bench`; ignored.
+    #[arg(hide = true)]
+    _filters: Vec<String>,
 }
 
 /// Writes the payload (the artifact minus its trailer, i.e. `precompile_component`'s output) of
@@ -173,10 +161,14 @@ fn rss(dir: &Path, scratch: &Path, reps: usize) -> Rss {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let started = Instant::now();
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let points: Vec<Point> = args.counts.iter().map(|&n| measure(&engine, n, args.reps)).collect();
+    let points: Vec<Point> = args
+        .counts
+        .iter()
+        .map(|&n| measure(&engine, n, args.reps as usize))
+        .collect();
 
     println!(
         "warm start-up versus floor over generated components ({FUNCS} extra functions each); median of {} runs",
