@@ -36,6 +36,12 @@ struct Args {
     /// Profiling aid: run only `warm`, `warm_mac` or `floor`, `reps` times, and print its median
     #[arg(long)]
     only: Option<String>,
+    /// Repetitions of the fresh-process paths (each spawns a process)
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    fresh_reps: u32,
+    /// Child mode of the fresh-process floor: deserialize every file in DIR once, print the ms.
+    #[arg(long, hide = true, value_name = "DIR")]
+    fresh_floor_child: Option<PathBuf>,
     /// Passed by `cargo bench` to every bench binary; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -62,6 +68,10 @@ fn compile_all(engine: &Engine, corpus: &Corpus) -> Duration {
 
 fn main() {
     let args = <Args as clap::Parser>::parse();
+    if let Some(dir) = &args.fresh_floor_child {
+        fresh_floor_child(dir);
+        return;
+    }
     let corpus = Corpus::load(&args.wasm_dir);
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -123,6 +133,13 @@ fn main() {
     }
     let [floor, warm, warm_mac, floor_par] = samples;
     let wt_cache: Vec<Duration> = (0..args.reps).map(|_| compile_all(&cache_engine, &corpus)).collect();
+    // A real restart is a new process: no warm heap, no engine state from earlier start-ups. Both
+    // sides time themselves after creating their engine, as the in-process paths do.
+    let (mut warm_fresh, mut floor_fresh) = (Vec::new(), Vec::new());
+    for _ in 0..args.fresh_reps {
+        floor_fresh.push(fresh_floor(&plain));
+        warm_fresh.push(fresh_warm(&corpus, &store));
+    }
     let cold: Vec<Duration> = (0..args.cold_reps).map(|_| compile_all(&engine, &corpus)).collect();
 
     let warm = median(warm);
@@ -131,6 +148,8 @@ fn main() {
     let floor_par = median(floor_par);
     let wt_cache = median(wt_cache);
     let cold = median(cold);
+    let warm_fresh = median(warm_fresh);
+    let floor_fresh = median(floor_fresh);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let artifact_bytes = support::artifact_bytes(&store);
 
@@ -154,6 +173,12 @@ fn main() {
         ("warm_mac", "the same in MAC mode (keyed BLAKE3)", warm_mac),
         ("floor", "bare `deserialize_file`, sequential, no checks", floor),
         ("floor_parallel", "bare `deserialize_file` on every core", floor_par),
+        (
+            "warm_fresh",
+            "`warm`, each in a new process (the CLI, as a node restart)",
+            warm_fresh,
+        ),
+        ("floor_fresh", "`floor`, each in a new process", floor_fresh),
     ];
     for (name, what, d) in rows {
         println!("| {name} | {what} | {:.2} | {:.2}x |", ms(d), ratio(d, warm));
@@ -165,6 +190,12 @@ fn main() {
         ratio(wt_cache, warm),
         ratio(warm, floor),
         ms(first_start)
+    );
+    println!(
+        "in new processes: warm {:.2} ms, floor {:.2} ms, warm/floor {:.2}",
+        ms(warm_fresh),
+        ms(floor_fresh),
+        ratio(warm_fresh, floor_fresh)
     );
     println!("bench wall time {:.1} s", bench_started.elapsed().as_secs_f64());
     let json = serde_json::json!({
@@ -186,6 +217,67 @@ fn main() {
         "warm_over_floor": ratio(warm, floor),
         "warm_mac_over_floor": ratio(warm_mac, floor),
         "warm_over_floor_parallel": ratio(warm, floor_par),
+        "fresh_reps": args.fresh_reps,
+        "warm_fresh_ms": ms(warm_fresh),
+        "floor_fresh_ms": ms(floor_fresh),
+        "warm_fresh_over_floor_fresh": ratio(warm_fresh, floor_fresh),
     });
     println!("{json}");
+}
+
+/// The floor in a new process: this binary re-run in child mode.
+fn fresh_floor(dir: &std::path::Path) -> Duration {
+    let out = std::process::Command::new(std::env::current_exe().expect("bench binary"))
+        .arg("--fresh-floor-child")
+        .arg(dir)
+        .output()
+        .expect("spawn floor child");
+    assert!(
+        out.status.success(),
+        "floor child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ms: f64 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("floor child printed {text:?}: {e}"));
+    Duration::from_secs_f64(ms / 1e3)
+}
+
+fn fresh_floor_child(dir: &std::path::Path) {
+    let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list floor files")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    println!("{}", ms(support::floor(&engine, &files)));
+}
+
+/// `warm` in a new process: the CLI, reading its own start-up time from its JSON report.
+fn fresh_warm(corpus: &Corpus, store: &std::path::Path) -> Duration {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        .arg("warm")
+        .arg("--wasm-dir")
+        .arg(&corpus.dir)
+        .arg("--all-in-dir")
+        .arg("--store")
+        .arg(store)
+        .arg("--json")
+        .env_remove(wasm_node_cache::KEY_FILE_ENV)
+        .output()
+        .expect("spawn the CLI");
+    assert!(
+        out.status.success(),
+        "warm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("warm --json");
+    assert_eq!(
+        report["from_store"].as_u64(),
+        Some(corpus.len() as u64),
+        "a warm restart: {report}"
+    );
+    Duration::from_secs_f64(report["elapsed_ms"].as_f64().expect("elapsed_ms") / 1e3)
 }

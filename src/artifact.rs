@@ -212,14 +212,29 @@ fn le_u64(b: &[u8]) -> u64 {
 /// Never panics and never allocates from a length field, whatever `file` holds.
 pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactError> {
     let len = file.len() as u64;
+    check_file_len(len)?;
+    let mut t = [0u8; TRAILER_LEN];
+    t.copy_from_slice(&file[file.len() - TRAILER_LEN..]);
+    decode_trailer_bytes(&t, len, sealer)
+}
+
+/// The length checks of [`decode_trailer`], for a file not yet read: too short to hold a trailer
+/// and a payload, or above [`MAX_ARTIFACT_LEN`].
+pub fn check_file_len(len: u64) -> Result<(), ArtifactError> {
     if len > MAX_ARTIFACT_LEN {
         return Err(ArtifactError::TooLong { len });
     }
-    if file.len() <= TRAILER_LEN {
+    if len <= TRAILER_LEN as u64 {
         return Err(ArtifactError::TooShort { len });
     }
-    let payload_actual = file.len() - TRAILER_LEN;
-    let t = &file[payload_actual..];
+    Ok(())
+}
+
+/// [`decode_trailer`] for a trailer read on its own from the end of a file of `file_len` bytes,
+/// so that a loader can stream the payload instead of holding the whole file.
+pub fn decode_trailer_bytes(t: &[u8; TRAILER_LEN], file_len: u64, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
+    check_file_len(file_len)?;
+    let payload_actual = file_len - TRAILER_LEN as u64;
     if t[0..8] != MAGIC {
         return Err(ArtifactError::BadMagic);
     }
@@ -254,10 +269,10 @@ pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactE
     let mut fp = [0u8; 16];
     fp.copy_from_slice(&t[48..64]);
     let payload_len = le_u64(&t[64..72]);
-    if payload_len != payload_actual as u64 {
+    if payload_len != payload_actual {
         return Err(ArtifactError::LengthMismatch {
             declared: payload_len,
-            actual: payload_actual as u64,
+            actual: payload_actual,
         });
     }
     let mut payload_checksum = [0u8; 32];
@@ -273,11 +288,9 @@ pub fn decode_trailer(file: &[u8], sealer: &Sealer) -> Result<Trailer, ArtifactE
     })
 }
 
-/// Full verification of an artifact's bytes against the key it was looked up under: trailer,
-/// binding to the key, and payload checksum. On success returns the trailer; the payload is
-/// `file[..trailer.payload_len]`.
-pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
-    let trailer = decode_trailer(file, sealer)?;
+/// Checks that an authenticated trailer names `key`: an artifact copied under another hash's
+/// name, or renamed from another engine's, is refused here.
+pub fn check_binding(trailer: &Trailer, key: &ArtifactKey) -> Result<(), ArtifactError> {
     if trailer.source_hash != key.source {
         return Err(ArtifactError::WrongSource {
             found: trailer.source_hash,
@@ -288,6 +301,15 @@ pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer
             found: trailer.fingerprint,
         });
     }
+    Ok(())
+}
+
+/// Full verification of an artifact's bytes against the key it was looked up under: trailer,
+/// binding to the key, and payload checksum. On success returns the trailer; the payload is
+/// `file[..trailer.payload_len]`.
+pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
+    let trailer = decode_trailer(file, sealer)?;
+    check_binding(&trailer, key)?;
     // decode_trailer checked payload_len == file.len() - TRAILER_LEN, so this is in bounds.
     let payload = &file[..file.len() - TRAILER_LEN];
     if payload_checksum(payload) != trailer.payload_checksum {

@@ -173,3 +173,46 @@ fn the_allocation_counter_counts() {
     assert_eq!(v.len(), 4096);
     assert_eq!(allocations, 1);
 }
+
+/// A store holding the adder, published by the store itself, with its artifact's bytes.
+fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
+    static STORE: OnceLock<(tempfile::TempDir, Vec<u8>)> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+        let path = store
+            .publish(&common::adder_hash(), &common::precompiled_adder(&engine))
+            .expect("publish");
+        let bytes = std::fs::read(path).expect("read artifact");
+        (dir, bytes)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_streaming_loader_refuses_any_mutation_of_a_real_artifact(
+        at in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+        let (_, real) = store_with_adder();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+        let mut bytes = real.clone();
+        let i = at.index(bytes.len());
+        bytes[i] ^= xor;
+        if let Some(c) = cut {
+            bytes.truncate(c.index(bytes.len()));
+        }
+        std::fs::write(store.path_of(&common::adder_hash()), &bytes).expect("write");
+        match store.load(&engine, &common::adder_hash()) {
+            Lookup::Rejected(_) => {}
+            Lookup::Hit(_) => prop_assert!(false, "mutated artifact accepted (byte {i} ^ {xor:#x})"),
+            Lookup::Absent => prop_assert!(false, "file not seen"),
+        }
+    }
+}
