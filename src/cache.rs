@@ -27,6 +27,17 @@ pub const KEY_FILE_ENV: &str = "WASM_NODE_CACHE_KEY_FILE";
 /// Default wait for the store's lock before compiling in memory instead.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The MAC key file to use: `explicit` if given, else `$WASM_NODE_CACHE_KEY_FILE` if set and not
+/// empty, else none (plain mode). The builder and the CLI resolve it the same way, so operators'
+/// commands see the same fingerprint as the node.
+pub fn resolve_key_file(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        std::env::var_os(KEY_FILE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 /// The default store directory: `$WASM_NODE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasm-node-cache`,
 /// else `$HOME/.cache/wasm-node-cache`, else `<temp dir>/wasm-node-cache-<uid>`.
 pub fn default_store_dir() -> PathBuf {
@@ -294,21 +305,17 @@ impl Builder {
             None => crate::engine::init_wasm_engine()?,
         };
         let mut store = self.store.unwrap_or_else(|| StoreChoice::Dir(default_store_dir()));
-        let mut store_refusal = None;
         if let StoreChoice::Dir(dir) = &store
             && is_within(dir, &binary_root)
         {
-            store_refusal = Some(format!(
+            log::warn!(
                 "store {} is inside the binary root {}; refusing to mix artifacts with source binaries",
                 dir.display(),
                 binary_root.display()
-            ));
+            );
+            store = StoreChoice::Disabled;
         }
-        let key_file = self.auth_key_file.or_else(|| {
-            std::env::var_os(KEY_FILE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
+        let key_file = resolve_key_file(self.auth_key_file);
         let sealer = match (&key_file, &store) {
             (None, _) => Ok(Sealer::Plain),
             (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(format!(
@@ -320,10 +327,7 @@ impl Builder {
                 .map(Sealer::Keyed)
                 .map_err(|e| format!("{e:#}")),
         };
-        if let Some(reason) = store_refusal {
-            log::warn!("{reason}");
-            store = StoreChoice::Disabled;
-        }
+
         let plan = Plan {
             engine,
             binary_root,

@@ -30,9 +30,11 @@ pub fn parse_hash(text: &str) -> anyhow::Result<Hash32> {
     Ok(out)
 }
 
-/// True when `name` looks like a source binary's file name (64 hex digits).
+/// True when `name` is a source binary's file name: 64 lowercase hex digits, the only spelling
+/// under which a binary is ever looked up (`hex::encode`). An uppercase name would be whitelisted
+/// and then never found.
 pub fn is_hash_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Identifies the engine configuration (wasmtime version, target, compiler settings, wasm
@@ -150,6 +152,16 @@ mod tests {
             ArtifactKey::from_file_name(&format!("{}-{}.cwasm", "zz".repeat(16), "00".repeat(32))),
             None
         );
+    }
+
+    #[test]
+    fn hash_names_are_lowercase_only() {
+        assert!(is_hash_name(&"ab".repeat(32)));
+        assert!(
+            !is_hash_name(&"AB".repeat(32)),
+            "binaries are looked up by lowercase name only"
+        );
+        assert!(!is_hash_name(&"ab".repeat(31)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod whitelist;
 pub use authkey::load_key;
 pub use cache::{
     Builder, DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, STORE_DIR_ENV,
-    WasmNodeCache, default_store_dir,
+    WasmNodeCache, default_store_dir, resolve_key_file,
 };
 pub use engine::{init_wasm_engine, node_config};
 pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};

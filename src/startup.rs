@@ -356,10 +356,7 @@ fn compile_all(plan: &Plan, pending: &[Hash32], store: Option<&Store>) -> Vec<(H
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(total));
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(total);
+    let workers = cores().min(total);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {

@@ -35,7 +35,7 @@ pub fn read_whitelist_file(path: &Path) -> anyhow::Result<HashSet<Hash32>> {
     parse_whitelist(&text, &path.display().to_string())
 }
 
-/// Every file in `dir` whose name is 64 hex digits, as a whitelist (the CLI's `--all-in-dir`).
+/// Every file in `dir` whose name is 64 lowercase hex digits, as a whitelist (the CLI's `--all-in-dir`).
 pub fn whitelist_all_in_dir(dir: &Path) -> anyhow::Result<HashSet<Hash32>> {
     let mut set = HashSet::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -44,7 +44,7 @@ pub fn whitelist_all_in_dir(dir: &Path) -> anyhow::Result<HashSet<Hash32>> {
         if let Some(name) = entry.file_name().to_str()
             && crate::key::is_hash_name(name)
         {
-            set.insert(parse_hash(&name.to_ascii_lowercase())?);
+            set.insert(parse_hash(name)?);
         }
     }
     if set.is_empty() {

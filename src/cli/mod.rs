@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use wasm_node_cache::Fingerprint;
 use wasm_node_cache::artifact::Sealer;
 use wasm_node_cache::store::Store;
-use wasm_node_cache::{Fingerprint, KEY_FILE_ENV};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -119,7 +119,7 @@ impl StoreArgs {
 /// Bounded wait for the store's lock, shared by the subcommands that take it.
 #[derive(Args, Debug, Clone)]
 pub struct LockArgs {
-    /// Seconds to wait for the store's lock (a node compiling holds it) before giving up
+    /// Seconds to wait for the store's lock (held while a node compiles or an operator prunes); then `warm` compiles in memory, other commands give up
     #[arg(long, value_name = "SECS", default_value_t = wasm_node_cache::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
     lock_timeout: f64,
 }
@@ -148,11 +148,7 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
     pub fn resolved(&self) -> Option<PathBuf> {
-        self.key_file.clone().or_else(|| {
-            std::env::var_os(KEY_FILE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
+        wasm_node_cache::resolve_key_file(self.key_file.clone())
     }
 }
 

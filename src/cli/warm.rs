@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use wasm_node_cache::{Progress, WasmNodeCache};
 
-use super::{EXIT_OK, StoreArgs, output};
+use super::{EXIT_OK, KeyArgs, LockArgs, StoreArgs, output};
 
 #[derive(Args, Debug)]
 pub struct WarmArgs {
@@ -19,7 +19,7 @@ pub struct WarmArgs {
     /// Whitelist file: one 64-hex SHA-256 per line, `#` comments [default: ./config/wasm.conf]
     #[arg(long, value_name = "FILE", conflicts_with = "all_in_dir")]
     whitelist: Option<PathBuf>,
-    /// Whitelist every file in --wasm-dir whose name is 64 hex digits
+    /// Whitelist every file in --wasm-dir whose name is 64 lowercase hex digits (a SHA-256)
     #[arg(long)]
     all_in_dir: bool,
     #[command(flatten)]
@@ -27,12 +27,10 @@ pub struct WarmArgs {
     /// Compile in memory only; read and write no store
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
-    /// Seconds to wait for the store's lock before compiling in memory
-    #[arg(long, value_name = "SECS", default_value_t = wasm_node_cache::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
-    lock_timeout: f64,
-    /// Authenticated mode: 32-byte MAC key file (owner-only), kept outside the store
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    lock: LockArgs,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -53,14 +51,8 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     } else {
         builder.store(args.store.dir())
     };
-    if !(args.lock_timeout.is_finite() && args.lock_timeout >= 0.0) {
-        anyhow::bail!(
-            "--lock-timeout must be a non-negative number of seconds, not {}",
-            args.lock_timeout
-        );
-    }
-    builder = builder.lock_timeout(Duration::from_secs_f64(args.lock_timeout));
-    if let Some(key) = args.key_file {
+    builder = builder.lock_timeout(args.lock.timeout()?);
+    if let Some(key) = args.key.resolved() {
         builder = builder.auth_key_file(key);
     }
     // The bar is for a person watching: never in --json output or in a log file.

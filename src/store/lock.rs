@@ -9,6 +9,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::fsutil;
+
 /// Which lock to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -42,6 +44,37 @@ impl std::fmt::Display for LockError {
                 Ok(())
             }
             LockError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Who holds the store's lock right now, as seen by a probe that waits for nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody holds it (or the lock file does not exist yet).
+    Free,
+    /// One or more processes hold it shared: nodes loading artifacts.
+    Shared,
+    /// A process holds it exclusively (compiling, publishing, pruning); `last_holder` is the pid the
+    /// last exclusive holder recorded, which is usually that process.
+    Exclusive {
+        /// Pid recorded in the lock file, if readable.
+        last_holder: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for LockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockState::Free => f.write_str("free"),
+            LockState::Shared => f.write_str("held shared (a node is loading artifacts)"),
+            LockState::Exclusive { last_holder: Some(pid) } => {
+                write!(
+                    f,
+                    "held exclusively (compiling or pruning; last exclusive holder pid {pid})"
+                )
+            }
+            LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (compiling or pruning)"),
         }
     }
 }
@@ -87,7 +120,7 @@ impl StoreLock {
     fn open(&self, kind: LockKind) -> std::io::Result<File> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true);
-        crate::store::fsutil::no_follow(&mut options);
+        fsutil::no_follow(&mut options);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -97,12 +130,7 @@ impl StoreLock {
         match options.open(&self.path) {
             Ok(f) => Ok(f),
             // On a read-only store a shared lock on a read-only descriptor still works.
-            Err(e) if kind == LockKind::Shared => {
-                let mut ro = OpenOptions::new();
-                ro.read(true);
-                crate::store::fsutil::no_follow(&mut ro);
-                ro.open(&self.path).map_err(|_| e)
-            }
+            Err(e) if kind == LockKind::Shared => fsutil::open_no_follow(&self.path).map_err(|_| e),
             Err(e) => Err(e),
         }
     }
@@ -110,19 +138,40 @@ impl StoreLock {
     /// The pid recorded by the last exclusive holder, if readable.
     pub fn last_holder(&self) -> Option<u32> {
         let mut text = String::new();
-        let mut options = OpenOptions::new();
-        options.read(true);
-        crate::store::fsutil::no_follow(&mut options);
-        options.open(&self.path).ok()?.take(32).read_to_string(&mut text).ok()?;
+        fsutil::open_no_follow(&self.path)
+            .ok()?
+            .take(32)
+            .read_to_string(&mut text)
+            .ok()?;
         text.trim().parse().ok()
     }
 
-    /// True when some process holds the lock exclusively right now.
-    pub fn is_held_exclusively(&self) -> std::io::Result<bool> {
-        let file = self.open(LockKind::Shared)?;
+    /// Who holds the lock right now. Waits for nobody and never creates or writes the lock file;
+    /// the probe holds the lock for an instant only (a node starting meanwhile retries within
+    /// milliseconds).
+    pub fn state(&self) -> std::io::Result<LockState> {
+        let file = match fsutil::open_no_follow(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(e),
+        };
+        // flock works on a read-only descriptor.
+        match file.try_lock() {
+            Ok(()) => {
+                file.unlock()?;
+                return Ok(LockState::Free);
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
         match file.try_lock_shared() {
-            Ok(()) => Ok(false),
-            Err(TryLockError::WouldBlock) => Ok(true),
+            Ok(()) => {
+                file.unlock()?;
+                Ok(LockState::Shared)
+            }
+            Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
+                last_holder: self.last_holder(),
+            }),
             Err(TryLockError::Error(e)) => Err(e),
         }
     }
@@ -212,9 +261,9 @@ mod tests {
         let x = lock
             .acquire(LockKind::Exclusive, Duration::from_secs(1), "compile")
             .expect("exclusive");
-        assert!(lock.is_held_exclusively().expect("probe"));
+        assert!(matches!(lock.state().expect("probe"), LockState::Exclusive { .. }));
         assert_eq!(lock.last_holder(), Some(std::process::id()));
         drop(x);
-        assert!(!lock.is_held_exclusively().expect("probe"));
+        assert!(!matches!(lock.state().expect("probe"), LockState::Exclusive { .. }));
     }
 }

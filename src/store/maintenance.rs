@@ -6,7 +6,7 @@
 //! not.
 
 use std::collections::HashSet;
-use std::fs::{OpenOptions, TryLockError};
+
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -50,36 +50,7 @@ pub struct PruneReport {
     pub kept: usize,
 }
 
-/// Who holds the store's lock right now, as seen by a probe that waits for nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockState {
-    /// Nobody holds it (or the lock file does not exist yet).
-    Free,
-    /// One or more processes hold it shared: nodes loading artifacts.
-    Shared,
-    /// A process holds it exclusively (compiling, publishing, pruning); `last_holder` is the pid the
-    /// last exclusive holder recorded, which is usually that process.
-    Exclusive {
-        /// Pid recorded in the lock file, if readable.
-        last_holder: Option<u32>,
-    },
-}
-
-impl std::fmt::Display for LockState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockState::Free => f.write_str("free"),
-            LockState::Shared => f.write_str("held shared (a node is loading artifacts)"),
-            LockState::Exclusive { last_holder: Some(pid) } => {
-                write!(
-                    f,
-                    "held exclusively (compiling or pruning; last exclusive holder pid {pid})"
-                )
-            }
-            LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (compiling or pruning)"),
-        }
-    }
-}
+pub use super::lock::LockState;
 
 impl Store {
     /// Removes what `opts` selects, under the exclusive lock (waiting at most `lock_timeout`), and
@@ -139,51 +110,14 @@ impl Store {
         self.finish(remove, 0, Some(&guard))
     }
 
-    /// Probes the lock without waiting and without creating or writing the lock file.
+    /// Who holds the store's lock right now; see [`StoreLock::state`](super::StoreLock::state).
     pub fn lock_state(&self) -> std::io::Result<LockState> {
-        let mut options = OpenOptions::new();
-        options.read(true);
-        fsutil::no_follow(&mut options);
-        let file = match options.open(self.lock().path()) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
-            Err(e) => return Err(e),
-        };
-        // flock works on a read-only descriptor. The probe holds the lock for an instant only;
-        // a node starting meanwhile retries within milliseconds.
-        match file.try_lock() {
-            Ok(()) => {
-                file.unlock()?;
-                return Ok(LockState::Free);
-            }
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return Err(e),
-        }
-        match file.try_lock_shared() {
-            Ok(()) => {
-                file.unlock()?;
-                Ok(LockState::Shared)
-            }
-            Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
-                last_holder: self.lock().last_holder(),
-            }),
-            Err(TryLockError::Error(e)) => Err(e),
-        }
+        self.lock().state()
     }
 
     /// Leftover temporary files (unfinished writes), without removing them.
     pub fn temp_file_count(&self) -> std::io::Result<usize> {
-        let mut n = 0;
-        for entry in std::fs::read_dir(self.dir())? {
-            if entry?
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(super::TEMP_PREFIX))
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(self.temp_files()?.len())
     }
 
     fn exclusive(&self, timeout: Duration, purpose: &str) -> anyhow::Result<LockGuard> {

@@ -22,9 +22,9 @@ use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact::{self, ArtifactError, MAX_ARTIFACT_LEN, Sealer, TRAILER_LEN, Trailer};
+use crate::artifact::{self, ArtifactError, Sealer, TRAILER_LEN, Trailer};
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
-pub use lock::{LockError, LockGuard, LockKind, StoreLock};
+pub use lock::{LockError, LockGuard, LockKind, LockState, StoreLock};
 pub use publish::WriteFault;
 
 /// Prefix of temporary files; never a valid artifact name.
@@ -160,19 +160,21 @@ impl Store {
         }
     }
 
-    /// Fully checks the artifact for `key` without deserializing it: the `verify` subcommand.
+    /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
+    /// the `verify` subcommand.
     pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, String> {
-        let path = self.dir.join(key.file_name());
-        let file = fsutil::open_no_follow(&path).map_err(|e| format!("cannot open: {e}"))?;
-        verified_map(&file, key, &self.sealer).map(|(_, t)| t)
+        let file = self.open_artifact(key)?;
+        verified_stream(&file, key, &self.sealer, &mut Vec::new())
     }
 
     /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
     pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, String> {
-        let path = self.dir.join(key.file_name());
-        let file = fsutil::open_no_follow(&path).map_err(|e| format!("cannot open: {e}"))?;
-        let map = map_file(&file)?;
-        artifact::decode_trailer(&map, &self.sealer).map_err(|e| e.to_string())
+        let file = self.open_artifact(key)?;
+        read_trailer(&file, &self.sealer).map(|(_, t)| t)
+    }
+
+    fn open_artifact(&self, key: &ArtifactKey) -> Result<std::fs::File, String> {
+        fsutil::open_no_follow(&self.dir.join(key.file_name())).map_err(|e| format!("cannot open: {e}"))
     }
 
     /// Atomically publishes `payload` as the artifact for `source`.
@@ -195,7 +197,12 @@ impl Store {
             let Some(key) = entry.file_name().to_str().and_then(ArtifactKey::from_file_name) else {
                 continue;
             };
-            let meta = entry.path().symlink_metadata()?;
+            let meta = match entry.path().symlink_metadata() {
+                Ok(m) => m,
+                // Unlinked between the listing and the stat (a prune elsewhere): not an entry.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             out.push(StoredEntry {
                 key,
                 path: entry.path(),
@@ -212,17 +219,26 @@ impl Store {
     pub fn remove_temp_files(&self, _exclusive: &LockGuard) -> std::io::Result<usize> {
         debug_assert_eq!(_exclusive.kind(), LockKind::Exclusive);
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            if entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-            }
+        for path in self.temp_files()? {
+            std::fs::remove_file(path)?;
+            removed += 1;
         }
         if removed > 0 {
             fsutil::sync_dir(&self.dir)?;
         }
         Ok(removed)
+    }
+
+    /// Leftover temporary files (unfinished writes).
+    pub fn temp_files(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+                out.push(entry.path());
+            }
+        }
+        Ok(out)
     }
 
     /// Unlinks one artifact (never truncates it: a process may have it mapped). Call only while
@@ -240,12 +256,7 @@ fn checked_len(file: &std::fs::File) -> Result<u64, String> {
         return Err("not a regular file".into());
     }
     let len = meta.len();
-    if len <= TRAILER_LEN as u64 {
-        return Err(ArtifactError::TooShort { len }.to_string());
-    }
-    if len > MAX_ARTIFACT_LEN {
-        return Err(ArtifactError::TooLong { len }.to_string());
-    }
+    artifact::check_file_len(len).map_err(|e| e.to_string())?;
     Ok(len)
 }
 
@@ -263,6 +274,19 @@ fn verified_map(file: &std::fs::File, key: &ArtifactKey, sealer: &Sealer) -> Res
     let map = map_file(file)?;
     let trailer = artifact::verify(&map, key, sealer).map_err(|e| e.to_string())?;
     Ok((map, trailer))
+}
+
+/// Reads and authenticates the trailer alone (positional read: the descriptor's offset is left at
+/// the start for streaming the payload). Returns the file length too.
+fn read_trailer(file: &std::fs::File, sealer: &Sealer) -> Result<(u64, Trailer), String> {
+    use std::os::unix::fs::FileExt;
+    let len = checked_len(file)?;
+    let mut t = [0u8; TRAILER_LEN];
+    // `checked_len` guarantees len > TRAILER_LEN.
+    file.read_exact_at(&mut t, len - TRAILER_LEN as u64)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let trailer = artifact::decode_trailer_bytes(&t, len, sealer).map_err(|e| e.to_string())?;
+    Ok((len, trailer))
 }
 
 /// Size of the buffer a payload is streamed through: small enough to stay in the core's L2 cache
@@ -285,12 +309,7 @@ fn verified_stream(
     buf: &mut Vec<u8>,
 ) -> Result<Trailer, String> {
     use std::io::Read;
-    use std::os::unix::fs::FileExt;
-    let len = checked_len(file)?;
-    let mut t = [0u8; TRAILER_LEN];
-    file.read_exact_at(&mut t, len - TRAILER_LEN as u64)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    let trailer = artifact::decode_trailer_bytes(&t, len, sealer).map_err(|e| e.to_string())?;
+    let (_, trailer) = read_trailer(file, sealer)?;
     artifact::check_binding(&trailer, key).map_err(|e| e.to_string())?;
     buf.resize(STREAM_CHUNK, 0);
     let mut hasher = blake3::Hasher::new();
@@ -311,7 +330,7 @@ fn verified_stream(
         ));
     }
     if *hasher.finalize().as_bytes() != trailer.payload_checksum {
-        return Err(artifact::ArtifactError::PayloadChecksum.to_string());
+        return Err(ArtifactError::PayloadChecksum.to_string());
     }
     Ok(trailer)
 }
@@ -346,8 +365,7 @@ fn deserialize(
     map: Option<&memmap2::Mmap>,
     trailer: &Trailer,
 ) -> anyhow::Result<Component> {
-    #[cfg(unix)]
-    if proc_fd_available() {
+    let Some(map) = map else {
         use std::os::unix::io::AsRawFd;
         // Through /proc/self/fd wasmtime opens the very inode we verified, not whatever the path
         // names now, so a rename between our check and its open cannot swap the bytes.
@@ -358,10 +376,10 @@ fn deserialize(
         // never modified in place (see `map_file`), and wasmtime ignores the trailing trailer
         // (guarded by tests/trailer_guard.rs).
         return Ok(unsafe { Component::deserialize_file(engine, &proc_path) }?);
-    }
+    };
     let payload_len = usize::try_from(trailer.payload_len).map_err(|_| anyhow::anyhow!("payload too large"))?;
     let payload = map
-        .and_then(|m| m.get(..payload_len))
+        .get(..payload_len)
         .ok_or_else(|| anyhow::anyhow!("payload length out of range"))?;
     // SAFETY: as above, these bytes were verified against the key and checksum just now; this
     // path copies them into wasmtime's own memory, so later changes to the file cannot reach it.
