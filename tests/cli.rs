@@ -306,3 +306,22 @@ fn prune_without_a_criterion_is_refused() {
     assert!(text(&out.stderr).contains("--stale"), "{}", text(&out.stderr));
     assert_eq!(site.artifacts().len(), 3);
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `status | head -1`: the reader goes away before the CLI writes; it must not panic.
+    let site = Site::new();
+    site.json(&["warm", "--json"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        .args(["status", "--store"])
+        .arg(&site.store)
+        .current_dir(site.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run status");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for status");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
