@@ -6,9 +6,9 @@
 //!
 //! The trailer sits *after* the payload so that the file still begins with wasmtime's ELF image
 //! and can be handed to `Component::deserialize_file`, which maps the file privately and shares
-//! pages with the page cache (DESIGN.md section 4: the copy path costs about 2.7x more). Wasmtime
-//! locates everything through ELF offsets and ignores trailing bytes; `tests/trailer_guard.rs`
-//! fails loudly if an upgrade stops tolerating them.
+//! pages with the page cache instead of copying it (README, Performance). Wasmtime locates
+//! everything through ELF offsets and ignores trailing bytes; `tests/trailer_guard.rs` fails
+//! loudly if an upgrade stops tolerating them.
 //!
 //! Trailer layout, all integers little-endian:
 //!
@@ -27,6 +27,9 @@
 //! The tag covers the payload checksum, so in MAC mode it authenticates the payload too.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use wasmtime::Engine;
 
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
 
@@ -110,23 +113,49 @@ pub struct Trailer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArtifactError {
     /// Shorter than a trailer plus a minimal payload (includes zero-length files).
-    TooShort { len: u64 },
+    TooShort {
+        /// The file's length.
+        len: u64,
+    },
     /// Longer than [`MAX_ARTIFACT_LEN`].
-    TooLong { len: u64 },
+    TooLong {
+        /// The file's length.
+        len: u64,
+    },
     /// The trailer does not start with our magic: not one of our artifacts, or truncated.
     BadMagic,
     /// Written by a format version this build does not read.
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The version in the trailer.
+        found: u32,
+    },
     /// The trailer's tag does not match: the trailer was corrupted or forged.
-    BadTag { keyed: bool },
+    BadTag {
+        /// True when the tag is a keyed MAC.
+        keyed: bool,
+    },
     /// The artifact's MAC flag does not match the store's mode.
-    WrongMode { artifact_keyed: bool },
+    WrongMode {
+        /// True when the artifact carries a MAC.
+        artifact_keyed: bool,
+    },
     /// The payload length recorded in the trailer disagrees with the file's length.
-    LengthMismatch { declared: u64, actual: u64 },
+    LengthMismatch {
+        /// Payload length in the trailer.
+        declared: u64,
+        /// Payload length the file has.
+        actual: u64,
+    },
     /// The artifact was compiled from another source binary (for example copied under another name).
-    WrongSource { found: Hash32 },
+    WrongSource {
+        /// The source hash in the trailer.
+        found: Hash32,
+    },
     /// The artifact was compiled by another engine configuration.
-    WrongFingerprint { found: Fingerprint },
+    WrongFingerprint {
+        /// The fingerprint in the trailer.
+        found: Fingerprint,
+    },
     /// The payload does not match its checksum: corrupted bytes.
     PayloadChecksum,
 }
@@ -172,6 +201,41 @@ impl fmt::Display for ArtifactError {
 }
 
 impl std::error::Error for ArtifactError {}
+
+/// The fingerprint of `engine` for a store in the given authentication mode: what an artifact must
+/// have been compiled under to be loaded by this engine.
+pub fn engine_fingerprint(engine: &Engine, keyed: bool) -> Fingerprint {
+    let mut h = Blake3Hasher(blake3::Hasher::new_derive_key(
+        "wasm-node-cache 2026-11-25 engine fingerprint v1",
+    ));
+    // `precompile_compatibility_hash` covers triple, compiler and ISA flags, tunables, wasm
+    // features and wasmtime's own version. It feeds `Hasher::write_*` calls whose byte order is
+    // the host's; a store is per machine, and wasmtime re-checks compatibility on load anyway.
+    engine.precompile_compatibility_hash().hash(&mut h);
+    FORMAT_VERSION.hash(&mut h);
+    keyed.hash(&mut h);
+    std::env::consts::ARCH.hash(&mut h);
+    std::env::consts::OS.hash(&mut h);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.0.finalize().as_bytes()[..16]);
+    Fingerprint(out)
+}
+
+/// Adapts BLAKE3 to `std::hash::Hasher`, which is stable across runs (unlike `DefaultHasher`,
+/// whose algorithm std does not promise to keep).
+struct Blake3Hasher(blake3::Hasher);
+
+impl Hasher for Blake3Hasher {
+    fn finish(&self) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&self.0.finalize().as_bytes()[..8]);
+        u64::from_le_bytes(a)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
 
 /// BLAKE3 of a payload, as stored in the trailer.
 pub fn payload_checksum(payload: &[u8]) -> [u8; 32] {
@@ -399,6 +463,20 @@ mod tests {
         let forged = artifact(b"p", &k, &theirs);
         assert_eq!(verify(&forged, &k, &mine), Err(ArtifactError::BadTag { keyed: true }));
         assert!(verify(&artifact(b"p", &k, &mine), &k, &mine).is_ok());
+    }
+
+    #[test]
+    fn fingerprint_depends_on_settings_and_mode() {
+        let a = Engine::default();
+        let mut c = wasmtime::Config::new();
+        c.cranelift_nan_canonicalization(true);
+        let b = Engine::new(&c).expect("engine");
+        assert_eq!(
+            engine_fingerprint(&a, false),
+            engine_fingerprint(&Engine::default(), false)
+        );
+        assert_ne!(engine_fingerprint(&a, false), engine_fingerprint(&b, false));
+        assert_ne!(engine_fingerprint(&a, false), engine_fingerprint(&a, true));
     }
 
     #[test]

@@ -1,12 +1,8 @@
 //! What names a stored artifact: the source binary's SHA-256 and the engine fingerprint.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
 
 use anyhow::{Context, bail};
-use wasmtime::Engine;
-
-use crate::artifact::FORMAT_VERSION;
 
 /// A SHA-256 digest: the name of a Wasm source binary.
 pub type Hash32 = [u8; 32];
@@ -39,29 +35,12 @@ pub fn is_hash_name(name: &str) -> bool {
 
 /// Identifies the engine configuration (wasmtime version, target, compiler settings, wasm
 /// features), this crate's artifact format, and the store's authentication mode. Artifacts are
-/// only ever loaded by an engine with the same fingerprint.
+/// only ever loaded by an engine with the same fingerprint; `artifact::engine_fingerprint`
+/// computes it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 16]);
 
 impl Fingerprint {
-    /// Fingerprint of `engine` for a store in the given authentication mode.
-    pub fn of(engine: &Engine, keyed: bool) -> Fingerprint {
-        let mut h = Blake3Hasher(blake3::Hasher::new_derive_key(
-            "wasm-node-cache 2026-11-25 engine fingerprint v1",
-        ));
-        // `precompile_compatibility_hash` covers triple, compiler and ISA flags, tunables, wasm
-        // features and wasmtime's own version. It feeds `Hasher::write_*` calls whose byte order is
-        // the host's; a store is per machine, and wasmtime re-checks compatibility on load anyway.
-        engine.precompile_compatibility_hash().hash(&mut h);
-        FORMAT_VERSION.hash(&mut h);
-        keyed.hash(&mut h);
-        std::env::consts::ARCH.hash(&mut h);
-        std::env::consts::OS.hash(&mut h);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h.0.finalize().as_bytes()[..16]);
-        Fingerprint(out)
-    }
-
     /// 32 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
@@ -119,22 +98,6 @@ impl ArtifactKey {
     }
 }
 
-/// Adapts BLAKE3 to `std::hash::Hasher`, which is stable across runs (unlike `DefaultHasher`,
-/// whose algorithm std does not promise to keep).
-struct Blake3Hasher(blake3::Hasher);
-
-impl Hasher for Blake3Hasher {
-    fn finish(&self) -> u64 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&self.0.finalize().as_bytes()[..8]);
-        u64::from_le_bytes(a)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,16 +133,5 @@ mod tests {
         assert!(e.contains("nothex"), "{e}");
         let e = parse_hash(&"g".repeat(64)).unwrap_err().to_string();
         assert!(e.contains("not hexadecimal"), "{e}");
-    }
-
-    #[test]
-    fn fingerprint_depends_on_settings_and_mode() {
-        let a = Engine::default();
-        let mut c = wasmtime::Config::new();
-        c.cranelift_nan_canonicalization(true);
-        let b = Engine::new(&c).expect("engine");
-        assert_eq!(Fingerprint::of(&a, false), Fingerprint::of(&Engine::default(), false));
-        assert_ne!(Fingerprint::of(&a, false), Fingerprint::of(&b, false));
-        assert_ne!(Fingerprint::of(&a, false), Fingerprint::of(&a, true));
     }
 }

@@ -1,20 +1,28 @@
 //! A persistent, locked, verified on-disk store of precompiled WebAssembly components, so that a
 //! node restart deserializes artifacts in milliseconds instead of recompiling every component.
 //!
-//! The map the node uses is unchanged (`HashMap<[u8; 32], Component>` in [`WasmNodeCache`]); what
-//! changes is how it is filled, see [`startup`](crate::WasmNodeCache::builder) and the README.
+//! The node's struct is unchanged ([`WasmNodeCache`], with its public fields and associated
+//! functions); what changes is how its `HashMap<[u8; 32], Component>` is filled. See the README,
+//! "Replacing the node's wasm.rs".
 //!
 //! Layout of the crate:
 //! - [`key`]: what names an artifact (source SHA-256, engine fingerprint);
 //! - [`artifact`]: the on-disk format and its verification (pure functions over bytes);
-//! - [`store`]: the directory, its lock, atomic publication, verified loading;
-//! - `startup`: one start-up (load, re-check under the lock, compile, publish);
+//! - [`store`]: the directory handle, its lock, atomic publication, verified loading, maintenance;
+//! - `startup`: one start-up (load, read sources, re-check under the lock, compile, publish);
 //! - [`report`]: what a start-up did;
-//! - `cache`: the public [`WasmNodeCache`] and its [`Builder`];
+//! - `cache`, `builder`: the public [`WasmNodeCache`] and its [`Builder`];
 //! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs.
+
+// Declared once for the whole crate: the store relies on descriptor-relative file operations
+// (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
+// sealed memfds (other Unixes take the copy path).
+#[cfg(not(unix))]
+compile_error!("wasm-node-cache supports Unix only (Linux is where its guarantees are tested)");
 
 pub mod artifact;
 mod authkey;
+mod builder;
 mod cache;
 mod engine;
 pub mod key;
@@ -25,14 +33,16 @@ pub mod store;
 mod whitelist;
 
 pub use authkey::load_key;
+pub use builder::Builder;
 pub use cache::{
-    Builder, DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, STORE_DIR_ENV,
-    WasmNodeCache, default_store_dir, resolve_key_file,
+    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, STORE_DIR_ENV, WasmNodeCache,
+    default_store_dir, resolve_key_file,
 };
 pub use engine::{init_wasm_engine, node_config};
 pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};
 pub use report::{EntryReport, LoadReport, Outcome, StoreHealth};
-pub use source::{SkipReason, sha256};
+pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
 pub use startup::{Progress, ProgressFn};
-pub use store::WriteFault;
+#[cfg(feature = "fault-injection")]
+pub use store::Fault;
 pub use whitelist::{parse_whitelist, read_whitelist_file, whitelist_all_in_dir};

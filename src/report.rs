@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::key::Hash32;
 use crate::source::SkipReason;
+use crate::store::{LoadPath, Rejection};
 
 /// How one component ended up in (or out of) the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +15,11 @@ pub enum Outcome {
     FromStore,
     /// Compiled from its source binary in this start-up.
     Compiled,
-    /// Not loaded; the node starts without it.
+    /// Whitelisted but not loaded; the node starts without it. This is the node's alarm.
     Skipped(SkipReason),
+    /// A file in the binary root named by a hash that is not whitelisted (an old binary left after
+    /// an upgrade, or a `wasm.conf` not yet edited): reported, never loaded, never an alarm.
+    Unlisted,
 }
 
 impl Outcome {
@@ -25,6 +29,7 @@ impl Outcome {
             Outcome::FromStore => "from_store",
             Outcome::Compiled => "compiled",
             Outcome::Skipped(_) => "skipped",
+            Outcome::Unlisted => "unlisted",
         }
     }
 }
@@ -36,8 +41,10 @@ pub struct EntryReport {
     pub hash: Hash32,
     /// What happened.
     pub outcome: Outcome,
+    /// For a component loaded from the store, how its code reached wasmtime.
+    pub load_path: Option<LoadPath>,
     /// Why a stored artifact under the current key was refused, if one was.
-    pub rejected: Option<String>,
+    pub rejected: Option<Rejection>,
     /// Why the freshly compiled artifact could not be stored, if it could not.
     pub store_error: Option<String>,
 }
@@ -46,8 +53,10 @@ impl EntryReport {
     /// The reason behind the outcome, for people: a skip reason, a rejection, a store failure.
     pub fn reason(&self) -> Option<String> {
         let mut parts = Vec::new();
-        if let Outcome::Skipped(r) = &self.outcome {
-            parts.push(r.to_string());
+        match &self.outcome {
+            Outcome::Skipped(r) => parts.push(r.to_string()),
+            Outcome::Unlisted => parts.push("in the binary root but not whitelisted; not loaded".to_owned()),
+            Outcome::FromStore | Outcome::Compiled => {}
         }
         if let Some(r) = &self.rejected {
             parts.push(format!("stored artifact rejected: {r}"));
@@ -99,8 +108,10 @@ pub struct LoadReport {
     /// Stored artifacts under the current key that were refused (corrupt, truncated, foreign,
     /// failed to deserialize). Each is also recompiled, if its source is available.
     pub rejected: usize,
-    /// Whitelisted components not loaded, plus hash-named files that are not whitelisted.
+    /// Whitelisted components not loaded: the node runs without them.
     pub skipped: usize,
+    /// Files in the binary root named by a hash that is not whitelisted; never loaded.
+    pub unlisted: usize,
     /// Wall time of the start-up.
     pub elapsed: Duration,
     /// One line per component, sorted by hash.
@@ -110,6 +121,61 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// The report of `entries`, counted.
+    pub(crate) fn new(mut entries: Vec<EntryReport>, store: StoreHealth, elapsed: Duration) -> LoadReport {
+        entries.sort_by_key(|e| e.hash);
+        let mut report = LoadReport {
+            elapsed,
+            store,
+            ..LoadReport::default()
+        };
+        for e in &entries {
+            match &e.outcome {
+                Outcome::FromStore => report.from_store += 1,
+                Outcome::Compiled => report.compiled += 1,
+                Outcome::Skipped(_) => report.skipped += 1,
+                Outcome::Unlisted => report.unlisted += 1,
+            }
+            if e.rejected.is_some() {
+                report.rejected += 1;
+            }
+        }
+        report.entries = entries;
+        report
+    }
+
+    /// Logs one line per component that needs attention, then the summary.
+    pub(crate) fn log(&self) {
+        for e in &self.entries {
+            // A rejection alone was already logged, naming the file, when it happened.
+            let needs_warning = matches!(e.outcome, Outcome::Skipped(_)) || e.store_error.is_some();
+            match (needs_warning, e.reason()) {
+                (true, Some(reason)) => {
+                    log::warn!("component {}: {}: {reason}", hex::encode(e.hash), e.outcome.as_str())
+                }
+                _ => log::debug!("component {}: {}", hex::encode(e.hash), e.outcome.as_str()),
+            }
+        }
+        if let (Some(e), None) = (&self.store.write_error, &self.store.read_error) {
+            log::warn!("artifact store not written: {e}");
+        }
+        log::info!(
+            "wasm components ready in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
+            self.elapsed.as_secs_f64() * 1e3,
+            self.from_store,
+            self.compiled,
+            self.rejected,
+            self.skipped,
+            self.unlisted,
+            self.store
+                .path
+                .as_ref()
+                .map_or_else(|| "disabled".to_owned(), |p| p.display().to_string()),
+            self.store.fingerprint,
+            self.store.written,
+        );
+    }
+
     /// The entry for `hash`, if the start-up saw it.
     pub fn entry(&self, hash: &Hash32) -> Option<&EntryReport> {
         self.entries.iter().find(|e| &e.hash == hash)
@@ -120,13 +186,14 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} components in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped",
-            self.entries.len(),
+            "{} components in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped, {} unlisted",
+            self.entries.len() - self.unlisted,
             self.elapsed.as_secs_f64() * 1e3,
             self.from_store,
             self.compiled,
             self.rejected,
-            self.skipped
+            self.skipped,
+            self.unlisted
         )?;
         match &self.store.path {
             None => writeln!(f, "store: disabled")?,

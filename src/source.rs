@@ -1,7 +1,9 @@
 //! Source binaries: read one from the binary root and accept it only if its bytes hash to its name.
 
 use std::fmt;
-use std::io::ErrorKind;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -15,10 +17,18 @@ pub enum SkipReason {
     Missing,
     /// The source binary exists but could not be read.
     Unreadable(String),
+    /// Something other than a regular file under the binary's name (a FIFO, device, directory).
+    NotRegularFile,
+    /// Larger than [`MAX_SOURCE_LEN`].
+    TooLarge {
+        /// The file's length.
+        len: u64,
+    },
     /// The binary's SHA-256 is not its file name.
-    HashMismatch { actual: Hash32 },
-    /// A file named by a hash that is not in the whitelist (reported, never loaded).
-    NotWhitelisted,
+    HashMismatch {
+        /// The SHA-256 the file's bytes have.
+        actual: Hash32,
+    },
     /// wasmtime refused to compile the binary.
     CompileFailed(String),
 }
@@ -31,7 +41,13 @@ impl fmt::Display for SkipReason {
             SkipReason::HashMismatch { actual } => {
                 write!(f, "hash mismatch: the file's SHA-256 is {}", hex::encode(actual))
             }
-            SkipReason::NotWhitelisted => f.write_str("not whitelisted"),
+            SkipReason::NotRegularFile => f.write_str("source binary is not a regular file"),
+            SkipReason::TooLarge { len } => {
+                write!(
+                    f,
+                    "source binary of {len} bytes exceeds the {MAX_SOURCE_LEN}-byte limit"
+                )
+            }
             SkipReason::CompileFailed(e) => write!(f, "failed to compile: {e}"),
         }
     }
@@ -42,14 +58,44 @@ pub fn sha256(bytes: &[u8]) -> Hash32 {
     Sha256::digest(bytes).into()
 }
 
+/// Largest source binary read: far above any real component (the largest known is under 1 MB),
+/// and it keeps a runaway file from filling memory at start-up.
+pub const MAX_SOURCE_LEN: u64 = 256 << 20;
+
 /// Reads `root/<hex(hash)>` and returns its bytes if and only if they hash to `hash`.
+///
+/// The file is opened non-blocking and checked on its descriptor before any read, so a FIFO,
+/// device or directory planted under a whitelisted name is skipped at once instead of hanging
+/// the start-up.
 pub fn read_verified(root: &Path, hash: &Hash32) -> Result<Vec<u8>, SkipReason> {
     let path = root.join(hex::encode(hash));
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let unreadable = |e: std::io::Error| SkipReason::Unreadable(format!("{}: {e}", path.display()));
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(SkipReason::Missing),
-        Err(e) => return Err(SkipReason::Unreadable(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(unreadable(e)),
     };
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(SkipReason::NotRegularFile);
+    }
+    if meta.len() > MAX_SOURCE_LEN {
+        return Err(SkipReason::TooLarge { len: meta.len() });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // One byte past the cap: a file that grew after the stat is caught, not read without bound.
+    file.take(MAX_SOURCE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_SOURCE_LEN {
+        return Err(SkipReason::TooLarge {
+            len: bytes.len() as u64,
+        });
+    }
     let actual = sha256(&bytes);
     if &actual != hash {
         return Err(SkipReason::HashMismatch { actual });
@@ -76,5 +122,21 @@ mod tests {
             Err(SkipReason::HashMismatch { actual: h })
         );
         assert_eq!(read_verified(dir.path(), &[0x22; 32]), Err(SkipReason::Missing));
+    }
+
+    #[test]
+    fn a_fifo_or_directory_under_a_whitelisted_name_is_skipped_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = [0x33; 32];
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join(hex::encode(fifo)),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
+        assert_eq!(read_verified(dir.path(), &fifo), Err(SkipReason::NotRegularFile));
+        let sub = [0x44; 32];
+        std::fs::create_dir(dir.path().join(hex::encode(sub))).expect("mkdir");
+        assert!(read_verified(dir.path(), &sub).is_err());
     }
 }

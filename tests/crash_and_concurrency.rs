@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasm_node_cache::WasmNodeCache;
-use wasm_node_cache::store::{LockKind, StoreLock};
+use wasm_node_cache::artifact::Sealer;
+use wasm_node_cache::store::{Store, deadline_after};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasm-node-cache");
 
@@ -92,7 +93,7 @@ fn killed_at_any_moment_never_leaves_a_partial_artifact() {
             "round {round}: every artifact present after the kill is sound\n{r}"
         );
         assert_eq!(r.from_store + r.compiled, n, "round {round}\n{r}");
-        assert_eq!(cache.components().len(), n);
+        assert_eq!(cache.wasm_component_cache.len(), n);
         if r.compiled > 0 {
             assert!(
                 common::files_with_prefix(&store, ".tmp-").is_empty(),
@@ -173,9 +174,11 @@ fn lock_holder_child() {
     let Some(path) = std::env::var_os("WNC_HOLD_LOCK") else {
         return;
     };
-    let lock = StoreLock::new(path.into());
-    let _guard = lock
-        .acquire(LockKind::Exclusive, Duration::from_secs(10), "hold it for a test")
+    let lock_path = std::path::PathBuf::from(path);
+    let dir = lock_path.parent().expect("lock file in a store");
+    let store = Store::open(dir, wasm_node_cache::Fingerprint([0; 16]), Sealer::Plain).expect("store");
+    let _guard = store
+        .lock_exclusive(deadline_after(Duration::from_secs(10)), "hold it for a test")
         .expect("lock");
     println!("LOCKED");
     std::thread::sleep(Duration::from_secs(120));

@@ -8,10 +8,11 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use wasm_node_cache::artifact::{self, Sealer, TRAILER_LEN};
-use wasm_node_cache::store::{Lookup, Store};
+use wasm_node_cache::store::{Lookup, Store, deadline_after};
 use wasm_node_cache::{ArtifactKey, Fingerprint};
 
 /// Counts allocations made by the current thread while counting is switched on.
@@ -140,12 +141,12 @@ proptest! {
     fn the_loader_refuses_any_file_it_did_not_write(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::artifact::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
         let source = [3u8; 32];
         std::fs::write(store.path_of(&source), &bytes).expect("write");
         match store.load(&engine, &source) {
             Lookup::Rejected(_) => {}
-            Lookup::Hit(_) => prop_assert!(false, "garbage accepted"),
+            Lookup::Hit(..) => prop_assert!(false, "garbage accepted"),
             Lookup::Absent => prop_assert!(false, "file not seen"),
         }
     }
@@ -155,12 +156,19 @@ proptest! {
 fn the_loader_accepts_a_real_artifact_it_wrote() {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+    let store = Store::open(
+        &dir.path().join("s"),
+        wasm_node_cache::artifact::engine_fingerprint(&engine, false),
+        Sealer::Plain,
+    )
+    .expect("store");
     let source = common::adder_hash();
     store
+        .lock_exclusive(deadline_after(Duration::from_secs(5)), "test")
+        .expect("lock")
         .publish(&source, &common::precompiled_adder(&engine))
         .expect("publish");
-    let Lookup::Hit(component) = store.load(&engine, &source) else {
+    let Lookup::Hit(component, _) = store.load(&engine, &source) else {
         panic!("own artifact refused")
     };
     assert_eq!(common::call_add(&engine, &component, 1, 41), 42);
@@ -180,8 +188,15 @@ fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
     STORE.get_or_init(|| {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(
+            &dir.path().join("s"),
+            wasm_node_cache::artifact::engine_fingerprint(&engine, false),
+            Sealer::Plain,
+        )
+        .expect("store");
         let path = store
+            .lock_exclusive(deadline_after(Duration::from_secs(5)), "test")
+            .expect("lock")
             .publish(&common::adder_hash(), &common::precompiled_adder(&engine))
             .expect("publish");
         let bytes = std::fs::read(path).expect("read artifact");
@@ -201,7 +216,7 @@ proptest! {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let (_, real) = store_with_adder();
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::artifact::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
         let mut bytes = real.clone();
         let i = at.index(bytes.len());
         bytes[i] ^= xor;
@@ -211,7 +226,7 @@ proptest! {
         std::fs::write(store.path_of(&common::adder_hash()), &bytes).expect("write");
         match store.load(&engine, &common::adder_hash()) {
             Lookup::Rejected(_) => {}
-            Lookup::Hit(_) => prop_assert!(false, "mutated artifact accepted (byte {i} ^ {xor:#x})"),
+            Lookup::Hit(..) => prop_assert!(false, "mutated artifact accepted (byte {i} ^ {xor:#x})"),
             Lookup::Absent => prop_assert!(false, "file not seen"),
         }
     }

@@ -79,7 +79,7 @@ pub fn start_up(
     let elapsed = t.elapsed();
     let report = cache.report();
     assert_eq!(
-        cache.components().len(),
+        cache.wasm_component_cache.len(),
         corpus.len(),
         "every component loaded: {report}"
     );

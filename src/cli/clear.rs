@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{EXIT_OK, LockArgs, StoreArgs, prune};
+use super::{LockArgs, StoreArgs, prune};
 
 /// Text after `clear`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -15,7 +15,8 @@ lock, waiting at most --lock-timeout for a node that is compiling. The directory
 stay, as do files that are not the store's. Running nodes keep what they loaded; the next start
 compiles everything again. Never creates a store.
 
-Exit status: 0 cleared; 2 could not run (no store at that path, lock not obtained, a file could not be removed).";
+Exit status: 0 cleared; 1 some file could not be removed (each is named; the rest were removed);
+2 could not run (no store at that path, lock not obtained).";
 
 /// Options of `clear`.
 #[derive(Args, Debug)]
@@ -28,11 +29,10 @@ pub struct ClearArgs {
 
 /// Runs `clear`; returns the exit status.
 pub fn run(args: ClearArgs) -> anyhow::Result<u8> {
-    let timeout = args.lock.timeout()?;
+    let deadline = args.lock.deadline()?;
     // Clearing removes every artifact whatever its mode, so it needs no key, and a missing or
     // unreadable key file must not stop an operator from emptying the store.
     let store = args.store.open_existing(None)?;
-    let report = store.clear(timeout)?;
-    prune::print_report(&report, false);
-    Ok(EXIT_OK)
+    let report = store.clear(deadline)?;
+    Ok(prune::print_report(&report, false))
 }

@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wasm_node_cache::Fingerprint;
 use wasm_node_cache::artifact::Sealer;
-use wasm_node_cache::store::Store;
+use wasm_node_cache::store::{Store, deadline_after};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -111,8 +110,7 @@ impl StoreArgs {
             Some(path) => Sealer::Keyed(wasm_node_cache::load_key(&path)?),
         };
         let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
-        let fingerprint = Fingerprint::of(&engine, sealer.is_keyed());
-        Store::open(&dir, fingerprint, sealer).with_context(|| dir.display().to_string())
+        Store::open_for(&engine, &dir, sealer, false).with_context(|| dir.display().to_string())
     }
 }
 
@@ -125,15 +123,19 @@ pub struct LockArgs {
 }
 
 impl LockArgs {
-    /// The wait as a duration; refuses negative, infinite and NaN values.
+    /// The wait as a duration; refuses negative, infinite, NaN and unrepresentably large values.
     pub fn timeout(&self) -> anyhow::Result<Duration> {
-        if !(self.lock_timeout.is_finite() && self.lock_timeout >= 0.0) {
-            anyhow::bail!(
-                "--lock-timeout must be a non-negative number of seconds, not {}",
+        Duration::try_from_secs_f64(self.lock_timeout).map_err(|_| {
+            anyhow::anyhow!(
+                "--lock-timeout must be a non-negative number of seconds that fits a duration, not {}",
                 self.lock_timeout
-            );
-        }
-        Ok(Duration::from_secs_f64(self.lock_timeout))
+            )
+        })
+    }
+
+    /// The moment the wait ends, counted from now.
+    pub fn deadline(&self) -> anyhow::Result<std::time::Instant> {
+        Ok(deadline_after(self.timeout()?))
     }
 }
 

@@ -12,8 +12,9 @@ pub fn report_json(report: &LoadReport) -> Value {
             json!({
                 "hash": hex::encode(e.hash),
                 "outcome": e.outcome.as_str(),
+                "load_path": e.load_path.map(|p| p.as_str()),
                 "reason": e.reason(),
-                "rejected": e.rejected,
+                "rejected": e.rejected.as_ref().map(ToString::to_string),
                 "store_error": e.store_error,
             })
         })
@@ -23,6 +24,7 @@ pub fn report_json(report: &LoadReport) -> Value {
         "compiled": report.compiled,
         "rejected": report.rejected,
         "skipped": report.skipped,
+        "unlisted": report.unlisted,
         "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
         "store": {
             "path": report.store.path.as_ref().map(|p| p.display().to_string()),

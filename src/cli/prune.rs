@@ -6,7 +6,7 @@ use clap::Args;
 use wasm_node_cache::store::maintenance::{PruneOptions, PruneReport};
 
 use super::size::{format_size, parse_size};
-use super::{EXIT_OK, KeyArgs, LockArgs, StoreArgs};
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
 
 /// Text after `prune`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -24,8 +24,8 @@ lock, waiting at most --lock-timeout for a node that is compiling; a node that a
 removed artifact keeps running (files are unlinked, never truncated). Anything removed that a node
 still needs is recompiled at its next start. --dry-run prints what would go and takes no lock.
 
-Exit status: 0 done (also when nothing matched); 2 could not run (no store, lock not obtained,
-unreadable whitelist, a file could not be removed).";
+Exit status: 0 done (also when nothing matched); 1 some file could not be removed (each is named;
+the rest were removed); 2 could not run (no store, lock not obtained, unreadable whitelist).";
 
 /// Options of `prune`.
 #[derive(Args, Debug)]
@@ -55,7 +55,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
     if !args.stale && args.whitelist.is_none() && args.max_size.is_none() {
         anyhow::bail!("prune needs at least one of --stale, --whitelist FILE, --max-size SIZE (see --help)");
     }
-    let timeout = args.lock.timeout()?;
+    let deadline = args.lock.deadline()?;
     let keep = args
         .whitelist
         .as_deref()
@@ -68,14 +68,14 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
         max_size: args.max_size,
         dry_run: args.dry_run,
     };
-    let report = store.prune(&opts, timeout)?;
-    print_report(&report, args.dry_run);
-    Ok(EXIT_OK)
+    let report = store.prune(&opts, deadline)?;
+    Ok(print_report(&report, args.dry_run))
 }
 
-/// One line per removed artifact (hash, fingerprint, size, why), then the totals; shared with
-/// `clear`. Full paths are in the log at -v.
-pub fn print_report(report: &PruneReport, dry_run: bool) {
+/// One line per removed artifact (hash, fingerprint, size, why), one per file that could not be
+/// removed, then the totals; shared with `clear`. Returns the exit status. Full paths of removed
+/// files are in the log at -v.
+pub fn print_report(report: &PruneReport, dry_run: bool) -> u8 {
     let verb = if dry_run { "would remove" } else { "removed" };
     for (entry, why) in &report.removed {
         println!(
@@ -93,4 +93,11 @@ pub fn print_report(report: &PruneReport, dry_run: bool) {
         if dry_run { "would be freed" } else { "freed" },
         report.kept
     );
+    for (entry, e) in &report.failed {
+        println!("FAILED  {}  cannot remove: {e}", entry.path.display());
+    }
+    for (path, e) in &report.temp_files_failed {
+        println!("FAILED  {}  cannot remove: {e}", path.display());
+    }
+    if report.complete() { EXIT_OK } else { EXIT_PROBLEM }
 }

@@ -2,9 +2,8 @@
 
 use clap::Args;
 use serde_json::{Value, json};
-use wasm_node_cache::artifact::ArtifactError;
-use wasm_node_cache::store::StoredEntry;
-use wasm_node_cache::store::maintenance::LockState;
+use wasm_node_cache::Fingerprint;
+use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
 
 use super::size::format_size;
 use super::{EXIT_OK, KeyArgs, StoreArgs, output};
@@ -18,7 +17,9 @@ Examples:
 
 Reads only each artifact's 128-byte trailer (HEADER ok = the trailer is intact and names this file's
 hash and fingerprint; `other MAC mode` = written by a node with(out) --key-file, not checkable here);
-`verify` also checks the payload. FINGERPRINT is `current` for artifacts this build's engine loads,
+`verify` also checks the payload. REFUSED = the node will not load the file (owned by another uid,
+or writable by group or others); `writable` = loads, but has a write bit (stores written before
+artifacts were published read-only), so a careless `cp` could write into a loaded artifact. FINGERPRINT is `current` for artifacts this build's engine loads,
 `stale` for those of another wasmtime version, settings or MAC mode (`prune --stale` removes them).
 LOCK is probed without waiting. Changes nothing, never creates the store.
 
@@ -36,136 +37,210 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// One artifact as `status` shows it.
 struct Row {
     entry: StoredEntry,
     current: bool,
     created_unix: Option<u64>,
+    /// The trailer check: intact and naming this file's hash and fingerprint, or why not.
     header: Result<(), String>,
     /// The trailer is of the other authentication mode: not a defect, just not checkable here.
     other_mode: bool,
+    /// Why the loader refuses the file before reading it (foreign owner, writable by others).
+    refused: Option<Rejection>,
 }
 
-/// True when `reason` is the store's refusal of an artifact written in the other MAC mode. Such
-/// artifacts are always stale here (the mode is part of the fingerprint), and calling their
-/// header bad would send an operator hunting for corruption that is not there.
-fn is_other_mode(reason: &str) -> bool {
-    [true, false]
-        .into_iter()
-        .any(|artifact_keyed| ArtifactError::WrongMode { artifact_keyed }.to_string() == reason)
+/// Everything `status` shows, collected before anything is printed.
+struct Status {
+    dir: String,
+    lock: LockState,
+    fingerprint: Fingerprint,
+    keyed: bool,
+    temp_files: usize,
+    rows: Vec<Row>,
+}
+
+impl Status {
+    fn collect(store: &Store) -> anyhow::Result<Status> {
+        let dir = store.dir().display().to_string();
+        let lock = store
+            .lock_state()
+            .map_err(|e| anyhow::anyhow!("{}: cannot probe the lock: {e}", store.lock_path().display()))?;
+        let entries = store
+            .entries()
+            .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
+        let temp_files = store
+            .temp_file_count()
+            .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
+        let rows = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
+        Ok(Status {
+            dir,
+            lock,
+            fingerprint: store.fingerprint(),
+            keyed: store.is_keyed(),
+            temp_files,
+            rows,
+        })
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.rows.iter().map(|r| r.entry.size).sum()
+    }
+
+    fn current(&self) -> usize {
+        self.rows.iter().filter(|r| r.current).count()
+    }
+
+    fn bad(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| (r.header.is_err() && !r.other_mode) || r.refused.is_some())
+            .count()
+    }
+
+    fn writable(&self) -> usize {
+        self.rows.iter().filter(|r| r.entry.has_write_bit()).count()
+    }
+}
+
+impl Row {
+    fn collect(store: &Store, entry: StoredEntry) -> Row {
+        let refused = entry.trust_problem(|uid| store.trusts_owner(uid));
+        let trailer = store.read_trailer(&entry.key);
+        let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
+        let header = match &trailer {
+            Err(e) => Err(e.to_string()),
+            Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
+                Err("trailer names another hash or fingerprint than the file name".into())
+            }
+            Ok(_) => Ok(()),
+        };
+        Row {
+            current: entry.key.fingerprint == store.fingerprint(),
+            created_unix: trailer.ok().map(|t| t.created_unix),
+            header,
+            other_mode,
+            refused,
+            entry,
+        }
+    }
+
+    fn header_text(&self) -> String {
+        match (&self.refused, &self.header) {
+            (Some(r), _) => format!("REFUSED: {r}"),
+            (None, Ok(())) if self.entry.has_write_bit() => {
+                format!("ok, but writable (mode {:03o}): chmod a-w", self.entry.mode)
+            }
+            (None, Ok(())) => "ok".to_string(),
+            (None, Err(_)) if self.other_mode => "other MAC mode, not checked".to_string(),
+            (None, Err(e)) => format!("BAD: {e}"),
+        }
+    }
 }
 
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let store = args.store.open_existing(Some(&args.key))?;
-    let dir = store.dir().display().to_string();
-    let lock = store
-        .lock_state()
-        .map_err(|e| anyhow::anyhow!("{}: cannot probe the lock: {e}", store.lock().path().display()))?;
-    let entries = store
-        .entries()
-        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
-    let temp_files = store
-        .temp_file_count()
-        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
-    let fingerprint = store.fingerprint();
-    let rows: Vec<Row> = entries
-        .into_iter()
-        .map(|entry| {
-            let trailer = store.read_trailer(&entry.key);
-            let header = match &trailer {
-                Err(e) => Err(e.clone()),
-                Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
-                    Err("trailer names another hash or fingerprint than the file name".into())
-                }
-                Ok(_) => Ok(()),
-            };
-            Row {
-                other_mode: header.as_ref().is_err_and(|e| is_other_mode(e)),
-                current: entry.key.fingerprint == fingerprint,
-                created_unix: trailer.ok().map(|t| t.created_unix),
-                header,
-                entry,
-            }
+    let status = Status::collect(&store)?;
+    if args.json {
+        println!("{}", render_json(&status));
+    } else {
+        print!("{}", render_text(&status));
+    }
+    Ok(EXIT_OK)
+}
+
+fn render_json(s: &Status) -> Value {
+    let (lock_name, holder) = match s.lock {
+        LockState::Free => ("free", None),
+        LockState::Shared => ("shared", None),
+        LockState::Exclusive { last_holder } => ("exclusive", last_holder),
+    };
+    let entries: Vec<Value> = s
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "hash": hex::encode(r.entry.key.source),
+                "file": r.entry.path.display().to_string(),
+                "size": r.entry.size,
+                "fingerprint": r.entry.key.fingerprint.to_hex(),
+                "current": r.current,
+                "created_unix": r.created_unix,
+                "created": r.created_unix.map(output::format_unix_utc),
+                "header_ok": r.header.is_ok(),
+                "header_error": r.header.as_ref().err(),
+                "other_mode": r.other_mode,
+                "uid": r.entry.uid,
+                "mode": format!("{:03o}", r.entry.mode),
+                "writable": r.entry.has_write_bit(),
+                "refused": r.refused.as_ref().map(ToString::to_string),
+            })
         })
         .collect();
-    let total: u64 = rows.iter().map(|r| r.entry.size).sum();
-    let current = rows.iter().filter(|r| r.current).count();
-    let bad = rows.iter().filter(|r| r.header.is_err() && !r.other_mode).count();
+    json!({
+        "path": s.dir,
+        "lock": lock_name,
+        "lock_holder": holder,
+        "fingerprint": s.fingerprint.to_hex(),
+        "keyed": s.keyed,
+        "artifacts": s.rows.len(),
+        "current": s.current(),
+        "stale": s.rows.len() - s.current(),
+        "bad_headers": s.bad(),
+        "writable": s.writable(),
+        "total_bytes": s.total_bytes(),
+        "temp_files": s.temp_files,
+        "entries": entries,
+    })
+}
 
-    if args.json {
-        let (lock_name, holder) = match lock {
-            LockState::Free => ("free", None),
-            LockState::Shared => ("shared", None),
-            LockState::Exclusive { last_holder } => ("exclusive", last_holder),
-        };
-        let entries: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "hash": hex::encode(r.entry.key.source),
-                    "file": r.entry.path.display().to_string(),
-                    "size": r.entry.size,
-                    "fingerprint": r.entry.key.fingerprint.to_hex(),
-                    "current": r.current,
-                    "created_unix": r.created_unix,
-                    "created": r.created_unix.map(output::format_unix_utc),
-                    "header_ok": r.header.is_ok(),
-                    "header_error": r.header.as_ref().err(),
-                    "other_mode": r.other_mode,
-                })
-            })
-            .collect();
-        let doc = json!({
-            "path": dir,
-            "lock": lock_name,
-            "lock_holder": holder,
-            "fingerprint": fingerprint.to_hex(),
-            "keyed": args.key.resolved().is_some(),
-            "artifacts": rows.len(),
-            "current": current,
-            "stale": rows.len() - current,
-            "bad_headers": bad,
-            "total_bytes": total,
-            "temp_files": temp_files,
-            "entries": entries,
-        });
-        println!("{doc}");
-        return Ok(EXIT_OK);
-    }
-
-    println!("store:        {dir}");
-    println!("lock:         {lock}");
-    let mode = if args.key.resolved().is_some() {
-        "MAC mode"
-    } else {
-        "plain mode"
-    };
-    println!("fingerprint:  {fingerprint} (this build's engine, {mode})");
-    println!(
-        "artifacts:    {} ({current} current, {} stale), {}{}{}",
-        rows.len(),
-        rows.len() - current,
-        format_size(total),
+fn render_text(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mode = if s.keyed { "MAC mode" } else { "plain mode" };
+    let (bad, writable) = (s.bad(), s.writable());
+    let _ = writeln!(out, "store:        {}", s.dir);
+    let _ = writeln!(out, "lock:         {}", s.lock);
+    let _ = writeln!(out, "fingerprint:  {} (this build's engine, {mode})", s.fingerprint);
+    let _ = writeln!(
+        out,
+        "artifacts:    {} ({} current, {} stale), {}{}{}{}",
+        s.rows.len(),
+        s.current(),
+        s.rows.len() - s.current(),
+        format_size(s.total_bytes()),
         if bad > 0 {
-            format!("; {bad} with a bad trailer")
+            format!("; {bad} bad or refused")
         } else {
             String::new()
         },
-        if temp_files > 0 {
-            format!("; {temp_files} unfinished temp file(s), removed by the next warm, prune or clear")
+        if writable > 0 {
+            format!(
+                "; {writable} writable (run `chmod a-w` on them: a write into a loaded artifact changes running nodes)"
+            )
+        } else {
+            String::new()
+        },
+        if s.temp_files > 0 {
+            format!(
+                "; {} unfinished temp file(s), removed by the next warm, prune or clear",
+                s.temp_files
+            )
         } else {
             String::new()
         }
     );
-    if rows.is_empty() {
-        return Ok(EXIT_OK);
+    if s.rows.is_empty() {
+        return out;
     }
-    println!();
-    println!(
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
         "{:<64}  {:>9}  {:<17}  {:<23}  HEADER",
         "HASH", "SIZE", "FINGERPRINT", "CREATED"
     );
-    for r in &rows {
+    for r in &s.rows {
         let fp = if r.current {
             "current".to_string()
         } else {
@@ -175,18 +250,15 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             .created_unix
             .map(output::format_unix_utc)
             .unwrap_or_else(|| "-".into());
-        let header = match &r.header {
-            Ok(()) => "ok".to_string(),
-            Err(_) if r.other_mode => "other MAC mode, not checked".to_string(),
-            Err(e) => format!("BAD: {e}"),
-        };
-        println!(
-            "{:<64}  {:>9}  {:<17}  {:<23}  {header}",
+        let _ = writeln!(
+            out,
+            "{:<64}  {:>9}  {:<17}  {:<23}  {}",
             hex::encode(r.entry.key.source),
             format_size(r.entry.size),
             fp,
-            created
+            created,
+            r.header_text()
         );
     }
-    Ok(EXIT_OK)
+    out
 }

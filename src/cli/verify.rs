@@ -1,7 +1,6 @@
 //! `verify`: a full check of every artifact this engine would load; changes nothing.
 
 use clap::Args;
-use wasm_node_cache::store::LockKind;
 
 use super::size::format_size;
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
@@ -12,8 +11,10 @@ Examples:
   wasm-node-cache verify
   wasm-node-cache verify --store /var/cache/node-wasm || wasm-node-cache prune --stale --store /var/cache/node-wasm
 
-Checks every artifact of this build's engine fingerprint: trailer, binding to the hash and
-fingerprint in its file name, and the BLAKE3 checksum of the whole payload. Prints one line per
+Checks every artifact of this build's engine fingerprint exactly as a start-up does: a regular file
+owned by this uid and writable by nobody else, trailer, binding to the hash and fingerprint in its
+file name, and the BLAKE3 checksum of the whole payload. An artifact that passes but has a write bit
+is flagged (a write into a loaded artifact changes the nodes running it). Prints one line per
 artifact; a bad one is named with the reason. Artifacts of other fingerprints are counted, not
 checked (the node never loads them; `prune --stale` removes them). A bad artifact needs no action:
 the node refuses it and recompiles at its next start; `prune`/`clear` remove it now if you prefer.
@@ -35,17 +36,16 @@ pub struct VerifyArgs {
 
 /// Runs `verify`; returns the exit status.
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
-    let timeout = args.lock.timeout()?;
+    let deadline = args.lock.deadline()?;
     let store = args.store.open_existing(Some(&args.key))?;
     let dir = store.dir().display().to_string();
     // The shared lock keeps a prune from unlinking files mid-check. It is only taken when the lock
     // file exists, because taking it would otherwise create the file, and verify writes nothing.
-    let _shared = if store.lock().path().exists() {
+    let _shared = if store.has_lock_file() {
         Some(
             store
-                .lock()
-                .acquire(LockKind::Shared, timeout, "verify the store")
-                .map_err(|e| anyhow::anyhow!("{}: cannot verify the store: {e}", store.lock().path().display()))?,
+                .lock_shared(deadline, "verify the store")
+                .map_err(|e| anyhow::anyhow!("{}: cannot verify the store: {e}", store.lock_path().display()))?,
         )
     } else {
         None
@@ -60,6 +60,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     for entry in &current {
         let hash = hex::encode(entry.key.source);
         match store.check(&entry.key) {
+            Ok(_) if entry.has_write_bit() => println!(
+                "ok   {hash}  {}  but writable (mode {:03o}): run `chmod a-w {}`",
+                format_size(entry.size),
+                entry.mode,
+                entry.path.display()
+            ),
             Ok(_) => println!("ok   {hash}  {}", format_size(entry.size)),
             Err(reason) => {
                 bad += 1;

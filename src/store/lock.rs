@@ -1,15 +1,23 @@
-//! The store's lock file: shared for loading, exclusive for compiling and writing, with a bounded
-//! wait so that a hung holder can delay a start-up but never block it.
+//! The store's lock file: shared for loading, exclusive for compiling and writing, with waits that
+//! end at a deadline so that a hung holder can delay a start-up but never block it.
 //!
-//! These are OS advisory locks (`flock` on Unix, through std's `File::lock` family): they die with
-//! the process that holds them, so a killed node never leaves a stale lock behind.
+//! These are OS advisory locks (`flock` on Unix, through std's `File::lock` family) on a file
+//! opened relative to the store's descriptor: they die with the process that holds them, so a
+//! killed node never leaves a stale lock behind. Each acquisition opens the file anew, so threads
+//! of one process exclude each other exactly as processes do.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::fsutil;
+use rustix::fs::OFlags;
+
+use super::Store;
+use super::dir::FILE_READ;
+
+/// Name of the lock file in a store.
+pub(crate) const LOCK_NAME: &str = "lock";
 
 /// Which lock to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +31,13 @@ pub enum LockKind {
 /// Why a lock was not taken.
 #[derive(Debug)]
 pub enum LockError {
-    /// Another process held the lock for the whole wait.
-    TimedOut { waited: Duration, holder: Option<u32> },
+    /// Another process held the lock until the deadline.
+    TimedOut {
+        /// How long this acquisition waited.
+        waited: Duration,
+        /// The pid the last exclusive holder recorded, if readable.
+        holder: Option<u32>,
+    },
     /// The lock file could not be opened or locked.
     Io(std::io::Error),
 }
@@ -43,7 +56,16 @@ impl std::fmt::Display for LockError {
                 }
                 Ok(())
             }
-            LockError::Io(e) => write!(f, "{e}"),
+            LockError::Io(e) => write!(f, "cannot lock: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LockError::Io(e) => Some(e),
+            LockError::TimedOut { .. } => None,
         }
     }
 }
@@ -100,45 +122,63 @@ impl Drop for LockGuard {
     }
 }
 
-/// The lock file of one store.
-#[derive(Debug, Clone)]
-pub struct StoreLock {
-    path: PathBuf,
+/// The store under its exclusive lock: the only way to publish, remove or clean up, so none of
+/// them can happen without the lock.
+#[derive(Debug)]
+pub struct Exclusive<'s> {
+    pub(super) store: &'s Store,
+    _guard: LockGuard,
 }
 
-impl StoreLock {
-    /// The lock at `path` (created on first use).
-    pub fn new(path: PathBuf) -> StoreLock {
-        StoreLock { path }
+impl Exclusive<'_> {
+    /// The locked store.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+}
+
+impl Store {
+    /// Path of the lock file, for messages.
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.display_path(LOCK_NAME)
     }
 
-    /// Path of the lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Takes the shared lock (loading), waiting until `deadline` at most. `purpose` says what the
+    /// wait is for, in the log.
+    pub fn lock_shared(&self, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
+        self.acquire(LockKind::Shared, deadline, purpose)
     }
 
-    fn open(&self, kind: LockKind) -> std::io::Result<File> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true);
-        fsutil::no_follow(&mut options);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Like the artifacts (tempfile creates them 0600): nothing in the store is for others.
-            options.mode(0o600);
-        }
-        match options.open(&self.path) {
+    /// Takes the exclusive lock (compiling, publishing, pruning), waiting until `deadline` at most.
+    pub fn lock_exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, LockError> {
+        let guard = self.acquire(LockKind::Exclusive, deadline, purpose)?;
+        Ok(Exclusive {
+            store: self,
+            _guard: guard,
+        })
+    }
+
+    fn open_lock(&self, kind: LockKind) -> std::io::Result<File> {
+        let create = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // Like the artifacts, nothing in the store is for others.
+        match self.dir.open_file(LOCK_NAME, create, 0o600) {
             Ok(f) => Ok(f),
             // On a read-only store a shared lock on a read-only descriptor still works.
-            Err(e) if kind == LockKind::Shared => fsutil::open_no_follow(&self.path).map_err(|_| e),
+            Err(e) if kind == LockKind::Shared => self.dir.open_file(LOCK_NAME, FILE_READ, 0).map_err(|_| e),
             Err(e) => Err(e),
         }
     }
 
+    /// True when the store has a lock file (a start-up or maintenance has run here).
+    pub fn has_lock_file(&self) -> bool {
+        self.dir.stat(LOCK_NAME).is_ok()
+    }
+
     /// The pid recorded by the last exclusive holder, if readable.
-    pub fn last_holder(&self) -> Option<u32> {
+    pub fn last_lock_holder(&self) -> Option<u32> {
         let mut text = String::new();
-        fsutil::open_no_follow(&self.path)
+        self.dir
+            .open_file(LOCK_NAME, FILE_READ, 0)
             .ok()?
             .take(32)
             .read_to_string(&mut text)
@@ -149,8 +189,8 @@ impl StoreLock {
     /// Who holds the lock right now. Waits for nobody and never creates or writes the lock file;
     /// the probe holds the lock for an instant only (a node starting meanwhile retries within
     /// milliseconds).
-    pub fn state(&self) -> std::io::Result<LockState> {
-        let file = match fsutil::open_no_follow(&self.path) {
+    pub fn lock_state(&self) -> std::io::Result<LockState> {
+        let file = match self.dir.open_file(LOCK_NAME, FILE_READ, 0) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
             Err(e) => return Err(e),
@@ -170,18 +210,17 @@ impl StoreLock {
                 Ok(LockState::Shared)
             }
             Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
-                last_holder: self.last_holder(),
+                last_holder: self.last_lock_holder(),
             }),
             Err(TryLockError::Error(e)) => Err(e),
         }
     }
 
-    /// Takes the lock, waiting at most `timeout`. `purpose` says what the wait is for, in the log.
-    pub fn acquire(&self, kind: LockKind, timeout: Duration, purpose: &str) -> Result<LockGuard, LockError> {
-        let mut file = self.open(kind).map_err(LockError::Io)?;
+    fn acquire(&self, kind: LockKind, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
+        let mut file = self.open_lock(kind).map_err(LockError::Io)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
-        let mut next_log = Duration::ZERO;
+        let mut next_log = start;
         loop {
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
@@ -192,39 +231,39 @@ impl StoreLock {
                 Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
                 Err(TryLockError::WouldBlock) => {}
             }
-            let waited = start.elapsed();
-            if waited >= timeout {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(LockError::TimedOut {
-                    waited,
-                    holder: self.last_holder(),
+                    waited: now - start,
+                    holder: self.last_lock_holder(),
                 });
             }
-            if waited >= next_log {
+            if now >= next_log {
                 log::warn!(
-                    "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up after {:.1} s)",
+                    "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up in {:.1} s)",
                     std::process::id(),
                     if kind == LockKind::Shared {
                         "shared"
                     } else {
                         "exclusive"
                     },
-                    self.path.display(),
+                    self.lock_path().display(),
                     purpose,
-                    self.last_holder()
+                    self.last_lock_holder()
                         .map(|p| format!(", last exclusive holder pid {p}"))
                         .unwrap_or_default(),
-                    timeout.as_secs_f64(),
+                    (deadline - now).as_secs_f64(),
                 );
-                next_log = waited + Duration::from_secs(5);
+                next_log = now + Duration::from_secs(5);
             }
-            std::thread::sleep(pause.min(timeout.saturating_sub(waited)));
+            std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(100));
         }
         let waited = start.elapsed();
         if waited >= Duration::from_millis(100) {
             log::info!(
                 "took the {kind:?} lock on {} after waiting {:.1} s",
-                self.path.display(),
+                self.lock_path().display(),
                 waited.as_secs_f64()
             );
         }
@@ -238,32 +277,52 @@ impl StoreLock {
     }
 }
 
+/// The deadline `timeout` from now; a timeout too large to represent waits forever in practice.
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::artifact::Sealer;
+    use crate::key::Fingerprint;
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&dir.path().join("s"), Fingerprint([1; 16]), Sealer::Plain).expect("open")
+    }
 
     #[test]
     fn shared_coexist_exclusive_waits_then_times_out() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let lock = StoreLock::new(dir.path().join("lock"));
-        let a = lock
-            .acquire(LockKind::Shared, Duration::from_secs(1), "load")
-            .expect("shared a");
-        let _b = lock
-            .acquire(LockKind::Shared, Duration::from_secs(1), "load")
-            .expect("shared b");
-        let err = lock
-            .acquire(LockKind::Exclusive, Duration::from_millis(50), "compile")
+        let s = store(&dir);
+        let soon = || deadline_after(Duration::from_secs(1));
+        let a = s.lock_shared(soon(), "load").expect("shared a");
+        let b = s.lock_shared(soon(), "load").expect("shared b");
+        let err = s
+            .lock_exclusive(deadline_after(Duration::from_millis(50)), "compile")
             .unwrap_err();
         assert!(matches!(err, LockError::TimedOut { .. }), "{err}");
         drop(a);
-        drop(_b);
-        let x = lock
-            .acquire(LockKind::Exclusive, Duration::from_secs(1), "compile")
-            .expect("exclusive");
-        assert!(matches!(lock.state().expect("probe"), LockState::Exclusive { .. }));
-        assert_eq!(lock.last_holder(), Some(std::process::id()));
+        drop(b);
+        let x = s.lock_exclusive(soon(), "compile").expect("exclusive");
+        assert!(matches!(s.lock_state().expect("probe"), LockState::Exclusive { .. }));
+        assert_eq!(s.last_lock_holder(), Some(std::process::id()));
         drop(x);
-        assert!(!matches!(lock.state().expect("probe"), LockState::Exclusive { .. }));
+        assert!(!matches!(s.lock_state().expect("probe"), LockState::Exclusive { .. }));
+    }
+
+    #[test]
+    fn a_past_deadline_fails_at_once_and_huge_timeouts_do_not_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let _x = s
+            .lock_exclusive(deadline_after(Duration::MAX), "hold")
+            .expect("exclusive");
+        let t = Instant::now();
+        assert!(s.lock_shared(Instant::now(), "load").is_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

@@ -1,27 +1,49 @@
-//! Operator maintenance of a store: pruning by fingerprint, whitelist and size, clearing, and a
-//! read-only look at the lock.
+//! Operator maintenance of a store: pruning by fingerprint, whitelist and size, and clearing.
 //!
 //! Everything that removes files holds the exclusive lock (bounded wait) and only unlinks: a node
 //! may have an artifact mapped, and an unlinked file stays valid for it while a truncated one would
-//! not.
+//! not. A file that cannot be removed is reported and the rest are still removed.
 
 use std::collections::HashSet;
-
-use std::time::{Duration, SystemTime};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
-use super::{LockGuard, LockKind, Store, StoredEntry, fsutil};
+use super::{Exclusive, Store, StoredEntry};
 use crate::key::Hash32;
 
-/// Why [`Store::prune`] removed an artifact of another engine fingerprint.
-pub const WHY_STALE: &str = "stale";
-/// Why [`Store::prune`] removed an artifact whose source hash is not in the kept set.
-pub const WHY_NOT_WHITELISTED: &str = "not whitelisted";
-/// Why [`Store::prune`] removed an artifact to fit the size budget.
-pub const WHY_OVER_BUDGET: &str = "over size budget";
-/// Why [`Store::clear`] removed an artifact.
-pub const WHY_CLEARED: &str = "cleared";
+/// Why [`Store::prune`] or [`Store::clear`] removed an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PruneReason {
+    /// Compiled by another engine fingerprint.
+    Stale,
+    /// Its source hash is not in the kept set.
+    NotWhitelisted,
+    /// Among the oldest artifacts beyond the size budget.
+    OverBudget,
+    /// `clear` removes everything.
+    Cleared,
+}
+
+impl PruneReason {
+    /// The reason as one word or two, for tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PruneReason::Stale => "stale",
+            PruneReason::NotWhitelisted => "not whitelisted",
+            PruneReason::OverBudget => "over size budget",
+            PruneReason::Cleared => "cleared",
+        }
+    }
+}
+
+impl fmt::Display for PruneReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What [`Store::prune`] removes. With every field at its default, nothing is removed.
 #[derive(Debug, Clone, Default)]
@@ -39,31 +61,42 @@ pub struct PruneOptions {
 }
 
 /// What [`Store::prune`] or [`Store::clear`] removed (or, in a dry run, would remove).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PruneReport {
-    /// Each removed artifact with the reason: [`WHY_STALE`], [`WHY_NOT_WHITELISTED`],
-    /// [`WHY_OVER_BUDGET`] or [`WHY_CLEARED`].
-    pub removed: Vec<(StoredEntry, &'static str)>,
+    /// Each removed artifact with the reason.
+    pub removed: Vec<(StoredEntry, PruneReason)>,
+    /// Each artifact that should have gone but could not be removed, with the error. The others
+    /// were still removed.
+    pub failed: Vec<(StoredEntry, std::io::Error)>,
+    /// Leftover temporary files removed.
+    pub temp_files_removed: usize,
+    /// Leftover temporary files that could not be removed, with the error.
+    pub temp_files_failed: Vec<(PathBuf, std::io::Error)>,
     /// Sum of the sizes of the removed artifacts.
     pub bytes_freed: u64,
-    /// Artifacts left in the store.
+    /// Artifacts left in the store (not counting failures).
     pub kept: usize,
 }
 
-pub use super::lock::LockState;
+impl PruneReport {
+    /// True when everything selected was removed.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty() && self.temp_files_failed.is_empty()
+    }
+}
 
 impl Store {
-    /// Removes what `opts` selects, under the exclusive lock (waiting at most `lock_timeout`), and
-    /// leftover temporary files. In a dry run nothing is locked or removed; the report says what
-    /// would have been.
+    /// Removes what `opts` selects, under the exclusive lock (waiting until `deadline` at most),
+    /// and leftover temporary files. In a dry run nothing is locked or removed; the report says
+    /// what would have been.
     ///
     /// Order: artifacts of other fingerprints (`stale`), then those not in `keep`, then the oldest
     /// of the rest until they fit `max_size`.
-    pub fn prune(&self, opts: &PruneOptions, lock_timeout: Duration) -> anyhow::Result<PruneReport> {
-        let guard = if opts.dry_run {
+    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> anyhow::Result<PruneReport> {
+        let exclusive = if opts.dry_run {
             None
         } else {
-            Some(self.exclusive(lock_timeout, "prune the store")?)
+            Some(self.exclusive(deadline, "prune the store")?)
         };
         let entries = self
             .entries()
@@ -72,9 +105,9 @@ impl Store {
         let mut rest = Vec::new();
         for entry in entries {
             if opts.stale && entry.key.fingerprint != self.fingerprint() {
-                remove.push((entry, WHY_STALE));
+                remove.push((entry, PruneReason::Stale));
             } else if opts.keep.as_ref().is_some_and(|k| !k.contains(&entry.key.source)) {
-                remove.push((entry, WHY_NOT_WHITELISTED));
+                remove.push((entry, PruneReason::NotWhitelisted));
             } else {
                 rest.push(entry);
             }
@@ -84,7 +117,7 @@ impl Store {
             // recent, and evicting it first is the conservative choice for a cache.
             rest.sort_by(|a, b| {
                 let age = |e: &StoredEntry| e.modified.unwrap_or(SystemTime::UNIX_EPOCH);
-                age(a).cmp(&age(b)).then_with(|| a.path.cmp(&b.path))
+                age(a).cmp(&age(b)).then_with(|| a.name.cmp(&b.name))
             });
             let mut total: u64 = rest.iter().map(|e| e.size).sum();
             let mut over = 0;
@@ -92,91 +125,95 @@ impl Store {
                 total -= rest[over].size;
                 over += 1;
             }
-            remove.extend(rest.drain(..over).map(|e| (e, WHY_OVER_BUDGET)));
+            remove.extend(rest.drain(..over).map(|e| (e, PruneReason::OverBudget)));
         }
         let kept = rest.len();
-        self.finish(remove, kept, guard.as_ref())
+        match exclusive {
+            Some(x) => x.remove_all(remove, kept),
+            None => Ok(dry_run_report(remove, kept)),
+        }
     }
 
     /// Removes every artifact (any fingerprint) and leftover temporary files, under the exclusive
     /// lock. The directory and its lock file stay: a node waiting on the lock keeps waiting on the
     /// same file.
-    pub fn clear(&self, lock_timeout: Duration) -> anyhow::Result<PruneReport> {
-        let guard = self.exclusive(lock_timeout, "clear the store")?;
+    pub fn clear(&self, deadline: Instant) -> anyhow::Result<PruneReport> {
+        let exclusive = self.exclusive(deadline, "clear the store")?;
         let entries = self
             .entries()
             .with_context(|| format!("{}: cannot list the store", self.dir().display()))?;
-        let remove = entries.into_iter().map(|e| (e, WHY_CLEARED)).collect();
-        self.finish(remove, 0, Some(&guard))
+        let remove = entries.into_iter().map(|e| (e, PruneReason::Cleared)).collect();
+        exclusive.remove_all(remove, 0)
     }
 
-    /// Who holds the store's lock right now; see [`StoreLock::state`](super::StoreLock::state).
-    pub fn lock_state(&self) -> std::io::Result<LockState> {
-        self.lock().state()
+    fn exclusive(&self, deadline: Instant, purpose: &str) -> anyhow::Result<Exclusive<'_>> {
+        self.lock_exclusive(deadline, purpose)
+            .with_context(|| format!("{}: cannot {purpose}", self.lock_path().display()))
     }
+}
 
-    /// Leftover temporary files (unfinished writes), without removing them.
-    pub fn temp_file_count(&self) -> std::io::Result<usize> {
-        Ok(self.temp_files()?.len())
+fn dry_run_report(remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> PruneReport {
+    for (entry, why) in &remove {
+        log::debug!("would remove {} ({why}, {} bytes)", entry.path.display(), entry.size);
     }
-
-    fn exclusive(&self, timeout: Duration, purpose: &str) -> anyhow::Result<LockGuard> {
-        self.lock()
-            .acquire(LockKind::Exclusive, timeout, purpose)
-            .map_err(|e| anyhow::anyhow!("{}: cannot {purpose}: {e}", self.lock().path().display()))
+    PruneReport {
+        bytes_freed: remove.iter().map(|(e, _)| e.size).sum(),
+        removed: remove,
+        kept,
+        ..PruneReport::default()
     }
+}
 
-    /// Unlinks `remove` (unless `guard` is `None`: a dry run) and the temporary files.
-    fn finish(
-        &self,
-        remove: Vec<(StoredEntry, &'static str)>,
-        kept: usize,
-        guard: Option<&LockGuard>,
-    ) -> anyhow::Result<PruneReport> {
+impl Exclusive<'_> {
+    /// Unlinks `remove` and the temporary files, going on past each file it cannot remove.
+    fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> anyhow::Result<PruneReport> {
+        let dir = self.store().dir().to_path_buf();
         let mut report = PruneReport {
             kept,
             ..PruneReport::default()
         };
-        let Some(guard) = guard else {
-            for (entry, why) in &remove {
-                log::debug!("would remove {} ({why}, {} bytes)", entry.path.display(), entry.size);
-            }
-            report.bytes_freed = remove.iter().map(|(e, _)| e.size).sum();
-            report.removed = remove;
-            return Ok(report);
-        };
         for (entry, why) in remove {
-            match self.remove(&entry, guard) {
-                Ok(()) => {}
+            match self.remove(&entry) {
+                Ok(()) => {
+                    log::info!("removed {} ({why}, {} bytes)", entry.path.display(), entry.size);
+                    report.bytes_freed += entry.size;
+                    report.removed.push((entry, why));
+                }
                 // Gone already (removed by hand meanwhile): the goal is met, nothing was freed.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     log::debug!("{} was already gone", entry.path.display());
-                    continue;
                 }
                 Err(e) => {
                     log::warn!("cannot remove {}: {e}", entry.path.display());
-                    return Err(anyhow::anyhow!("{}: cannot remove: {e}", entry.path.display()));
+                    report.failed.push((entry, e));
                 }
             }
-            log::info!("removed {} ({why}, {} bytes)", entry.path.display(), entry.size);
-            report.bytes_freed += entry.size;
-            report.removed.push((entry, why));
         }
         if !report.removed.is_empty() {
-            fsutil::sync_dir(self.dir())
-                .with_context(|| format!("{}: cannot sync the directory", self.dir().display()))?;
+            self.store()
+                .dir
+                .sync()
+                .with_context(|| format!("{}: cannot sync the directory", dir.display()))?;
         }
-        match self.remove_temp_files(guard) {
-            Ok(0) => {}
-            Ok(n) => log::info!("removed {n} leftover temporary file(s) in {}", self.dir().display()),
-            Err(e) => log::warn!("cannot remove temporary files in {}: {e}", self.dir().display()),
+        let temps = self
+            .remove_temp_files()
+            .with_context(|| format!("{}: cannot list temporary files", dir.display()))?;
+        if temps.removed > 0 {
+            log::info!(
+                "removed {} leftover temporary file(s) in {}",
+                temps.removed,
+                dir.display()
+            );
         }
+        report.temp_files_removed = temps.removed;
+        report.temp_files_failed = temps.failed;
         log::info!(
-            "store {}: removed {} artifact(s), freed {} bytes, kept {}",
-            self.dir().display(),
+            "store {}: removed {} artifact(s), freed {} bytes, kept {}, {} could not be removed",
+            dir.display(),
             report.removed.len(),
             report.bytes_freed,
-            report.kept
+            report.kept,
+            report.failed.len() + report.temp_files_failed.len(),
         );
         Ok(report)
     }
@@ -185,8 +222,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::artifact::Sealer;
     use crate::key::Fingerprint;
+    use crate::store::LockState;
 
     const FP: Fingerprint = Fingerprint([1; 16]);
     const OTHER_FP: Fingerprint = Fingerprint([2; 16]);
@@ -201,7 +241,11 @@ mod tests {
 
     fn put(store: &Store, fp: Fingerprint, source: u8, size: usize, age_secs: u64) {
         let other = Store::open(store.dir(), fp, Sealer::Plain).expect("open");
-        let path = other.publish(&[source; 32], &vec![source; size]).expect("publish");
+        let path = other
+            .lock_exclusive(t(), "put")
+            .expect("lock")
+            .publish(&[source; 32], &vec![source; size])
+            .expect("publish");
         let mtime = SystemTime::now() - Duration::from_secs(age_secs);
         std::fs::File::options()
             .write(true)
@@ -210,7 +254,7 @@ mod tests {
             .expect("set mtime");
     }
 
-    fn sources(report: &PruneReport) -> Vec<(u8, &'static str)> {
+    fn sources(report: &PruneReport) -> Vec<(u8, PruneReason)> {
         let mut v: Vec<_> = report.removed.iter().map(|(e, why)| (e.key.source[0], *why)).collect();
         v.sort();
         v
@@ -225,7 +269,9 @@ mod tests {
             .collect()
     }
 
-    const T: Duration = Duration::from_secs(5);
+    fn t() -> Instant {
+        crate::store::deadline_after(Duration::from_secs(5))
+    }
 
     #[test]
     fn stale_removes_only_other_fingerprints() {
@@ -237,8 +283,8 @@ mod tests {
             stale: true,
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, T).expect("prune");
-        assert_eq!(sources(&r), vec![(1, WHY_STALE), (2, WHY_STALE)]);
+        let r = s.prune(&opts, t()).expect("prune");
+        assert_eq!(sources(&r), vec![(1, PruneReason::Stale), (2, PruneReason::Stale)]);
         assert_eq!(r.kept, 1);
         assert_eq!(left(&s), vec![1]);
         assert_eq!(s.entries().expect("entries")[0].key.fingerprint, FP);
@@ -254,8 +300,11 @@ mod tests {
             keep: Some([[1; 32], [3; 32]].into_iter().collect()),
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, T).expect("prune");
-        assert_eq!(sources(&r), vec![(2, WHY_NOT_WHITELISTED), (4, WHY_NOT_WHITELISTED)]);
+        let r = s.prune(&opts, t()).expect("prune");
+        assert_eq!(
+            sources(&r),
+            vec![(2, PruneReason::NotWhitelisted), (4, PruneReason::NotWhitelisted)]
+        );
         assert_eq!(left(&s), vec![1, 3]);
         assert_eq!(r.kept, 2);
     }
@@ -271,8 +320,11 @@ mod tests {
             max_size: Some(each * 2 - 1),
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, T).expect("prune");
-        assert_eq!(sources(&r), vec![(1, WHY_OVER_BUDGET), (3, WHY_OVER_BUDGET)]);
+        let r = s.prune(&opts, t()).expect("prune");
+        assert_eq!(
+            sources(&r),
+            vec![(1, PruneReason::OverBudget), (3, PruneReason::OverBudget)]
+        );
         assert_eq!(r.bytes_freed, each * 2);
         assert_eq!(left(&s), vec![2]);
         // A budget the store already fits removes nothing.
@@ -280,7 +332,7 @@ mod tests {
             max_size: Some(each),
             ..PruneOptions::default()
         };
-        assert!(s.prune(&opts, T).expect("prune").removed.is_empty());
+        assert!(s.prune(&opts, t()).expect("prune").removed.is_empty());
     }
 
     #[test]
@@ -295,16 +347,19 @@ mod tests {
             dry_run: true,
             ..PruneOptions::default()
         };
-        let dry = s.prune(&opts, T).expect("dry run");
+        let dry = s.prune(&opts, t()).expect("dry run");
         assert_eq!(left(&s), vec![1, 2]);
         assert_eq!(s.temp_file_count().expect("count"), 1);
         // Even with another process holding the lock a dry run answers at once.
-        let _held = s.lock().acquire(LockKind::Exclusive, T, "test").expect("exclusive");
+        let _held = s.lock_exclusive(t(), "test").expect("exclusive");
         let dry_locked = s
-            .prune(&opts, Duration::from_millis(10))
+            .prune(&opts, crate::store::deadline_after(Duration::from_millis(10)))
             .expect("dry run needs no lock");
         assert_eq!(sources(&dry), sources(&dry_locked));
-        assert_eq!(sources(&dry), vec![(1, WHY_NOT_WHITELISTED), (2, WHY_STALE)]);
+        assert_eq!(
+            sources(&dry),
+            vec![(1, PruneReason::NotWhitelisted), (2, PruneReason::Stale)]
+        );
         assert!(dry.bytes_freed > 0);
     }
 
@@ -315,12 +370,12 @@ mod tests {
         put(&s, OTHER_FP, 2, 100, 0);
         std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");
         std::fs::write(s.dir().join("README"), b"not ours").expect("foreign file");
-        let r = s.clear(T).expect("clear");
-        assert_eq!(sources(&r), vec![(1, WHY_CLEARED), (2, WHY_CLEARED)]);
+        let r = s.clear(t()).expect("clear");
+        assert_eq!(sources(&r), vec![(1, PruneReason::Cleared), (2, PruneReason::Cleared)]);
         assert_eq!(r.kept, 0);
         assert!(left(&s).is_empty());
         assert_eq!(s.temp_file_count().expect("count"), 0);
-        assert!(s.dir().join("lock").exists());
+        assert!(s.lock_path().exists());
         assert!(
             s.dir().join("README").exists(),
             "files that are not artifacts are left alone"
@@ -331,12 +386,15 @@ mod tests {
     fn removal_waits_for_the_lock_then_gives_up() {
         let (_d, s) = store();
         put(&s, FP, 1, 100, 0);
-        let held = s.lock().acquire(LockKind::Shared, T, "test").expect("shared");
-        let err = s.clear(Duration::from_millis(50)).unwrap_err().to_string();
+        let held = s.lock_shared(t(), "test").expect("shared");
+        let err = s
+            .clear(crate::store::deadline_after(Duration::from_millis(50)))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lock"), "{err}");
         assert_eq!(left(&s), vec![1], "nothing removed without the lock");
         drop(held);
-        assert_eq!(s.clear(T).expect("clear").removed.len(), 1);
+        assert_eq!(s.clear(t()).expect("clear").removed.len(), 1);
     }
 
     #[test]
@@ -346,7 +404,7 @@ mod tests {
         let path = s.entries().expect("entries")[0].path.clone();
         let before = std::fs::read(&path).expect("read");
         let mut open = std::fs::File::open(&path).expect("open");
-        s.clear(T).expect("clear");
+        s.clear(t()).expect("clear");
         let mut after = Vec::new();
         std::io::Read::read_to_end(&mut open, &mut after).expect("read after unlink");
         assert_eq!(
@@ -359,16 +417,37 @@ mod tests {
     fn lock_state_sees_holders_without_creating_the_lock() {
         let (_d, s) = store();
         assert_eq!(s.lock_state().expect("probe"), LockState::Free);
-        assert!(!s.lock().path().exists(), "the probe never creates the lock file");
-        let shared = s.lock().acquire(LockKind::Shared, T, "test").expect("shared");
+        assert!(!s.lock_path().exists(), "the probe never creates the lock file");
+        let shared = s.lock_shared(t(), "test").expect("shared");
         assert_eq!(s.lock_state().expect("probe"), LockState::Shared);
         drop(shared);
-        let _x = s.lock().acquire(LockKind::Exclusive, T, "test").expect("exclusive");
+        let _x = s.lock_exclusive(t(), "test").expect("exclusive");
         assert_eq!(
             s.lock_state().expect("probe"),
             LockState::Exclusive {
                 last_holder: Some(std::process::id())
             }
         );
+    }
+
+    #[test]
+    fn removal_goes_on_past_a_file_it_cannot_remove() {
+        let (_d, s) = store();
+        put(&s, FP, 1, 100, 0);
+        put(&s, FP, 3, 100, 0);
+        // A directory under an artifact's name: unlink fails (EISDIR) and must not stop the rest.
+        let blocked = crate::key::ArtifactKey {
+            source: [2; 32],
+            fingerprint: FP,
+        };
+        std::fs::create_dir(s.dir().join(blocked.file_name())).expect("mkdir");
+        std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");
+        let r = s.clear(t()).expect("clear runs");
+        assert_eq!(sources(&r), vec![(1, PruneReason::Cleared), (3, PruneReason::Cleared)]);
+        assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+        assert_eq!(r.failed[0].0.key, blocked);
+        assert!(!r.complete());
+        assert_eq!(r.temp_files_removed, 1, "temp files are still cleaned up");
+        assert_eq!(left(&s), vec![2]);
     }
 }

@@ -1,46 +1,108 @@
-//! Atomic publication of one artifact: temp file in the same directory, write, fsync, rename,
-//! fsync the directory. A reader sees the old file, the new file, or nothing; never a mix.
+//! Atomic publication of one artifact, and removal: temp file in the store, write, fsync, rename
+//! over the final name, fsync the directory. A reader sees the old file, the new file, or nothing;
+//! never a mix. All of it needs the exclusive lock, so it hangs off [`Exclusive`].
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use super::{TEMP_PREFIX, fsutil};
+use rustix::fs::OFlags;
 
-/// A write failure to inject, standing in for conditions a test cannot always create (running as
-/// root defeats permission bits; mounting a full tmpfs needs privileges).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WriteFault {
-    /// Normal operation.
-    #[default]
-    None,
-    /// Fail as a full disk does (ENOSPC) after writing the first bytes of the temp file.
-    DiskFull,
-    /// Fail as a read-only file system does (EROFS) when creating the temp file.
-    ReadOnly,
+use super::{Exclusive, Fault, StoredEntry, TEMP_PREFIX};
+use crate::artifact;
+use crate::key::Hash32;
+
+/// Published artifacts carry no write bit for anyone: a careless `cp` over one by the node's user
+/// fails instead of changing the code of every node that mapped it. (Root ignores the mode; see
+/// SECURITY.md.)
+pub const ARTIFACT_MODE: u32 = 0o444;
+
+/// What a clean-up of leftover temporary files did.
+#[derive(Debug, Default)]
+pub struct TempCleanup {
+    /// Files removed.
+    pub removed: usize,
+    /// Files that could not be removed, with the error; the clean-up went on past each.
+    pub failed: Vec<(PathBuf, io::Error)>,
 }
 
-pub(super) fn publish(dir: &Path, final_name: &str, parts: &[&[u8]], fault: &WriteFault) -> io::Result<PathBuf> {
-    if *fault == WriteFault::ReadOnly {
-        return Err(io::Error::from_raw_os_error(libc::EROFS));
-    }
-    // tempfile creates the file with O_EXCL and mode 0600 under a random name: never an existing
-    // file, never a link.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(".part")
-        .tempfile_in(dir)?;
-    for part in parts {
-        if *fault == WriteFault::DiskFull {
-            tmp.write_all(&part[..part.len().min(16)])?;
-            // Dropping `tmp` unlinks the partial file, as after a real ENOSPC.
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+impl Exclusive<'_> {
+    /// Atomically publishes `payload` as the artifact for `source`; returns its path.
+    pub fn publish(&self, source: &Hash32, payload: &[u8]) -> io::Result<PathBuf> {
+        let store = self.store;
+        let key = store.key(source);
+        let created = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let trailer = artifact::encode_trailer(payload, &key, &store.sealer, created);
+        if store.fault == Fault::ReadOnly {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        tmp.write_all(part)?;
+        let temp = temp_name();
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut file = store.dir.open_file(&temp, flags, ARTIFACT_MODE)?;
+        let written = (|| {
+            for part in [payload, &trailer[..]] {
+                if store.fault == Fault::DiskFull {
+                    file.write_all(&part[..part.len().min(16)])?;
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                file.write_all(part)?;
+            }
+            file.sync_all()?;
+            // rename(2) replaces the name atomically; a link at the final name is replaced, not
+            // followed.
+            store.dir.rename(&temp, key.file_name())
+        })();
+        if let Err(e) = written {
+            // A half-written temp file is never published; remove it now rather than leave it to
+            // the next clean-up.
+            let _ = store.dir.unlink(&temp);
+            return Err(e);
+        }
+        store.dir.sync()?;
+        Ok(store.dir.display_path(key.file_name()))
     }
-    tmp.as_file().sync_all()?;
-    let final_path = dir.join(final_name);
-    // rename(2) replaces the name atomically; a link at the final name is replaced, not followed.
-    tmp.persist(&final_path).map_err(|e| e.error)?;
-    fsutil::sync_dir(dir)?;
-    Ok(final_path)
+
+    /// Unlinks one artifact (never truncates it: a process may have it mapped).
+    pub fn remove(&self, entry: &StoredEntry) -> io::Result<()> {
+        self.store.dir.unlink(&entry.name)
+    }
+
+    /// Removes leftover temporary files, going on past any it cannot remove.
+    pub fn remove_temp_files(&self) -> io::Result<TempCleanup> {
+        let mut cleanup = TempCleanup::default();
+        for name in self.store.temp_names()? {
+            match self.store.dir.unlink(&name) {
+                Ok(()) => cleanup.removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let path = self.store.dir.display_path(&name);
+                    log::warn!("cannot remove temporary file {}: {e}", path.display());
+                    cleanup.failed.push((path, e));
+                }
+            }
+        }
+        if cleanup.removed > 0 {
+            self.store.dir.sync()?;
+        }
+        Ok(cleanup)
+    }
+}
+
+/// A name no other writer uses at the same moment: pid, a per-process counter and the clock.
+/// `O_EXCL` makes a collision an error rather than a shared file.
+fn temp_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{TEMP_PREFIX}{}-{}-{nanos:08x}.part",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }

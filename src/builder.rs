@@ -1,0 +1,182 @@
+//! [`Builder`]: how a start-up is configured, and the checks made before it runs.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Engine;
+
+use crate::artifact::Sealer;
+use crate::cache::{DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, StoreHandle, WasmNodeCache};
+use crate::cache::{default_store_dir, resolve_key_file};
+use crate::key::Hash32;
+use crate::startup::{Plan, ProgressFn, StoreChoice};
+use crate::store::Fault;
+
+/// Configures a start-up. Unset fields take the defaults of [`WasmNodeCache::new`].
+///
+/// ```no_run
+/// use wasm_node_cache::WasmNodeCache;
+/// let cache = WasmNodeCache::builder()
+///     .binary_root("/srv/node/config/wasm")
+///     .whitelist_file("/srv/node/config/wasm.conf")
+///     .store("/var/cache/node/wasm")
+///     .build()?;
+/// assert_eq!(cache.report().skipped, 0, "every whitelisted component is ready");
+/// # anyhow::Ok(())
+/// ```
+#[derive(Default)]
+pub struct Builder {
+    binary_root: Option<PathBuf>,
+    whitelist: Option<HashSet<Hash32>>,
+    whitelist_file: Option<PathBuf>,
+    store: Option<StoreChoice>,
+    engine: Option<Engine>,
+    lock_timeout: Option<Duration>,
+    auth_key_file: Option<PathBuf>,
+    fault: Fault,
+    progress: Option<ProgressFn>,
+}
+
+impl Builder {
+    /// Directory of source binaries named by their SHA-256.
+    pub fn binary_root(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary_root = Some(path.into());
+        self
+    }
+
+    /// An explicit whitelist (takes precedence over a whitelist file).
+    pub fn whitelist(mut self, set: HashSet<Hash32>) -> Self {
+        self.whitelist = Some(set);
+        self
+    }
+
+    /// Reads the whitelist from this file instead of `./config/wasm.conf`.
+    pub fn whitelist_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.whitelist_file = Some(path.into());
+        self
+    }
+
+    /// The store directory (default: [`default_store_dir`]).
+    pub fn store(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store = Some(StoreChoice::Dir(path.into()));
+        self
+    }
+
+    /// No store: compile everything in memory, as the seed did.
+    pub fn no_store(mut self) -> Self {
+        self.store = Some(StoreChoice::Disabled);
+        self
+    }
+
+    /// A specific engine instead of [`crate::init_wasm_engine`]'s.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// How long to wait for the store's lock before compiling in memory (default 60 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Authenticated mode: artifacts carry a keyed BLAKE3 MAC under the 32-byte key in this file
+    /// (kept outside the store, owner-only), and nothing without a valid MAC is loaded.
+    /// Default: off, unless `$WASM_NODE_CACHE_KEY_FILE` names a key file.
+    pub fn auth_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth_key_file = Some(path.into());
+        self
+    }
+
+    /// Calls `f` as the compile phase progresses (for progress bars).
+    pub fn on_progress(mut self, f: impl Fn(crate::startup::Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Injects a store failure (disk full, read-only, executable memfds refused), for tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    /// Runs the start-up. Fails only on configuration errors (unreadable or invalid whitelist,
+    /// engine creation); a store or binary problem never fails it, see [`LoadReport`].
+    pub fn build(self) -> anyhow::Result<WasmNodeCache> {
+        let binary_root = self.binary_root.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY_ROOT));
+        let whitelist = match (self.whitelist, self.whitelist_file) {
+            (Some(set), _) => set,
+            (None, Some(file)) => crate::whitelist::read_whitelist_file(&file)?,
+            (None, None) => crate::whitelist::read_whitelist_file(Path::new(DEFAULT_WHITELIST_FILE))?,
+        };
+        let engine = match self.engine {
+            Some(e) => e,
+            None => crate::engine::init_wasm_engine()?,
+        };
+        let mut store = self.store.unwrap_or_else(|| StoreChoice::Dir(default_store_dir()));
+        if let StoreChoice::Dir(dir) = &store
+            && is_within(dir, &binary_root)
+        {
+            log::warn!(
+                "store {} is inside the binary root {}; refusing to mix artifacts with source binaries",
+                dir.display(),
+                binary_root.display()
+            );
+            store = StoreChoice::Disabled;
+        }
+        let key_file = resolve_key_file(self.auth_key_file);
+        let sealer = match (&key_file, &store) {
+            (None, _) => Ok(Sealer::Plain),
+            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(format!(
+                "MAC key file {} is inside the store {}; whoever can write the store could replace it",
+                key.display(),
+                dir.display()
+            )),
+            (Some(key), _) => crate::authkey::load_key(key)
+                .map(Sealer::Keyed)
+                .map_err(|e| format!("{e:#}")),
+        };
+
+        let plan = Plan {
+            engine,
+            binary_root,
+            whitelist,
+            store,
+            lock_timeout: self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
+            sealer,
+            fault: self.fault,
+            progress: self.progress,
+        };
+        let (components, report) = crate::startup::run(&plan);
+        let store = match (&plan.store, &plan.sealer) {
+            (StoreChoice::Dir(dir), Ok(sealer)) => Some(StoreHandle {
+                dir: dir.clone(),
+                sealer: sealer.clone(),
+                lock_timeout: plan.lock_timeout,
+            }),
+            _ => None,
+        };
+        Ok(WasmNodeCache::from_parts(
+            plan.engine,
+            plan.binary_root,
+            plan.whitelist,
+            components,
+            report,
+            store,
+        ))
+    }
+}
+
+/// True when `inner` is `outer` or below it, comparing absolute, link-resolved paths where they
+/// exist.
+fn is_within(inner: &Path, outer: &Path) -> bool {
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(inner).starts_with(resolve(outer))
+}

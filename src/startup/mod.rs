@@ -1,0 +1,305 @@
+//! One start-up: load what the store holds, compile only what it lacks, publish what was compiled.
+//!
+//! ```text
+//! shared lock    ── load + verify every whitelisted hash ──> hits
+//! no lock        ── read + SHA-256 the sources of the misses
+//! exclusive lock ── remove leftover temp files
+//!                ── re-check misses (another process may have compiled them meanwhile)
+//!                ── compile in parallel, publish atomically
+//! ```
+//! Both lock waits share one deadline, `lock_timeout` after the start. No failure of the store
+//! stops a start-up: it only turns hits into compilations.
+
+mod compile;
+mod load;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::artifact::{Sealer, engine_fingerprint};
+use crate::key::{Hash32, is_hash_name, parse_hash};
+use crate::report::{EntryReport, LoadReport, Outcome, StoreHealth};
+use crate::source::{SkipReason, read_verified};
+use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
+
+/// Progress of the compile phase, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Components compiled (or failed) so far.
+    pub done: usize,
+    /// Components to compile in this start-up.
+    pub total: usize,
+}
+
+/// A progress callback; called with `done == 0` before compiling starts, then after each one.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Where artifacts live, as configured.
+#[derive(Debug, Clone)]
+pub(crate) enum StoreChoice {
+    Disabled,
+    Dir(PathBuf),
+}
+
+/// Everything a start-up needs, resolved by the builder.
+pub(crate) struct Plan {
+    pub engine: Engine,
+    pub binary_root: PathBuf,
+    pub whitelist: HashSet<Hash32>,
+    pub store: StoreChoice,
+    pub lock_timeout: Duration,
+    /// `Err` when MAC mode was asked for but the key could not be loaded: the store is then not
+    /// used at all, since nothing in it could be authenticated.
+    pub sealer: Result<Sealer, String>,
+    pub fault: Fault,
+    pub progress: Option<ProgressFn>,
+}
+
+/// What became of one whitelisted hash so far.
+#[derive(Default)]
+struct Slot {
+    outcome: Option<Outcome>,
+    load_path: Option<LoadPath>,
+    rejected: Option<Rejection>,
+    store_error: Option<String>,
+}
+
+type Slots = BTreeMap<Hash32, Slot>;
+
+pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
+    let started = Instant::now();
+    let deadline = deadline_after(plan.lock_timeout);
+    let keyed = plan.sealer.as_ref().map(Sealer::is_keyed).unwrap_or(true);
+    let mut health = StoreHealth {
+        fingerprint: engine_fingerprint(&plan.engine, keyed).to_hex(),
+        ..StoreHealth::default()
+    };
+    let mut slots: Slots = plan.whitelist.iter().map(|h| (*h, Slot::default())).collect();
+    let mut components = HashMap::new();
+
+    let store = open_store(plan, &mut health);
+    let mut can_write = store.is_some();
+    if let Some(store) = &store {
+        can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
+    }
+
+    let sources = read_sources(plan, &pending(&slots));
+    if !sources.is_empty() {
+        let store = store.as_ref().filter(|_| can_write);
+        compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
+    }
+
+    let report = build_report(plan, slots, health, started.elapsed());
+    report.log();
+    (components, report)
+}
+
+fn open_store(plan: &Plan, health: &mut StoreHealth) -> Option<Store> {
+    let StoreChoice::Dir(dir) = &plan.store else {
+        return None;
+    };
+    health.path = Some(dir.clone());
+    let opened = match &plan.sealer {
+        Ok(sealer) => Store::open_for(&plan.engine, dir, sealer.clone(), true).map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e.clone()),
+    };
+    match opened {
+        Ok(mut store) => {
+            log::debug!(
+                "artifact store {} open, fingerprint {}",
+                dir.display(),
+                store.fingerprint()
+            );
+            store.set_fault(plan.fault);
+            Some(store)
+        }
+        Err(msg) => {
+            log::warn!("artifact store unusable, compiling in memory: {msg}");
+            health.read_error = Some(msg.clone());
+            health.write_error = Some(msg);
+            None
+        }
+    }
+}
+
+/// Phase 1: every whitelisted hash the store holds, under the shared lock. Returns whether the
+/// store may be written afterwards (false when even the shared lock could not be had).
+fn load_shared(
+    store: &Store,
+    engine: &Engine,
+    deadline: Instant,
+    slots: &mut Slots,
+    components: &mut HashMap<Hash32, Component>,
+    health: &mut StoreHealth,
+) -> bool {
+    match store.lock_shared(deadline, "load artifacts") {
+        Ok(_shared) => {
+            load_pending(store, engine, slots, components);
+            true
+        }
+        Err(e) => {
+            let msg = format!("could not take the shared lock on {}: {e}", store.lock_path().display());
+            log::warn!("artifact store not read, compiling everything in memory: {msg}");
+            health.read_error = Some(msg.clone());
+            health.write_error = Some(msg);
+            false
+        }
+    }
+}
+
+fn pending(slots: &Slots) -> Vec<Hash32> {
+    slots
+        .iter()
+        .filter(|(_, s)| s.outcome.is_none())
+        .map(|(h, _)| *h)
+        .collect()
+}
+
+/// Phase 2: the sources of the misses, read and checked before the exclusive lock is taken, so
+/// that slow or hostile files in the binary root never hold up other nodes waiting on the lock.
+fn read_sources(plan: &Plan, pending: &[Hash32]) -> Vec<(Hash32, Result<Vec<u8>, SkipReason>)> {
+    pending
+        .iter()
+        .map(|h| (*h, read_verified(&plan.binary_root, h)))
+        .collect()
+}
+
+/// Phase 3: under the exclusive lock (when the store is writable and the lock is had before the
+/// deadline), clean up, re-check the misses, compile what is still missing and publish it.
+fn compile_and_publish(
+    plan: &Plan,
+    store: Option<&Store>,
+    deadline: Instant,
+    sources: Vec<(Hash32, Result<Vec<u8>, SkipReason>)>,
+    slots: &mut Slots,
+    components: &mut HashMap<Hash32, Component>,
+    health: &mut StoreHealth,
+) {
+    let purpose = format!("compile {} component(s)", sources.len());
+    let exclusive = store.and_then(|store| match store.lock_exclusive(deadline, &purpose) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            health.write_error = Some(format!(
+                "could not take the exclusive lock on {}: {e}; compiled in memory only",
+                store.lock_path().display()
+            ));
+            None
+        }
+    });
+    if let Some(x) = &exclusive {
+        match x.remove_temp_files() {
+            Ok(cleanup) => {
+                if cleanup.removed > 0 {
+                    log::info!(
+                        "removed {} unfinished temporary file(s) from {}",
+                        cleanup.removed,
+                        x.store().dir().display()
+                    );
+                }
+                health.temp_files_removed = cleanup.removed;
+            }
+            Err(e) => log::warn!("cannot list temporary files in {}: {e}", x.store().dir().display()),
+        }
+        // Another process may have compiled these while we waited for the lock.
+        load_pending(x.store(), &plan.engine, slots, components);
+    }
+    let mut jobs = Vec::new();
+    for (hash, source) in sources {
+        let Some(slot) = slots.get_mut(&hash).filter(|s| s.outcome.is_none()) else {
+            continue;
+        };
+        match source {
+            Ok(bytes) => jobs.push((hash, bytes)),
+            Err(reason) => slot.outcome = Some(Outcome::Skipped(reason)),
+        }
+    }
+    for (hash, result) in compile::compile_all(plan, jobs, exclusive.as_ref()) {
+        let Some(slot) = slots.get_mut(&hash) else { continue };
+        match result {
+            Ok((component, stored)) => {
+                components.insert(hash, component);
+                slot.outcome = Some(Outcome::Compiled);
+                match stored {
+                    Some(Ok(())) => health.written += 1,
+                    Some(Err(e)) => {
+                        health.write_error.get_or_insert_with(|| e.clone());
+                        slot.store_error = Some(e);
+                    }
+                    None => {}
+                }
+            }
+            Err(reason) => slot.outcome = Some(Outcome::Skipped(reason)),
+        }
+    }
+}
+
+/// Loads every slot that has no outcome yet; a rejection is remembered once per hash.
+fn load_pending(store: &Store, engine: &Engine, slots: &mut Slots, components: &mut HashMap<Hash32, Component>) {
+    for (hash, lookup) in load::load_all(store, engine, &pending(slots)) {
+        let Some(slot) = slots.get_mut(&hash) else { continue };
+        match lookup {
+            Lookup::Hit(c, path) => {
+                components.insert(hash, c);
+                slot.outcome = Some(Outcome::FromStore);
+                slot.load_path = Some(path);
+            }
+            Lookup::Absent => {}
+            Lookup::Rejected(reason) => {
+                if slot.rejected.is_none() {
+                    log::warn!("stored artifact {} rejected: {reason}", store.path_of(&hash).display());
+                    slot.rejected = Some(reason);
+                }
+            }
+        }
+    }
+}
+
+/// Phase 4: one entry per whitelisted hash, plus the unlisted files of the binary root.
+fn build_report(plan: &Plan, slots: Slots, health: StoreHealth, elapsed: Duration) -> LoadReport {
+    let mut entries: Vec<EntryReport> = slots
+        .into_iter()
+        .map(|(hash, slot)| EntryReport {
+            hash,
+            outcome: slot.outcome.unwrap_or(Outcome::Skipped(SkipReason::Missing)),
+            load_path: slot.load_path,
+            rejected: slot.rejected,
+            store_error: slot.store_error,
+        })
+        .collect();
+    entries.extend(unlisted(plan).into_iter().map(|hash| EntryReport {
+        hash,
+        outcome: Outcome::Unlisted,
+        load_path: None,
+        rejected: None,
+        store_error: None,
+    }));
+    LoadReport::new(entries, health, elapsed)
+}
+
+/// Files in the binary root named by a hash that is not whitelisted.
+fn unlisted(plan: &Plan) -> Vec<Hash32> {
+    let Ok(dir) = std::fs::read_dir(&plan.binary_root) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .filter(|n| is_hash_name(n))
+                .and_then(|n| parse_hash(n).ok())
+        })
+        .filter(|h| !plan.whitelist.contains(h))
+        .collect()
+}
+
+/// `available_parallelism` reads cgroup files on Linux (it showed up at 1% of a warm start-up's
+/// profile), and the answer does not change during a process's life.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}

@@ -1,0 +1,318 @@
+//! Loading one artifact: open it relative to the store's descriptor, check the file on that
+//! descriptor, verify trailer, key binding and payload checksum, and hand wasmtime bytes that are
+//! the ones verified.
+//!
+//! Three ways to hand the bytes over, chosen per store mode (see [`LoadPath`]):
+//! - plain mode maps the store file itself (through `/proc/self/fd`, so the verified inode),
+//!   the way the dynamic loader maps a shared library;
+//! - MAC mode copies the payload into a sealed memfd while authenticating it, so no later write,
+//!   truncation or rename of any store file can change or crash the code that runs;
+//! - where neither is possible, the verified bytes are copied into memory and deserialized there.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::dir::{FILE_READ, GROUP_OR_OTHER_WRITE};
+use super::{Fault, Lookup, Rejection, Store};
+use crate::artifact::{self, ArtifactError, TRAILER_LEN, Trailer};
+use crate::key::{ArtifactKey, Hash32};
+
+/// How a loaded component's code reached wasmtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadPath {
+    /// Plain mode: wasmtime maps the store file that was verified. A later write into that file
+    /// in place (which its mode forbids to all but root) changes or crashes the nodes that loaded
+    /// it, as overwriting a loaded shared library does.
+    Mapped,
+    /// MAC mode: the payload was authenticated while being copied into a sealed memfd that
+    /// nothing can write, shrink or grow; wasmtime maps that. No store file is used after loading.
+    Sealed,
+    /// The verified payload was copied into wasmtime's own memory (no `/proc/self/fd`, or
+    /// executable memfds refused); no store file is used after loading.
+    Copied,
+}
+
+impl LoadPath {
+    /// `mapped`, `sealed` or `copied`: the JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadPath::Mapped => "mapped",
+            LoadPath::Sealed => "sealed",
+            LoadPath::Copied => "copied",
+        }
+    }
+}
+
+/// Size of the buffer a payload is streamed through: small enough to stay in the core's L2 cache
+/// and to come from the heap rather than from a fresh mapping in a new process (README,
+/// Performance).
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// An artifact that passed every check, with the bytes wasmtime will load.
+pub(crate) struct Verified {
+    bytes: Bytes,
+}
+
+enum Bytes {
+    /// The open store file; wasmtime maps it through `/proc/self/fd`.
+    Mapped(File),
+    /// A sealed memfd holding exactly the authenticated payload.
+    Sealed(File),
+    /// The authenticated payload in memory.
+    Copied(Vec<u8>),
+}
+
+impl Store {
+    /// Looks up, verifies and deserializes the artifact for `source`. Never reads the source binary.
+    pub fn load(&self, engine: &Engine, source: &Hash32) -> Lookup {
+        match self.open_verified(source, &mut Vec::new()) {
+            Ok(verified) => verified.deserialize(engine),
+            Err(lookup) => lookup,
+        }
+    }
+
+    /// The first half of [`Store::load`]: open and fully verify, without wasmtime. Split out so
+    /// that a start-up can verify on one core while it deserializes on another. `buf` is a buffer
+    /// reused across calls on one thread.
+    pub(crate) fn open_verified(&self, source: &Hash32, buf: &mut Vec<u8>) -> Result<Verified, Lookup> {
+        let key = self.key(source);
+        let (file, len) = self.open_checked(&key)?;
+        let trailer = read_trailer(&file, len, self).map_err(Lookup::Rejected)?;
+        artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
+        let bytes = match self.path_for_mode() {
+            LoadPath::Mapped => {
+                stream_payload(&file, &trailer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
+                Bytes::Mapped(file)
+            }
+            LoadPath::Sealed => match self.new_memfd() {
+                Ok(mut memfd) => {
+                    stream_payload(&file, &trailer, buf, |chunk| memfd.write_all(chunk)).map_err(Lookup::Rejected)?;
+                    seal(&memfd).map_err(|e| Lookup::Rejected(Rejection::io("seal the in-memory copy", e)))?;
+                    Bytes::Sealed(memfd)
+                }
+                Err(e) => {
+                    if self.fault != Fault::MemfdRefused {
+                        note_memfd_refused(&e);
+                    }
+                    copy_payload(&file, &trailer, buf)?
+                }
+            },
+            LoadPath::Copied => copy_payload(&file, &trailer, buf)?,
+        };
+        Ok(Verified { bytes })
+    }
+
+    /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
+    /// the `verify` subcommand.
+    pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
+        let (file, len) = self.open_checked(key).map_err(|lookup| match lookup {
+            Lookup::Rejected(r) => r,
+            _ => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
+        })?;
+        let trailer = read_trailer(&file, len, self)?;
+        artifact::check_binding(&trailer, key)?;
+        stream_payload(&file, &trailer, &mut Vec::new(), |_| Ok(()))?;
+        Ok(trailer)
+    }
+
+    /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
+    pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
+        let (file, len) = self.open_checked(key).map_err(|lookup| match lookup {
+            Lookup::Rejected(r) => r,
+            _ => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
+        })?;
+        read_trailer(&file, len, self)
+    }
+
+    /// Opens the artifact for `key` and checks the file on its descriptor: a regular file, owned
+    /// as the store requires, writable by nobody else, of a length an artifact can have.
+    fn open_checked(&self, key: &ArtifactKey) -> Result<(File, u64), Lookup> {
+        let file = match self.dir.open_file(key.file_name(), FILE_READ, 0) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Lookup::Absent),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(Lookup::Rejected(Rejection::Symlink));
+            }
+            Err(e) => return Err(Lookup::Rejected(Rejection::io("open", e))),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Lookup::Rejected(Rejection::io("stat", e)))?;
+        if !meta.is_file() {
+            return Err(Lookup::Rejected(Rejection::NotRegularFile));
+        }
+        if !self.owner.allows(meta.uid()) {
+            return Err(Lookup::Rejected(Rejection::ForeignOwner { uid: meta.uid() }));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & GROUP_OR_OTHER_WRITE != 0 {
+            return Err(Lookup::Rejected(Rejection::WritableByOthers { mode }));
+        }
+        artifact::check_file_len(meta.len()).map_err(|e| Lookup::Rejected(e.into()))?;
+        Ok((file, meta.len()))
+    }
+
+    fn new_memfd(&self) -> std::io::Result<File> {
+        if self.fault == Fault::MemfdRefused {
+            return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        }
+        sealed_memfd()
+    }
+
+    /// The load path this store's mode asks for, before any fallback.
+    fn path_for_mode(&self) -> LoadPath {
+        if !proc_fd_available() {
+            LoadPath::Copied
+        } else if self.sealer.is_keyed() {
+            LoadPath::Sealed
+        } else {
+            LoadPath::Mapped
+        }
+    }
+}
+
+impl Verified {
+    /// The second half of [`Store::load`].
+    pub(crate) fn deserialize(self, engine: &Engine) -> Lookup {
+        let (result, path) = match &self.bytes {
+            Bytes::Mapped(file) => (deserialize_fd(engine, file), LoadPath::Mapped),
+            Bytes::Sealed(memfd) => (deserialize_fd(engine, memfd), LoadPath::Sealed),
+            // SAFETY: these bytes passed every check just now (trailer tag, binding to this source
+            // hash and engine fingerprint, payload checksum, and in MAC mode the keyed MAC), so
+            // they are an artifact this engine configuration produced from whitelisted bytes; they
+            // live in this process's memory, out of reach of the store.
+            Bytes::Copied(payload) => (unsafe { Component::deserialize(engine, payload) }, LoadPath::Copied),
+        };
+        match result {
+            Ok(c) => Lookup::Hit(c, path),
+            Err(e) => Lookup::Rejected(Rejection::Deserialize(format!("{e:#}"))),
+        }
+    }
+}
+
+fn deserialize_fd(engine: &Engine, file: &File) -> wasmtime::Result<Component> {
+    use std::os::fd::AsRawFd;
+    // Through /proc/self/fd wasmtime opens the very inode we verified, not whatever a path names
+    // now, so a rename between our check and its open cannot swap the bytes.
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    // SAFETY: the file behind this descriptor was fully verified just now (trailer tag, binding to
+    // this source hash and engine fingerprint, payload checksum). It is either a sealed memfd that
+    // nothing can write, shrink or grow, or (plain mode) a store file that this crate never writes
+    // in place and publishes with no write bit, so only root can change it under the mapping; that
+    // limit is documented in SECURITY.md. wasmtime ignores the trailer after the payload (guarded
+    // by tests/trailer_guard.rs).
+    unsafe { Component::deserialize_file(engine, Path::new(&proc_path)) }
+}
+
+/// Reads and authenticates the trailer alone (positional read). `len` was checked by
+/// `check_file_len`, so it is larger than a trailer.
+fn read_trailer(file: &File, len: u64, store: &Store) -> Result<Trailer, Rejection> {
+    let mut t = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut t, len - TRAILER_LEN as u64)
+        .map_err(|e| Rejection::io("read the trailer", e))?;
+    Ok(artifact::decode_trailer_bytes(&t, len, &store.sealer)?)
+}
+
+/// Streams the payload through `buf` into the checksum and into `sink`, then compares the
+/// checksum with the (authenticated) trailer's. What `sink` received is exactly what was hashed.
+fn stream_payload(
+    file: &File,
+    trailer: &Trailer,
+    buf: &mut Vec<u8>,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<(), Rejection> {
+    buf.resize(STREAM_CHUNK, 0);
+    let mut hasher = blake3::Hasher::new();
+    let mut offset: u64 = 0;
+    while offset < trailer.payload_len {
+        let want = usize::try_from(trailer.payload_len - offset).map_or(buf.len(), |rest| rest.min(buf.len()));
+        let n = file
+            .read_at(&mut buf[..want], offset)
+            .map_err(|e| Rejection::io("read", e))?;
+        if n == 0 {
+            return Err(Rejection::ChangedWhileRead {
+                read: offset,
+                expected: trailer.payload_len,
+            });
+        }
+        hasher.update(&buf[..n]);
+        sink(&buf[..n]).map_err(|e| Rejection::io("copy the payload into memory", e))?;
+        offset += n as u64;
+    }
+    if *hasher.finalize().as_bytes() != trailer.payload_checksum {
+        return Err(ArtifactError::PayloadChecksum.into());
+    }
+    Ok(())
+}
+
+fn copy_payload(file: &File, trailer: &Trailer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup> {
+    // The length comes from an authenticated trailer that matched the file's length, which
+    // `check_file_len` bounds: never a wild allocation.
+    let mut payload = Vec::with_capacity(usize::try_from(trailer.payload_len).unwrap_or(0));
+    stream_payload(file, trailer, buf, |chunk| {
+        payload.extend_from_slice(chunk);
+        Ok(())
+    })
+    .map_err(Lookup::Rejected)?;
+    Ok(Bytes::Copied(payload))
+}
+
+/// Set once executable memfds were refused in this process, so the copy path is taken at once.
+static MEMFD_REFUSED: AtomicBool = AtomicBool::new(false);
+
+fn note_memfd_refused(e: &std::io::Error) {
+    if !MEMFD_REFUSED.swap(true, Ordering::Relaxed) {
+        log::info!("executable memfds unavailable ({e}); MAC mode copies verified artifacts into memory instead");
+    }
+}
+
+/// A new memfd that can be sealed and mapped executable.
+#[cfg(target_os = "linux")]
+fn sealed_memfd() -> std::io::Result<File> {
+    use rustix::fs::{MemfdFlags, memfd_create};
+    if MEMFD_REFUSED.load(Ordering::Relaxed) {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
+    let name = c"wasm-node-cache-artifact";
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    match memfd_create(name, flags | MemfdFlags::EXEC) {
+        Ok(fd) => Ok(File::from(fd)),
+        // Kernels before 6.3 do not know MFD_EXEC; their memfds are executable by default.
+        Err(rustix::io::Errno::INVAL) => Ok(File::from(memfd_create(name, flags)?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sealed_memfd() -> std::io::Result<File> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Seals the memfd against writes, shrinking, growing and further sealing. wasmtime's private
+/// mapping stays allowed: its writes are copy-on-write and never reach the memfd.
+#[cfg(target_os = "linux")]
+fn seal(memfd: &File) -> std::io::Result<()> {
+    use rustix::fs::{SealFlags, fcntl_add_seals};
+    Ok(fcntl_add_seals(
+        memfd,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn seal(_memfd: &File) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Whether `/proc/self/fd` can re-open an open descriptor (Linux with procfs mounted).
+fn proc_fd_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir())
+}
