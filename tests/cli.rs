@@ -325,3 +325,88 @@ fn output_into_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn numbers_that_do_not_fit_are_refused_with_exit_2_not_a_panic() {
+    let site = Site::new();
+    for value in ["1e20", "-1", "NaN", "inf"] {
+        for cmd in ["warm", "verify", "clear"] {
+            let out = site.run(&[cmd, &format!("--lock-timeout={value}")]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} --lock-timeout {value}: {stderr}");
+            assert!(stderr.contains("--lock-timeout"), "{stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn verify_and_status_flag_writable_and_foreign_owned_artifacts() {
+    let site = Site::new();
+    site.warm();
+    let writable = site.artifact_of(&site.hashes[0]);
+    std::fs::set_permissions(&writable, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    let out = site.run(&["verify"]);
+    assert_ok(&out, &["verify"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("writable (mode 644)"), "{stdout}");
+    let status = text(&site.run(&["status"]).stdout);
+    assert!(status.contains("1 writable"), "{status}");
+
+    let foreign = site.artifact_of(&site.hashes[1]);
+    if std::os::unix::fs::chown(&foreign, Some(65534), None).is_err() {
+        eprintln!("skipped the foreign-owner half: cannot chown here (not root)");
+        return;
+    }
+    let out = site.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    let bad: Vec<&str> = stdout.lines().filter(|l| l.starts_with("BAD")).collect();
+    assert_eq!(bad.len(), 1, "{stdout}");
+    assert!(
+        bad[0].contains(&site.hashes[1]) && bad[0].contains("owned by uid 65534"),
+        "{stdout}"
+    );
+    let status = site.json(&["status", "--json"]);
+    let refused: Vec<&Value> = status["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| !e["refused"].is_null())
+        .collect();
+    assert_eq!(refused.len(), 1, "{status}");
+    assert_eq!(refused[0]["uid"], 65534);
+}
+
+#[test]
+fn the_default_store_is_never_below_another_users_home() {
+    let site = Site::new();
+    let home = site.dir.path().join("home");
+    let tmp = site.dir.path().join("tmp");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    if std::os::unix::fs::chown(&home, Some(65534), None).is_err() {
+        eprintln!("skipped: cannot chown here (not root)");
+        return;
+    }
+    // What `sudo -E` leaves a root node with: the invoking user's $HOME.
+    let out = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        .args(["warm", "--json"])
+        .current_dir(site.dir.path())
+        .env_remove("WASM_NODE_CACHE_DIR")
+        .env_remove("WASM_NODE_CACHE_KEY_FILE")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run");
+    assert_ok(&out, &["warm"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let path = v["store"]["path"].as_str().expect("store path");
+    assert!(path.starts_with(tmp.to_str().expect("utf-8")), "{path}");
+    assert_eq!(v["store"]["written"], 3, "{v}");
+    assert!(
+        std::fs::read_dir(&home).expect("home").next().is_none(),
+        "nothing created in their home"
+    );
+}

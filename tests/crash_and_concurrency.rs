@@ -144,7 +144,14 @@ fn concurrent_cold_start_ups_compile_each_component_once() {
 /// Re-runs this test binary as a child that takes the store's exclusive lock and holds it until
 /// killed. Returns once the child holds the lock.
 fn spawn_lock_holder(store: &Path) -> Child {
+    spawn_lock_holder_with(store, "hold")
+}
+
+/// [`spawn_lock_holder`], with `mode` `hold` (exclusive until killed) or `switch` (exclusive for
+/// 1.5 s, then shared until killed: a node that compiled, then loads).
+fn spawn_lock_holder_with(store: &Path, mode: &str) -> Child {
     std::fs::create_dir_all(store).expect("mkdir store");
+    std::fs::set_permissions(store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "lock_holder_child",
@@ -154,6 +161,7 @@ fn spawn_lock_holder(store: &Path) -> Child {
             "--test-threads=1",
         ])
         .env("WNC_HOLD_LOCK", store.join("lock"))
+        .env("WNC_HOLD_MODE", mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -177,6 +185,22 @@ fn lock_holder_child() {
     let lock_path = std::path::PathBuf::from(path);
     let dir = lock_path.parent().expect("lock file in a store");
     let store = Store::open(dir, wasm_node_cache::Fingerprint([0; 16]), Sealer::Plain).expect("store");
+    if std::env::var("WNC_HOLD_MODE").as_deref() == Ok("switch") {
+        // One open file description, converted from exclusive to shared as flock allows.
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .expect("lock file");
+        file.lock().expect("exclusive");
+        println!("LOCKED");
+        std::thread::sleep(Duration::from_millis(1500));
+        file.lock_shared().expect("shared");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
     let _guard = store
         .lock_exclusive(deadline_after(Duration::from_secs(10)), "hold it for a test")
         .expect("lock");
@@ -210,6 +234,34 @@ fn hung_lock_holder_delays_the_start_up_but_never_blocks_it() {
         "the log names the holder: {stderr}"
     );
     assert!(waited < Duration::from_secs(20), "bounded wait, took {waited:?}");
+}
+
+#[test]
+fn all_lock_waits_of_a_start_up_share_one_deadline() {
+    let fx = common::Fixture::new();
+    // Exclusive for 1.5 s, then shared: the start-up waits for the shared lock, loads nothing
+    // (empty store), then needs the exclusive lock, which the holder never gives up.
+    let mut holder = spawn_lock_holder_with(&fx.store, "switch");
+    let timeout = Duration::from_secs(2);
+    let cache = fx.builder().lock_timeout(timeout).build().expect("start-up");
+    holder.kill().expect("kill holder");
+    holder.wait().expect("reap");
+    let r = cache.report();
+    assert_eq!(r.compiled, 3, "{r}");
+    assert!(
+        r.store
+            .write_error
+            .as_deref()
+            .is_some_and(|e| e.contains("lock still held")),
+        "{r}"
+    );
+    // Two separate timeouts would wait about 1.5 + 2 s; one deadline ends the waiting at 2 s.
+    // Compiling the three small components takes milliseconds on top.
+    assert!(
+        r.elapsed < timeout + Duration::from_millis(800),
+        "lock waits exceeded the one timeout: {:?}",
+        r.elapsed
+    );
 }
 
 #[test]

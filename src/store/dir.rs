@@ -96,27 +96,27 @@ impl Dir {
     /// Checks the ancestors of the file at `path` and opens its parent: the file itself is then
     /// opened with [`Dir::open_file`] and checked by the caller on its descriptor.
     pub(crate) fn parent_of(path: &Path) -> anyhow::Result<Parent> {
-        let (real, missing) = resolve(path)?;
-        let name = match (missing.as_slice(), real.file_name()) {
-            ([], Some(name)) => name.to_os_string(),
-            ([name], _) => name.clone(),
-            _ => bail!("{}: no such file", path.display()),
+        // Only the parent is resolved: a link in the final component is refused by the open.
+        let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else {
+            bail!("{}: not a file path", path.display());
         };
-        let parent = if missing.is_empty() {
-            real.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("/"))
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
         } else {
-            real
+            parent
         };
-        let walked = walk(&parent)?;
+        let (real, missing) = resolve(parent)?;
+        if !missing.is_empty() {
+            bail!("{}: no such directory", parent.display());
+        }
+        let walked = walk(&real)?;
         walked.check_ancestor()?;
         Ok(Parent {
             dir: Dir {
                 fd: walked.fd,
                 path: walked.path,
             },
-            name,
+            name: name.to_os_string(),
         })
     }
 
