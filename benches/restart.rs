@@ -135,10 +135,11 @@ fn main() {
     let wt_cache: Vec<Duration> = (0..args.reps).map(|_| compile_all(&cache_engine, &corpus)).collect();
     // A real restart is a new process: no warm heap, no engine state from earlier start-ups. Both
     // sides time themselves after creating their engine, as the in-process paths do.
-    let (mut warm_fresh, mut floor_fresh) = (Vec::new(), Vec::new());
+    let (mut warm_fresh, mut floor_fresh, mut warm_mac_fresh) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.fresh_reps {
         floor_fresh.push(fresh_floor(&plain));
-        warm_fresh.push(fresh_warm(&corpus, &store));
+        warm_fresh.push(fresh_warm(&corpus, &store, None));
+        warm_mac_fresh.push(fresh_warm(&corpus, &mac_store, Some(&key_file)));
     }
     let cold: Vec<Duration> = (0..args.cold_reps).map(|_| compile_all(&engine, &corpus)).collect();
 
@@ -150,6 +151,7 @@ fn main() {
     let cold = median(cold);
     let warm_fresh = median(warm_fresh);
     let floor_fresh = median(floor_fresh);
+    let warm_mac_fresh = median(warm_mac_fresh);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let artifact_bytes = support::artifact_bytes(&store);
 
@@ -170,7 +172,11 @@ fn main() {
         ("cold", "read + `Component::new` each (before this crate)", cold),
         ("wasmtime_cache", "wasmtime's `cache` feature, warm", wt_cache),
         ("warm", "`WasmNodeCache` start-up, warm store, full verification", warm),
-        ("warm_mac", "the same in MAC mode (keyed BLAKE3)", warm_mac),
+        (
+            "warm_mac",
+            "the same in MAC mode (keyed BLAKE3, sealed memfd copies)",
+            warm_mac,
+        ),
         ("floor", "bare `deserialize_file`, sequential, no checks", floor),
         ("floor_parallel", "bare `deserialize_file` on every core", floor_par),
         (
@@ -179,6 +185,7 @@ fn main() {
             warm_fresh,
         ),
         ("floor_fresh", "`floor`, each in a new process", floor_fresh),
+        ("warm_mac_fresh", "`warm_mac`, each in a new process", warm_mac_fresh),
     ];
     for (name, what, d) in rows {
         println!("| {name} | {what} | {:.2} | {:.2}x |", ms(d), ratio(d, warm));
@@ -192,10 +199,13 @@ fn main() {
         ms(first_start)
     );
     println!(
-        "in new processes: warm {:.2} ms, floor {:.2} ms, warm/floor {:.2}",
+        "warm_mac/floor {:.2} (budget <= 3.5); in new processes: warm {:.2} ms, warm_mac {:.2} ms, floor {:.2} ms, warm/floor {:.2} (budget <= 2.0), warm_mac/floor {:.2}",
+        ratio(warm_mac, floor),
         ms(warm_fresh),
+        ms(warm_mac_fresh),
         ms(floor_fresh),
-        ratio(warm_fresh, floor_fresh)
+        ratio(warm_fresh, floor_fresh),
+        ratio(warm_mac_fresh, floor_fresh)
     );
     println!("bench wall time {:.1} s", bench_started.elapsed().as_secs_f64());
     let json = serde_json::json!({
@@ -221,6 +231,8 @@ fn main() {
         "warm_fresh_ms": ms(warm_fresh),
         "floor_fresh_ms": ms(floor_fresh),
         "warm_fresh_over_floor_fresh": ratio(warm_fresh, floor_fresh),
+        "warm_mac_fresh_ms": ms(warm_mac_fresh),
+        "warm_mac_fresh_over_floor_fresh": ratio(warm_mac_fresh, floor_fresh),
     });
     println!("{json}");
 }
@@ -256,9 +268,13 @@ fn fresh_floor_child(dir: &std::path::Path) {
 }
 
 /// `warm` in a new process: the CLI, reading its own start-up time from its JSON report.
-fn fresh_warm(corpus: &Corpus, store: &std::path::Path) -> Duration {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .arg("warm")
+fn fresh_warm(corpus: &Corpus, store: &std::path::Path, key_file: Option<&std::path::Path>) -> Duration {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
+    cmd.arg("warm");
+    if let Some(key) = key_file {
+        cmd.arg("--key-file").arg(key);
+    }
+    let out = cmd
         .arg("--wasm-dir")
         .arg(&corpus.dir)
         .arg("--all-in-dir")

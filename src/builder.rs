@@ -64,7 +64,7 @@ impl Builder {
         self
     }
 
-    /// No store: compile everything in memory, as the seed did.
+    /// No store: compile everything in memory at every start, as the node did before this crate.
     pub fn no_store(mut self) -> Self {
         self.store = Some(StoreChoice::Disabled);
         self

@@ -14,8 +14,9 @@ pub fn node_config() -> Config {
         .cranelift_nan_canonicalization(true)
         .wasm_relaxed_simd(true)
         .relaxed_simd_deterministic(true);
-    // The seed also set `cranelift_pcc(true)` (proof-carrying code checks). That option no longer
-    // exists in current wasmtime (removed upstream), so there is nothing to set.
+    // The node's own wasm.rs, which this crate replaces, also set `cranelift_pcc(true)`
+    // (proof-carrying code checks). That option no longer exists in current wasmtime (removed
+    // upstream), so there is nothing to set.
     config
 }
 

@@ -1,10 +1,11 @@
 //! Source binaries: read one from the binary root and accept it only if its bytes hash to its name.
 
 use std::fmt;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
 
 use sha2::{Digest, Sha256};
 
@@ -70,14 +71,11 @@ pub const MAX_SOURCE_LEN: u64 = 256 << 20;
 pub fn read_verified(root: &Path, hash: &Hash32) -> Result<Vec<u8>, SkipReason> {
     let path = root.join(hex::encode(hash));
     let unreadable = |e: std::io::Error| SkipReason::Unreadable(format!("{}: {e}", path.display()));
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-    {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(&path, flags, Mode::empty()).map(File::from) {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(SkipReason::Missing),
-        Err(e) => return Err(unreadable(e)),
+        Err(e) if e == rustix::io::Errno::NOENT => return Err(SkipReason::Missing),
+        Err(e) => return Err(unreadable(e.into())),
     };
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {

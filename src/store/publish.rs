@@ -38,7 +38,7 @@ impl Exclusive<'_> {
             .unwrap_or(0);
         let trailer = artifact::encode_trailer(payload, &key, &store.sealer, created);
         if store.fault == Fault::ReadOnly {
-            return Err(io::Error::from_raw_os_error(libc::EROFS));
+            return Err(io::Error::from(rustix::io::Errno::ROFS));
         }
         let temp = temp_name();
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -47,7 +47,7 @@ impl Exclusive<'_> {
             for part in [payload, &trailer[..]] {
                 if store.fault == Fault::DiskFull {
                     file.write_all(&part[..part.len().min(16)])?;
-                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                    return Err(io::Error::from(rustix::io::Errno::NOSPC));
                 }
                 file.write_all(part)?;
             }

@@ -199,3 +199,14 @@ pub fn artifact_count(store: &Path) -> usize {
         Err(_) => 0,
     }
 }
+
+/// Starts a node with `builder` and checks that it started without using its store, for a reason
+/// that contains `expect`; returns the report.
+pub fn start_without_store(builder: wasm_node_cache::Builder, expect: &str) -> wasm_node_cache::LoadReport {
+    let r = builder.build().expect("the node starts").report().clone();
+    assert!(
+        r.store.read_error.as_deref().is_some_and(|e| e.contains(expect)),
+        "expected the store refused with {expect:?}: {r}"
+    );
+    r
+}
