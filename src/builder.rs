@@ -32,6 +32,7 @@ pub struct Builder {
     whitelist: Option<HashSet<Hash32>>,
     whitelist_file: Option<PathBuf>,
     store: Option<StoreChoice>,
+    read_only_stores: Vec<PathBuf>,
     engine: Option<Engine>,
     lock_timeout: Option<Duration>,
     auth_key_file: Option<PathBuf>,
@@ -64,7 +65,25 @@ impl Builder {
         self
     }
 
-    /// No store: compile everything in memory at every start, as the node did before this crate.
+    /// A read-only store to search after the writable one (repeatable; searched in the order
+    /// given): artifacts baked into a container image. It is checked like the writable store
+    /// (ownership may also be root's) and never locked, written, pruned or cleaned; what it lacks
+    /// is compiled and published to the writable store. Default: `$WASM_NODE_CACHE_READ_ONLY_DIRS`.
+    ///
+    /// ```no_run
+    /// let cache = wasm_node_cache::WasmNodeCache::builder()
+    ///     .store("/data/wasm-store")
+    ///     .read_only_store("/opt/node/wasm-bake")
+    ///     .build()?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn read_only_store(mut self, path: impl Into<PathBuf>) -> Self {
+        self.read_only_stores.push(path.into());
+        self
+    }
+
+    /// No store, writable or read-only: compile everything in memory at every start, as the node
+    /// did before this crate.
     pub fn no_store(mut self) -> Self {
         self.store = Some(StoreChoice::Disabled);
         self
@@ -116,6 +135,11 @@ impl Builder {
             Some(e) => e,
             None => crate::engine::init_wasm_engine()?,
         };
+        // `no_store()` is the node's old behaviour: no store of any kind, baked ones included.
+        let read_only_stores = match self.store {
+            Some(StoreChoice::Disabled) => Vec::new(),
+            _ => crate::cache::resolve_read_only_stores(self.read_only_stores),
+        };
         let mut store = self.store.unwrap_or_else(|| StoreChoice::Dir(default_store_dir()));
         if let StoreChoice::Dir(dir) = &store
             && is_within(dir, &binary_root)
@@ -145,6 +169,7 @@ impl Builder {
             binary_root,
             whitelist,
             store,
+            read_only_stores,
             lock_timeout: self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
             sealer,
             fault: self.fault,

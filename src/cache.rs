@@ -24,6 +24,9 @@ pub const DEFAULT_WHITELIST_FILE: &str = "./config/wasm.conf";
 pub const STORE_DIR_ENV: &str = "WASM_NODE_CACHE_DIR";
 /// Environment variable naming the MAC key file; setting it turns the authenticated mode on.
 pub const KEY_FILE_ENV: &str = "WASM_NODE_CACHE_KEY_FILE";
+/// Environment variable listing read-only stores (colon-separated), searched after the writable
+/// store: artifacts baked into a container image.
+pub const READ_ONLY_DIRS_ENV: &str = "WASM_NODE_CACHE_READ_ONLY_DIRS";
 /// Default wait for the store's lock before compiling in memory instead.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -36,6 +39,22 @@ pub fn resolve_key_file(explicit: Option<PathBuf>) -> Option<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     })
+}
+
+/// The read-only stores to search: `explicit` if any are given, else the colon-separated
+/// `$WASM_NODE_CACHE_READ_ONLY_DIRS` (empty entries ignored). The builder and the CLI resolve them
+/// the same way.
+pub fn resolve_read_only_stores(explicit: Vec<PathBuf>) -> Vec<PathBuf> {
+    if !explicit.is_empty() {
+        return explicit;
+    }
+    std::env::var_os(READ_ONLY_DIRS_ENV)
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The default store directory: `$WASM_NODE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasm-node-cache`,

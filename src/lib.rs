@@ -35,12 +35,12 @@ mod whitelist;
 pub use authkey::load_key;
 pub use builder::Builder;
 pub use cache::{
-    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, STORE_DIR_ENV, WasmNodeCache,
-    default_store_dir, resolve_key_file,
+    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, READ_ONLY_DIRS_ENV, STORE_DIR_ENV,
+    WasmNodeCache, default_store_dir, resolve_key_file, resolve_read_only_stores,
 };
 pub use engine::{init_wasm_engine, node_config};
 pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};
-pub use report::{EntryReport, LoadReport, Outcome, StoreHealth};
+pub use report::{EntryReport, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
 pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
 pub use startup::{Progress, ProgressFn};
 #[cfg(feature = "fault-injection")]

@@ -41,7 +41,9 @@ pub struct EntryReport {
     pub hash: Hash32,
     /// What happened.
     pub outcome: Outcome,
-    /// For a component loaded from the store, how its code reached wasmtime.
+    /// For a component loaded from a store, that store's directory.
+    pub store: Option<PathBuf>,
+    /// For a component loaded from a store, how its code reached wasmtime.
     pub load_path: Option<LoadPath>,
     /// Why a stored artifact under the current key was refused, if one was.
     pub rejected: Option<Rejection>,
@@ -98,6 +100,37 @@ impl StoreHealth {
     }
 }
 
+/// What a start-up found in one read-only store.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOnlyStoreReport {
+    /// The store directory.
+    pub path: PathBuf,
+    /// Why the store could not be used, if it could not.
+    pub error: Option<String>,
+    /// Components loaded from it.
+    pub hits: usize,
+    /// When the store holds artifacts only for other engine fingerprints (a bake made on another
+    /// CPU, wasmtime version, engine settings or MAC mode): each fingerprint (hex) with its number
+    /// of files. Empty otherwise.
+    pub other_fingerprints: Vec<(String, usize)>,
+}
+
+impl ReadOnlyStoreReport {
+    /// The one-line explanation of a bake that does not fit this engine, if it does not.
+    pub fn mismatch(&self, fingerprint: &str) -> Option<String> {
+        if self.other_fingerprints.is_empty() {
+            return None;
+        }
+        let files: usize = self.other_fingerprints.iter().map(|(_, n)| n).sum();
+        let theirs: Vec<&str> = self.other_fingerprints.iter().map(|(fp, _)| fp.as_str()).collect();
+        Some(format!(
+            "read-only store {} holds {files} artifact(s) for fingerprint(s) {}, none for this engine's {fingerprint} (built for another CPU, wasmtime version, engine settings or MAC mode); compiling locally",
+            self.path.display(),
+            theirs.join(", ")
+        ))
+    }
+}
+
 /// The report of one start-up. `Display` prints the summary the CLI shows.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
@@ -116,17 +149,25 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// One line per component, sorted by hash.
     pub entries: Vec<EntryReport>,
-    /// The store's health.
+    /// The writable store's health.
     pub store: StoreHealth,
+    /// Each read-only store, in the order searched.
+    pub read_only: Vec<ReadOnlyStoreReport>,
 }
 
 impl LoadReport {
     /// The report of `entries`, counted.
-    pub(crate) fn new(mut entries: Vec<EntryReport>, store: StoreHealth, elapsed: Duration) -> LoadReport {
+    pub(crate) fn new(
+        mut entries: Vec<EntryReport>,
+        store: StoreHealth,
+        read_only: Vec<ReadOnlyStoreReport>,
+        elapsed: Duration,
+    ) -> LoadReport {
         entries.sort_by_key(|e| e.hash);
         let mut report = LoadReport {
             elapsed,
             store,
+            read_only,
             ..LoadReport::default()
         };
         for e in &entries {
@@ -158,6 +199,14 @@ impl LoadReport {
         }
         if let (Some(e), None) = (&self.store.write_error, &self.store.read_error) {
             log::warn!("artifact store not written: {e}");
+        }
+        for ro in &self.read_only {
+            if let Some(e) = &ro.error {
+                log::warn!("read-only store {} not used: {e}", ro.path.display());
+            }
+            if let Some(m) = ro.mismatch(&self.store.fingerprint) {
+                log::warn!("{m}");
+            }
         }
         log::info!(
             "wasm components ready in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
@@ -215,6 +264,13 @@ impl fmt::Display for LoadReport {
                 if let Some(e) = &self.store.write_error {
                     writeln!(f, "store NOT WRITTEN: {e}")?;
                 }
+            }
+        }
+        for ro in &self.read_only {
+            match (&ro.error, ro.mismatch(&self.store.fingerprint)) {
+                (Some(e), _) => writeln!(f, "read-only store {}: NOT USED: {e}", ro.path.display())?,
+                (None, Some(m)) => writeln!(f, "{m}")?,
+                (None, None) => writeln!(f, "read-only store {}: {} loaded", ro.path.display(), ro.hits)?,
             }
         }
         for e in &self.entries {

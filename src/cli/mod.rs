@@ -105,12 +105,40 @@ impl StoreArgs {
             Err(e) => anyhow::bail!("{}: {e}", dir.display()),
             Ok(_) => {}
         }
-        let sealer = match key.and_then(KeyArgs::resolved) {
+        let sealer = match key {
             None => Sealer::Plain,
-            Some(path) => Sealer::Keyed(wasm_node_cache::load_key(&path)?),
+            Some(key) => key.sealer()?,
         };
         let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
         Store::open_for(&engine, &dir, sealer, false).with_context(|| dir.display().to_string())
+    }
+}
+
+/// Read-only stores (baked artifacts), for the subcommands that read stores.
+#[derive(Args, Debug, Clone)]
+pub struct ReadOnlyArgs {
+    /// A read-only store searched after --store (repeatable, in order), e.g. artifacts baked into an image [default: $WASM_NODE_CACHE_READ_ONLY_DIRS, colon-separated]
+    #[arg(long = "read-only-store", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
+impl ReadOnlyArgs {
+    /// The read-only stores, resolved as the node resolves them.
+    pub fn resolved(&self) -> Vec<PathBuf> {
+        wasm_node_cache::resolve_read_only_stores(self.dirs.clone())
+    }
+
+    /// Opens each read-only store (never creating or locking anything) for this build's engine.
+    pub fn open(&self, key: &KeyArgs) -> anyhow::Result<Vec<Store>> {
+        let dirs = self.resolved();
+        if dirs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sealer = key.sealer()?;
+        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
+        dirs.iter()
+            .map(|dir| Store::open_read_only(&engine, dir, sealer.clone()).with_context(|| dir.display().to_string()))
+            .collect()
     }
 }
 
@@ -151,6 +179,14 @@ impl KeyArgs {
     /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
     pub fn resolved(&self) -> Option<PathBuf> {
         wasm_node_cache::resolve_key_file(self.key_file.clone())
+    }
+
+    /// The sealer of the mode this key selects (plain without one).
+    pub fn sealer(&self) -> anyhow::Result<Sealer> {
+        Ok(match self.resolved() {
+            None => Sealer::Plain,
+            Some(path) => Sealer::Keyed(wasm_node_cache::load_key(&path)?),
+        })
     }
 }
 

@@ -12,6 +12,7 @@ pub fn report_json(report: &LoadReport) -> Value {
             json!({
                 "hash": hex::encode(e.hash),
                 "outcome": e.outcome.as_str(),
+                "store": e.store.as_ref().map(|p| p.display().to_string()),
                 "load_path": e.load_path.map(|p| p.as_str()),
                 "reason": e.reason(),
                 "rejected": e.rejected.as_ref().map(ToString::to_string),
@@ -36,6 +37,13 @@ pub fn report_json(report: &LoadReport) -> Value {
             "written": report.store.written,
             "temp_files_removed": report.store.temp_files_removed,
         },
+        "read_only_stores": report.read_only.iter().map(|ro| json!({
+            "path": ro.path.display().to_string(),
+            "error": ro.error,
+            "hits": ro.hits,
+            "other_fingerprints": ro.other_fingerprints.iter().map(|(fp, n)| json!({"fingerprint": fp, "files": n})).collect::<Vec<_>>(),
+            "mismatch": ro.mismatch(&report.store.fingerprint),
+        })).collect::<Vec<_>>(),
         "entries": entries,
     })
 }

@@ -6,7 +6,7 @@ use wasm_node_cache::Fingerprint;
 use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
 
 use super::size::format_size;
-use super::{EXIT_OK, KeyArgs, StoreArgs, output};
+use super::{EXIT_OK, KeyArgs, ReadOnlyArgs, StoreArgs, output};
 
 /// Text after `status`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -19,9 +19,11 @@ Reads only each artifact's 128-byte trailer (HEADER ok = the trailer is intact a
 hash and fingerprint; `other MAC mode` = written by a node with(out) --key-file, not checkable here);
 `verify` also checks the payload. REFUSED = the node will not load the file (owned by another uid,
 or writable by group or others); `writable` = loads, but has a write bit (stores written before
-artifacts were published read-only), so a careless `cp` could write into a loaded artifact. FINGERPRINT is `current` for artifacts this build's engine loads,
-`stale` for those of another wasmtime version, settings or MAC mode (`prune --stale` removes them).
-LOCK is probed without waiting. Changes nothing, never creates the store.
+artifacts were published read-only), so a careless `cp` could write into a loaded artifact.
+FINGERPRINT is `current` for artifacts this build's engine loads, `stale` for those of another
+wasmtime version, CPU, settings or MAC mode (`prune --stale` removes them); a store holding several
+fingerprints lists each with its count. --read-only-store adds a block per baked store. LOCK is
+probed without waiting. Changes nothing, never creates a store.
 
 Exit status: 0 shown; 2 could not run (no store at that path, store refused, unreadable).";
 
@@ -30,6 +32,8 @@ Exit status: 0 shown; 2 could not run (no store at that path, store refused, unr
 pub struct StatusArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    read_only: ReadOnlyArgs,
     #[command(flatten)]
     key: KeyArgs,
     /// Print one JSON object instead of the table
@@ -50,22 +54,30 @@ struct Row {
     refused: Option<Rejection>,
 }
 
-/// Everything `status` shows, collected before anything is printed.
-struct Status {
+/// One store as `status` shows it: the writable one, or a read-only one.
+struct StoreView {
     dir: String,
-    lock: LockState,
+    read_only: bool,
+    /// `None` for a read-only store, which is never locked.
+    lock: Option<LockState>,
     fingerprint: Fingerprint,
     keyed: bool,
     temp_files: usize,
     rows: Vec<Row>,
 }
 
-impl Status {
-    fn collect(store: &Store) -> anyhow::Result<Status> {
+impl StoreView {
+    fn collect(store: &Store) -> anyhow::Result<StoreView> {
         let dir = store.dir().display().to_string();
-        let lock = store
-            .lock_state()
-            .map_err(|e| anyhow::anyhow!("{}: cannot probe the lock: {e}", store.lock_path().display()))?;
+        let lock = if store.is_read_only() {
+            None
+        } else {
+            Some(
+                store
+                    .lock_state()
+                    .map_err(|e| anyhow::anyhow!("{}: cannot probe the lock: {e}", store.lock_path().display()))?,
+            )
+        };
         let entries = store
             .entries()
             .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
@@ -73,8 +85,9 @@ impl Status {
             .temp_file_count()
             .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
         let rows = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
-        Ok(Status {
+        Ok(StoreView {
             dir,
+            read_only: store.is_read_only(),
             lock,
             fingerprint: store.fingerprint(),
             keyed: store.is_keyed(),
@@ -100,6 +113,17 @@ impl Status {
 
     fn writable(&self) -> usize {
         self.rows.iter().filter(|r| r.entry.has_write_bit()).count()
+    }
+
+    /// Each fingerprint the store holds with its number of files, this engine's first.
+    fn fingerprints(&self) -> Vec<(Fingerprint, usize)> {
+        let mut counts: std::collections::BTreeMap<Fingerprint, usize> = Default::default();
+        for r in &self.rows {
+            *counts.entry(r.entry.key.fingerprint).or_default() += 1;
+        }
+        let mut v: Vec<(Fingerprint, usize)> = counts.into_iter().collect();
+        v.sort_by_key(|(fp, _)| *fp != self.fingerprint);
+        v
     }
 }
 
@@ -140,21 +164,29 @@ impl Row {
 
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let store = args.store.open_existing(Some(&args.key))?;
-    let status = Status::collect(&store)?;
+    let writable = args.store.open_existing(Some(&args.key))?;
+    let mut views = vec![StoreView::collect(&writable)?];
+    for ro in args.read_only.open(&args.key)? {
+        views.push(StoreView::collect(&ro)?);
+    }
     if args.json {
-        println!("{}", render_json(&status));
+        let (main, read_only) = views.split_first().expect("the writable store is first");
+        let mut doc = render_json(main);
+        doc["read_only_stores"] = read_only.iter().map(render_json).collect();
+        println!("{doc}");
     } else {
-        print!("{}", render_text(&status));
+        let blocks: Vec<String> = views.iter().map(render_text).collect();
+        print!("{}", blocks.join("\n"));
     }
     Ok(EXIT_OK)
 }
 
-fn render_json(s: &Status) -> Value {
+fn render_json(s: &StoreView) -> Value {
     let (lock_name, holder) = match s.lock {
-        LockState::Free => ("free", None),
-        LockState::Shared => ("shared", None),
-        LockState::Exclusive { last_holder } => ("exclusive", last_holder),
+        None => ("none (read-only store)", None),
+        Some(LockState::Free) => ("free", None),
+        Some(LockState::Shared) => ("shared", None),
+        Some(LockState::Exclusive { last_holder }) => ("exclusive", last_holder),
     };
     let entries: Vec<Value> = s
         .rows
@@ -178,8 +210,14 @@ fn render_json(s: &Status) -> Value {
             })
         })
         .collect();
+    let fingerprints: Vec<Value> = s
+        .fingerprints()
+        .iter()
+        .map(|(fp, n)| json!({"fingerprint": fp.to_hex(), "files": n, "current": *fp == s.fingerprint}))
+        .collect();
     json!({
         "path": s.dir,
+        "read_only": s.read_only,
         "lock": lock_name,
         "lock_holder": holder,
         "fingerprint": s.fingerprint.to_hex(),
@@ -191,17 +229,24 @@ fn render_json(s: &Status) -> Value {
         "writable": s.writable(),
         "total_bytes": s.total_bytes(),
         "temp_files": s.temp_files,
+        "fingerprints": fingerprints,
         "entries": entries,
     })
 }
 
-fn render_text(s: &Status) -> String {
+fn render_text(s: &StoreView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mode = if s.keyed { "MAC mode" } else { "plain mode" };
     let (bad, writable) = (s.bad(), s.writable());
-    let _ = writeln!(out, "store:        {}", s.dir);
-    let _ = writeln!(out, "lock:         {}", s.lock);
+    if s.read_only {
+        let _ = writeln!(out, "read-only store: {}", s.dir);
+    } else {
+        let _ = writeln!(out, "store:        {}", s.dir);
+    }
+    if let Some(lock) = &s.lock {
+        let _ = writeln!(out, "lock:         {lock}");
+    }
     let _ = writeln!(out, "fingerprint:  {} (this build's engine, {mode})", s.fingerprint);
     let _ = writeln!(
         out,
@@ -231,6 +276,19 @@ fn render_text(s: &Status) -> String {
             String::new()
         }
     );
+    let fingerprints = s.fingerprints();
+    if fingerprints.len() > 1 || fingerprints.first().is_some_and(|(fp, _)| *fp != s.fingerprint) {
+        for (fp, n) in &fingerprints {
+            let mark = if *fp == s.fingerprint { "  <- this engine" } else { "" };
+            let _ = writeln!(out, "  fingerprint {fp}: {n} file(s){mark}");
+        }
+        if s.current() == 0 && s.read_only {
+            let _ = writeln!(
+                out,
+                "  none for this engine: built for another CPU, wasmtime version, engine settings or MAC mode"
+            );
+        }
+    }
     if s.rows.is_empty() {
         return out;
     }

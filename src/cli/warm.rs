@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use wasm_node_cache::{Progress, WasmNodeCache};
 
-use super::{EXIT_OK, KeyArgs, LockArgs, StoreArgs, output};
+use super::{EXIT_OK, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
 
 #[derive(Args, Debug)]
 pub struct WarmArgs {
@@ -27,6 +27,8 @@ pub struct WarmArgs {
     /// Compile in memory only; read and write no store
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
+    #[command(flatten)]
+    read_only: ReadOnlyArgs,
     #[command(flatten)]
     lock: LockArgs,
     #[command(flatten)]
@@ -51,6 +53,9 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     } else {
         builder.store(args.store.dir())
     };
+    for dir in args.read_only.resolved() {
+        builder = builder.read_only_store(dir);
+    }
     builder = builder.lock_timeout(args.lock.timeout()?);
     if let Some(key) = args.key.resolved() {
         builder = builder.auth_key_file(key);

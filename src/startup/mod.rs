@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! shared lock    ── load + verify every whitelisted hash ──> hits
-//! no lock        ── read + SHA-256 the sources of the misses
+//! no lock        ── the misses from each read-only store in turn (a baked image)
+//! no lock        ── read + SHA-256 the sources of what is still missing
 //! exclusive lock ── remove leftover temp files
 //!                ── re-check misses (another process may have compiled them meanwhile)
 //!                ── compile in parallel, publish atomically
@@ -23,7 +24,7 @@ use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
 use crate::key::{Hash32, is_hash_name, parse_hash};
-use crate::report::{EntryReport, LoadReport, Outcome, StoreHealth};
+use crate::report::{EntryReport, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
 use crate::source::{SkipReason, read_verified};
 use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
 
@@ -52,6 +53,8 @@ pub(crate) struct Plan {
     pub binary_root: PathBuf,
     pub whitelist: HashSet<Hash32>,
     pub store: StoreChoice,
+    /// Read-only stores, searched after the writable one, in this order.
+    pub read_only_stores: Vec<PathBuf>,
     pub lock_timeout: Duration,
     /// `Err` when MAC mode was asked for but the key could not be loaded: the store is then not
     /// used at all, since nothing in it could be authenticated.
@@ -64,6 +67,7 @@ pub(crate) struct Plan {
 #[derive(Default)]
 struct Slot {
     outcome: Option<Outcome>,
+    store: Option<PathBuf>,
     load_path: Option<LoadPath>,
     rejected: Option<Rejection>,
     store_error: Option<String>,
@@ -87,6 +91,7 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     if let Some(store) = &store {
         can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
     }
+    let read_only = load_read_only(plan, &mut slots, &mut components);
 
     let sources = read_sources(plan, &pending(&slots));
     if !sources.is_empty() {
@@ -94,7 +99,7 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
     }
 
-    let report = build_report(plan, slots, health, started.elapsed());
+    let report = build_report(plan, slots, health, read_only, started.elapsed());
     report.log();
     (components, report)
 }
@@ -119,12 +124,59 @@ fn open_store(plan: &Plan, health: &mut StoreHealth) -> Option<Store> {
             Some(store)
         }
         Err(msg) => {
-            log::warn!("artifact store unusable, compiling in memory: {msg}");
+            log::warn!("writable artifact store unusable, nothing will be stored: {msg}");
             health.read_error = Some(msg.clone());
             health.write_error = Some(msg);
             None
         }
     }
+}
+
+/// Phase 1b: what the writable store lacks, from each read-only store in turn (no lock: nothing
+/// ever writes them). A store that yields nothing is listed, so that a bake made for another
+/// engine is reported rather than silently ignored.
+fn load_read_only(
+    plan: &Plan,
+    slots: &mut Slots,
+    components: &mut HashMap<Hash32, Component>,
+) -> Vec<ReadOnlyStoreReport> {
+    let mut reports = Vec::new();
+    for dir in &plan.read_only_stores {
+        let mut report = ReadOnlyStoreReport {
+            path: dir.clone(),
+            ..ReadOnlyStoreReport::default()
+        };
+        let opened = match &plan.sealer {
+            Ok(sealer) => Store::open_read_only(&plan.engine, dir, sealer.clone()).map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e.clone()),
+        };
+        match opened {
+            Ok(store) => {
+                report.hits = load_pending(&store, &plan.engine, slots, components);
+                if report.hits == 0 {
+                    report.other_fingerprints = other_fingerprints_only(&store);
+                }
+            }
+            Err(e) => report.error = Some(e),
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+/// The fingerprints of `store`'s artifacts with their counts, when none is this store's own.
+fn other_fingerprints_only(store: &Store) -> Vec<(String, usize)> {
+    let Ok(entries) = store.entries() else {
+        return Vec::new();
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &entries {
+        if e.key.fingerprint == store.fingerprint() {
+            return Vec::new();
+        }
+        *counts.entry(e.key.fingerprint.to_hex()).or_default() += 1;
+    }
+    counts.into_iter().collect()
 }
 
 /// Phase 1: every whitelisted hash the store holds, under the shared lock. Returns whether the
@@ -238,15 +290,24 @@ fn compile_and_publish(
     }
 }
 
-/// Loads every slot that has no outcome yet; a rejection is remembered once per hash.
-fn load_pending(store: &Store, engine: &Engine, slots: &mut Slots, components: &mut HashMap<Hash32, Component>) {
+/// Loads every slot that has no outcome yet; a rejection is remembered once per hash. Returns
+/// how many were loaded.
+fn load_pending(
+    store: &Store,
+    engine: &Engine,
+    slots: &mut Slots,
+    components: &mut HashMap<Hash32, Component>,
+) -> usize {
+    let mut hits = 0;
     for (hash, lookup) in load::load_all(store, engine, &pending(slots)) {
         let Some(slot) = slots.get_mut(&hash) else { continue };
         match lookup {
             Lookup::Hit(c, path) => {
                 components.insert(hash, c);
                 slot.outcome = Some(Outcome::FromStore);
+                slot.store = Some(store.dir().to_path_buf());
                 slot.load_path = Some(path);
+                hits += 1;
             }
             Lookup::Absent => {}
             Lookup::Rejected(reason) => {
@@ -257,15 +318,23 @@ fn load_pending(store: &Store, engine: &Engine, slots: &mut Slots, components: &
             }
         }
     }
+    hits
 }
 
 /// Phase 4: one entry per whitelisted hash, plus the unlisted files of the binary root.
-fn build_report(plan: &Plan, slots: Slots, health: StoreHealth, elapsed: Duration) -> LoadReport {
+fn build_report(
+    plan: &Plan,
+    slots: Slots,
+    health: StoreHealth,
+    read_only: Vec<ReadOnlyStoreReport>,
+    elapsed: Duration,
+) -> LoadReport {
     let mut entries: Vec<EntryReport> = slots
         .into_iter()
         .map(|(hash, slot)| EntryReport {
             hash,
             outcome: slot.outcome.unwrap_or(Outcome::Skipped(SkipReason::Missing)),
+            store: slot.store,
             load_path: slot.load_path,
             rejected: slot.rejected,
             store_error: slot.store_error,
@@ -274,11 +343,12 @@ fn build_report(plan: &Plan, slots: Slots, health: StoreHealth, elapsed: Duratio
     entries.extend(unlisted(plan).into_iter().map(|hash| EntryReport {
         hash,
         outcome: Outcome::Unlisted,
+        store: None,
         load_path: None,
         rejected: None,
         store_error: None,
     }));
-    LoadReport::new(entries, health, elapsed)
+    LoadReport::new(entries, health, read_only, elapsed)
 }
 
 /// Files in the binary root named by a hash that is not whitelisted.

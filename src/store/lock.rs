@@ -40,6 +40,8 @@ pub enum LockError {
     },
     /// The lock file could not be opened or locked.
     Io(std::io::Error),
+    /// A read-only store is never locked exclusively.
+    ReadOnlyStore,
 }
 
 impl std::fmt::Display for LockError {
@@ -57,6 +59,7 @@ impl std::fmt::Display for LockError {
                 Ok(())
             }
             LockError::Io(e) => write!(f, "cannot lock: {e}"),
+            LockError::ReadOnlyStore => f.write_str("a read-only store is never written"),
         }
     }
 }
@@ -65,7 +68,7 @@ impl std::error::Error for LockError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LockError::Io(e) => Some(e),
-            LockError::TimedOut { .. } => None,
+            LockError::TimedOut { .. } | LockError::ReadOnlyStore => None,
         }
     }
 }
@@ -151,6 +154,9 @@ impl Store {
 
     /// Takes the exclusive lock (compiling, publishing, pruning), waiting until `deadline` at most.
     pub fn lock_exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, LockError> {
+        if self.read_only {
+            return Err(LockError::ReadOnlyStore);
+        }
         let guard = self.acquire(LockKind::Exclusive, deadline, purpose)?;
         Ok(Exclusive {
             store: self,

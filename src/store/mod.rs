@@ -103,6 +103,7 @@ pub struct Store {
     fingerprint: Fingerprint,
     sealer: Sealer,
     owner: Owner,
+    read_only: bool,
     fault: Fault,
 }
 
@@ -132,8 +133,30 @@ impl Store {
             fingerprint,
             sealer,
             owner: Owner::Me,
+            read_only: false,
             fault: Fault::None,
         })
+    }
+
+    /// Opens a read-only store, such as artifacts baked into a container image, for `engine` in
+    /// `sealer`'s mode. It is checked as a writable store is, except that it and its artifacts may
+    /// also be owned by root (images are built as root). It is never created, locked, written,
+    /// pruned or cleaned, so it works on a read-only file system with no lock file.
+    pub fn open_read_only(engine: &Engine, dir: &Path, sealer: Sealer) -> anyhow::Result<Store> {
+        let dir = Dir::open(dir, false, Owner::MeOrRoot).context("refusing to use the read-only store")?;
+        Ok(Store {
+            dir,
+            fingerprint: engine_fingerprint(engine, sealer.is_keyed()),
+            sealer,
+            owner: Owner::MeOrRoot,
+            read_only: true,
+            fault: Fault::None,
+        })
+    }
+
+    /// True for a store opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The store directory, as it was opened (for messages).

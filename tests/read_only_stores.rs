@@ -1,0 +1,279 @@
+//! Read-only stores: artifacts baked into a container image, loaded when they fit this engine,
+//! never written, and healed into the writable store when they do not.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+
+use common::{Fixture, call_add};
+use wasm_node_cache::store::{LoadPath, Rejection};
+
+/// Every file in `dir` with its bytes: what "untouched" is checked against.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| {
+            let e = e.expect("entry");
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+/// A bake of the fixture's components at `<fixture>/bake`, made as an image build does, with the
+/// lock file removed (a bake has none) and every write bit cleared.
+fn bake(fx: &Fixture) -> PathBuf {
+    let bake = fx.dir.path().join("bake");
+    let r = fx.builder().store(&bake).build().expect("bake").report().clone();
+    assert_eq!(r.store.written, 3, "{r}");
+    std::fs::remove_file(bake.join("lock")).expect("no lock file in a bake");
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    bake
+}
+
+#[test]
+fn a_container_start_loads_everything_from_the_bake_and_writes_nothing() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    let before = snapshot(&bake);
+    let cache = fx.builder().read_only_store(&bake).build().expect("start");
+    let r = cache.report();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (3, 0, 0), "{r}");
+    assert!(
+        r.entries.iter().all(|e| e.store.as_deref() == Some(bake.as_path())),
+        "every hit names the bake: {r}"
+    );
+    assert!(r.entries.iter().all(|e| e.load_path == Some(LoadPath::Mapped)));
+    assert_eq!((r.read_only.len(), r.read_only[0].hits), (1, 3), "{r}");
+    assert_eq!(r.store.written, 0);
+    assert_eq!(snapshot(&bake), before, "the bake is never written, locked or cleaned");
+    assert_eq!(
+        call_add(
+            &cache.wasm_engine,
+            &cache.wasm_component_cache[&common::adder_hash()],
+            2,
+            2
+        ),
+        4
+    );
+}
+
+#[test]
+fn a_corrupt_baked_artifact_is_healed_into_the_writable_store_and_the_bake_is_untouched() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    let adder = common::adder_hash();
+    let victim = common::artifact_of(&bake, &adder);
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::remove_file(&victim).expect("unlink");
+    std::fs::write(&victim, &bytes).expect("write");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    let before = snapshot(&bake);
+
+    let r = fx
+        .builder()
+        .read_only_store(&bake)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
+    assert_eq!(
+        r.store.written, 1,
+        "the healed artifact goes to the writable store: {r}"
+    );
+    assert_eq!(snapshot(&bake), before, "the bake is untouched");
+    assert_eq!(common::artifact_count(&fx.store), 1);
+
+    let r = fx
+        .builder()
+        .read_only_store(&bake)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (3, 0, 0), "{r}");
+    assert_eq!(
+        r.entry(&adder).and_then(|e| e.store.clone()).as_deref(),
+        Some(fx.store.as_path()),
+        "the writable store is searched first"
+    );
+}
+
+#[test]
+fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    // MAC mode has its own fingerprint: as far as this engine goes, the bake was made for another.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("k");
+    std::fs::write(&key, [9u8; 32]).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let r = fx
+        .builder()
+        .read_only_store(&bake)
+        .auth_key_file(&key)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.compiled), (0, 3), "{r}");
+    let ro = &r.read_only[0];
+    assert_eq!(ro.other_fingerprints.len(), 1, "{r}");
+    assert_eq!(ro.other_fingerprints[0].1, 3);
+    let text = r.to_string();
+    assert!(
+        text.contains("holds 3 artifact(s) for fingerprint(s)") && text.contains(&r.store.fingerprint),
+        "{text}"
+    );
+    // Compiled locally and stored: the next start is warm without the bake.
+    let r = fx
+        .builder()
+        .auth_key_file(&key)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!(r.from_store, 3, "{r}");
+}
+
+#[test]
+fn with_no_writable_store_the_bake_serves_and_the_rest_is_compiled_in_memory() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::remove_file(common::artifact_of(&bake, &common::adder_hash())).expect("unlink");
+    // A read-only root file system with no volume: the writable store cannot be created.
+    let blocker = fx.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("write");
+    let cache = fx
+        .builder()
+        .store(blocker.join("store"))
+        .read_only_store(&bake)
+        .build()
+        .expect("the node starts");
+    let r = cache.report();
+    assert_eq!((r.from_store, r.compiled, r.skipped), (2, 1, 0), "{r}");
+    assert_eq!(r.store.written, 0);
+    assert!(r.to_string().contains("store NOT WRITTEN"), "{r}");
+    assert!(
+        r.store.write_error.as_deref().is_some_and(|e| e.contains("not-a-dir")),
+        "{r}"
+    );
+    assert_eq!(
+        call_add(
+            &cache.wasm_engine,
+            &cache.wasm_component_cache[&common::adder_hash()],
+            5,
+            5
+        ),
+        10
+    );
+}
+
+#[test]
+fn a_bake_is_checked_like_the_writable_store() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let adder = common::adder_hash();
+    if chown(common::artifact_of(&bake, &adder), Some(65534), None).is_err() {
+        eprintln!("skipped: cannot chown here (not root)");
+        return;
+    }
+    let r = fx
+        .builder()
+        .read_only_store(&bake)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
+    assert!(
+        matches!(
+            r.entry(&adder).and_then(|e| e.rejected.clone()),
+            Some(Rejection::ForeignOwner { uid: 65534 })
+        ),
+        "{r}"
+    );
+    // A bake directory writable by others is not used at all.
+    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let fx2 = Fixture::new();
+    let r = fx2
+        .builder()
+        .read_only_store(&bake)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert!(
+        r.read_only[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("writable by other users")),
+        "{r}"
+    );
+    assert_eq!(r.compiled, 3);
+}
+
+#[test]
+fn mac_mode_bakes_load_through_sealed_copies_too() {
+    let fx = Fixture::new();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("k");
+    std::fs::write(&key, [3u8; 32]).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let bake = fx.dir.path().join("bake");
+    fx.builder().store(&bake).auth_key_file(&key).build().expect("bake");
+    let r = fx
+        .builder()
+        .read_only_store(&bake)
+        .auth_key_file(&key)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    assert_eq!(r.from_store, 3, "{r}");
+    assert!(r.entries.iter().all(|e| e.load_path == Some(LoadPath::Sealed)), "{r}");
+}
+
+#[test]
+fn a_bake_on_a_read_only_mount_with_no_lock_file_works() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    let mount = fx.dir.path().join("ro");
+    std::fs::create_dir(&mount).expect("mkdir");
+    let bound = std::process::Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(&bake)
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !bound {
+        eprintln!("skipped: cannot bind-mount here");
+        return;
+    }
+    // Some kernels ignore `ro` on the first bind; remount makes it stick.
+    let _ = std::process::Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&mount)
+        .status();
+    let r = fx
+        .builder()
+        .read_only_store(&mount)
+        .build()
+        .expect("start")
+        .report()
+        .clone();
+    let _ = std::process::Command::new("umount").arg(&mount).status();
+    assert_eq!((r.from_store, r.compiled), (3, 0), "{r}");
+    assert!(!bake.join("lock").exists(), "no lock file was created");
+}
