@@ -2,11 +2,11 @@
 //!
 //! - `header_check`: `artifact::decode_trailer` (trailer tag, no payload hashing);
 //! - `checksum`: BLAKE3 versus SHA-256 over a realistic artifact;
-//! - `lookup`: `Store::load` of a hit (open, map, full verification, deserialize);
-//! - `publish`: `Store::publish` (temp file, write, fsync, rename, fsync the directory).
+//! - `lookup`: `Store::load` of a hit (open, checks, full verification, deserialize);
+//! - `publish`: `Exclusive::publish` (temp file, write, fsync, rename, fsync the directory).
 //!
-//! Components come from `$WASM_BENCH_DIR`, else `../shared/corpus` if present, else `config/wasm`:
-//! `WASM_BENCH_DIR=../shared/corpus cargo bench --bench pieces`.
+//! Components come from `$WASM_BENCH_DIR` (a directory of components named by their SHA-256),
+//! else `config/wasm`: `WASM_BENCH_DIR=/path/to/corpus cargo bench --bench pieces`.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -19,15 +19,7 @@ use wasm_node_cache::store::{Lookup, Store, deadline_after};
 use wasm_node_cache::{Hash32, sha256};
 
 fn wasm_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WASM_BENCH_DIR") {
-        return PathBuf::from(dir);
-    }
-    let shared = PathBuf::from("../shared/corpus");
-    if shared.is_dir() {
-        shared
-    } else {
-        PathBuf::from("config/wasm")
-    }
+    std::env::var_os("WASM_BENCH_DIR").map_or_else(|| PathBuf::from("config/wasm"), PathBuf::from)
 }
 
 /// The largest and the smallest source of the corpus: `(hash, bytes)`.

@@ -4,10 +4,11 @@
 //! - `wasmtime_cache`: the same with wasmtime's own `cache` feature, warm;
 //! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified;
 //! - `warm_mac`: the same in authenticated (MAC) mode;
+//! - `warm_read_only`: `warm` with an empty writable store, everything from a read-only store;
 //! - `floor`: bare `Component::deserialize_file` of precompiled files, no checks at all.
 //!
 //! ```sh
-//! cargo bench --bench restart -- --wasm-dir ../shared/corpus [--reps 31] [--cold-reps 3]
+//! cargo bench --bench restart -- --wasm-dir DIR [--reps 31] [--cold-reps 3]
 //! ```
 //! Prints a table, then one JSON object as the last line.
 
@@ -24,7 +25,7 @@ use wasmtime::{Cache, CacheConfig, Engine};
 /// Restart benchmark: cold, wasmtime's cache, warm, warm with MAC, and the deserialization floor.
 #[derive(clap::Parser)]
 struct Args {
-    /// Directory of components named by their SHA-256 (the real corpus: ../shared/corpus)
+    /// Directory of components named by their SHA-256 (a real corpus, passed by path)
     #[arg(long, default_value = "config/wasm")]
     wasm_dir: PathBuf,
     /// Repetitions of every fast path (the median is reported)
@@ -109,8 +110,13 @@ fn main() {
     }
     compile_all(&cache_engine, &corpus); // fills wasmtime's cache
 
+    // A container start: an empty writable store, everything in a read-only bake (the warm store).
+    let empty = scratch.path().join("store-empty");
+    let from_bake = || support::start_up_with(&engine, &corpus, &empty, Some(&store), None, true);
+
     // One warm-up round so that every path starts with the same page cache and allocator state.
     support::start_up(&engine, &corpus, &store, None, true);
+    from_bake();
     support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true);
     support::floor(&engine, &floor_files);
     compile_all(&cache_engine, &corpus);
@@ -118,20 +124,21 @@ fn main() {
     // Interleaved rounds with a rotating order: drift (frequency, other load) and the position in a
     // round (caches just used by another path) hit every path alike. wasmtime's cache runs in its
     // own block afterwards because its background worker keeps doing file I/O after each hit.
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
     for round in 0..args.reps as usize {
-        for k in 0..4 {
-            let path = (round + k) % 4;
+        for k in 0..5 {
+            let path = (round + k) % 5;
             let d = match path {
                 0 => support::floor(&engine, &floor_files),
                 1 => support::start_up(&engine, &corpus, &store, None, true),
                 2 => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
+                3 => from_bake(),
                 _ => support::floor_parallel(&engine, &floor_files, threads),
             };
             samples[path].push(d);
         }
     }
-    let [floor, warm, warm_mac, floor_par] = samples;
+    let [floor, warm, warm_mac, warm_read_only, floor_par] = samples;
     let wt_cache: Vec<Duration> = (0..args.reps).map(|_| compile_all(&cache_engine, &corpus)).collect();
     // A real restart is a new process: no warm heap, no engine state from earlier start-ups. Both
     // sides time themselves after creating their engine, as the in-process paths do.
@@ -145,6 +152,7 @@ fn main() {
 
     let warm = median(warm);
     let warm_mac = median(warm_mac);
+    let warm_read_only = median(warm_read_only);
     let floor = median(floor);
     let floor_par = median(floor_par);
     let wt_cache = median(wt_cache);
@@ -177,6 +185,11 @@ fn main() {
             "the same in MAC mode (keyed BLAKE3, sealed memfd copies)",
             warm_mac,
         ),
+        (
+            "warm_read_only",
+            "`warm` served entirely from a read-only store (empty writable store)",
+            warm_read_only,
+        ),
         ("floor", "bare `deserialize_file`, sequential, no checks", floor),
         ("floor_parallel", "bare `deserialize_file` on every core", floor_par),
         (
@@ -199,7 +212,8 @@ fn main() {
         ms(first_start)
     );
     println!(
-        "warm_mac/floor {:.2} (budget <= 3.5); in new processes: warm {:.2} ms, warm_mac {:.2} ms, floor {:.2} ms, warm/floor {:.2} (budget <= 2.0), warm_mac/floor {:.2}",
+        "warm_read_only/warm {:.2} (budget <= 1.10); warm_mac/floor {:.2} (budget <= 3.5); in new processes: warm {:.2} ms, warm_mac {:.2} ms, floor {:.2} ms, warm/floor {:.2} (budget <= 2.0), warm_mac/floor {:.2}",
+        ratio(warm_read_only, warm),
         ratio(warm_mac, floor),
         ms(warm_fresh),
         ms(warm_mac_fresh),
@@ -219,6 +233,8 @@ fn main() {
         "wasmtime_cache_ms": ms(wt_cache),
         "warm_ms": ms(warm),
         "warm_mac_ms": ms(warm_mac),
+        "warm_read_only_ms": ms(warm_read_only),
+        "warm_read_only_over_warm": ratio(warm_read_only, warm),
         "floor_ms": ms(floor),
         "floor_parallel_ms": ms(floor_par),
         "first_start_ms": ms(first_start),

@@ -8,7 +8,7 @@
 //!    `--wasm-dir` (default `config/wasm`).
 //!
 //! ```sh
-//! cargo bench --bench scaling -- --wasm-dir ../shared/corpus [--counts 10,100,1000] [--reps 11]
+//! cargo bench --bench scaling -- --wasm-dir DIR [--counts 10,100,1000] [--reps 11]
 //! ```
 //! The last line is one JSON object.
 
@@ -30,7 +30,7 @@ const FUNCS: u32 = 40;
 /// Scaling benchmark: warm versus floor over generated components, and peak RSS of whole processes.
 #[derive(clap::Parser)]
 struct Args {
-    /// Directory of real components for the RSS comparison (the real corpus: ../shared/corpus)
+    /// Directory of real components for the RSS comparison (a real corpus, passed by path)
     #[arg(long, default_value = "config/wasm")]
     wasm_dir: PathBuf,
     /// Numbers of generated components to measure

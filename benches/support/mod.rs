@@ -66,11 +66,26 @@ pub fn start_up(
     key_file: Option<&Path>,
     expect_warm: bool,
 ) -> Duration {
+    start_up_with(engine, corpus, store, None, key_file, expect_warm)
+}
+
+/// [`start_up`] with a read-only store searched after `store`.
+pub fn start_up_with(
+    engine: &Engine,
+    corpus: &Corpus,
+    store: &Path,
+    read_only: Option<&Path>,
+    key_file: Option<&Path>,
+    expect_warm: bool,
+) -> Duration {
     let mut builder = WasmNodeCache::builder()
         .engine(engine.clone())
         .binary_root(&corpus.dir)
         .whitelist(corpus.whitelist.clone())
         .store(store);
+    if let Some(dir) = read_only {
+        builder = builder.read_only_store(dir);
+    }
     if let Some(key) = key_file {
         builder = builder.auth_key_file(key);
     }

@@ -1,0 +1,156 @@
+//! The README's "Deploying" recipe, run against directories instead of an image: bake at build
+//! time, start a container on an empty volume, and start on a host whose engine differs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The image's file system and the container's volume, as directories.
+struct Image {
+    _dir: tempfile::TempDir,
+    /// The build stage's working directory (the node's sources and config).
+    src: PathBuf,
+    /// `/opt/wasm-bake` in the image.
+    bake: PathBuf,
+    /// `/srv/node` in the image (config copied in, the node's working directory).
+    workdir: PathBuf,
+    /// `/var/cache/node-wasm`, the writable volume.
+    volume: PathBuf,
+}
+
+impl Image {
+    fn new() -> Image {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        copy_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"), &src.join("config"));
+        let image = Image {
+            src,
+            bake: dir.path().join("opt/wasm-bake"),
+            workdir: dir.path().join("srv/node"),
+            volume: dir.path().join("var/cache/node-wasm"),
+            _dir: dir,
+        };
+        // COPY --from=build /src/config /srv/node/config
+        copy_config(&image.src.join("config"), &image.workdir.join("config"));
+        image
+    }
+
+    /// The node's start-up in the container: `wasm-node-cache warm` with the image's environment.
+    fn container_start(&self) -> (Value, String) {
+        let out = cli(&self.workdir)
+            .args(["warm", "--json"])
+            .env("WASM_NODE_CACHE_READ_ONLY_DIRS", &self.bake)
+            .env("WASM_NODE_CACHE_DIR", &self.volume)
+            .output()
+            .expect("run");
+        json_ok(&out)
+    }
+}
+
+fn copy_config(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("wasm")).expect("mkdir");
+    std::fs::copy(from.join("wasm.conf"), to.join("wasm.conf")).expect("copy wasm.conf");
+    for e in std::fs::read_dir(from.join("wasm")).expect("config/wasm") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join("wasm").join(e.file_name())).expect("copy component");
+    }
+}
+
+fn cli(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
+    c.current_dir(cwd)
+        .env_remove("WASM_NODE_CACHE_DIR")
+        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
+        .env_remove("WASM_NODE_CACHE_KEY_FILE")
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn json_ok(out: &Output) -> (Value, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).expect("one JSON object"), stderr)
+}
+
+fn sh(script: &str, cwd: &Path) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{script}");
+}
+
+fn whitelisted(image: &Image) -> u64 {
+    let text = std::fs::read_to_string(image.src.join("config/wasm.conf")).expect("wasm.conf");
+    wasm_node_cache::parse_whitelist(&text, "wasm.conf").expect("parses").len() as u64
+}
+
+/// The build stage's bake step, exactly as the README's Dockerfile runs it.
+fn bake(image: &Image) -> Value {
+    let out = cli(&image.src)
+        .args(["warm", "--wasm-dir", "./config/wasm", "--whitelist", "./config/wasm.conf", "--store"])
+        .arg(&image.bake)
+        .arg("--json")
+        .output()
+        .expect("run");
+    let (v, _) = json_ok(&out);
+    sh(
+        &format!("rm -f '{0}/lock' && chmod -R a-w '{0}'", image.bake.display()),
+        &image.src,
+    );
+    v
+}
+
+#[test]
+fn the_recipe_bakes_at_build_time_and_starts_warm_on_an_empty_volume() {
+    let image = Image::new();
+    let n = whitelisted(&image);
+    let baked = bake(&image);
+    assert_eq!((baked["compiled"].as_u64(), baked["store"]["written"].as_u64()), (Some(n), Some(n)));
+
+    let (v, stderr) = image.container_start();
+    assert_eq!(
+        (v["from_store"].as_u64(), v["compiled"].as_u64(), v["skipped"].as_u64()),
+        (Some(n), Some(0), Some(0)),
+        "{v}\n{stderr}"
+    );
+    let bake = image.bake.display().to_string();
+    assert!(
+        v["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .all(|e| e["store"].as_str() == Some(bake.as_str())),
+        "every component came from the bake: {v}"
+    );
+    assert_eq!(v["store"]["written"].as_u64(), Some(0), "nothing to write: {v}");
+}
+
+#[test]
+fn on_a_host_whose_engine_differs_the_bake_is_reported_and_the_volume_takes_over() {
+    let image = Image::new();
+    let n = whitelisted(&image);
+    bake(&image);
+    // What a bake made on a CI machine with other CPU features looks like from here: every file
+    // under a fingerprint that is not this engine's.
+    let other = "0123456789abcdef0123456789abcdef";
+    sh(
+        &format!(
+            "chmod u+w . && for f in *.cwasm; do mv \"$f\" \"{other}-${{f#*-}}\"; done && chmod a-w ."
+        ),
+        &image.bake,
+    );
+
+    let (v, stderr) = image.container_start();
+    assert_eq!((v["from_store"].as_u64(), v["compiled"].as_u64()), (Some(0), Some(n)), "{v}");
+    let mismatch = v["read_only_stores"][0]["mismatch"].as_str().unwrap_or_default();
+    assert!(mismatch.contains(other) && mismatch.contains(&format!("holds {n} artifact(s)")), "{v}");
+    assert!(stderr.contains(other), "one warning names the bake's fingerprint: {stderr}");
+    assert_eq!(v["store"]["written"].as_u64(), Some(n), "compiled locally into the volume: {v}");
+
+    let (v, _) = image.container_start();
+    assert_eq!(v["from_store"].as_u64(), Some(n), "the next start is warm from the volume: {v}");
+}
