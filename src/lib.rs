@@ -27,6 +27,7 @@ mod cache;
 mod engine;
 pub mod key;
 pub mod report;
+mod serial;
 mod source;
 mod startup;
 pub mod store;
@@ -40,7 +41,7 @@ pub use cache::{
 };
 pub use engine::{init_wasm_engine, node_config};
 pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};
-pub use report::{EntryReport, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
+pub use report::{EntryReport, FingerprintCount, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
 pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
 pub use startup::{Progress, ProgressFn};
 #[cfg(feature = "fault-injection")]

@@ -4,19 +4,23 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::key::Hash32;
 use crate::source::SkipReason;
 use crate::store::{LoadPath, Rejection};
 
-/// How one component ended up in (or out of) the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How one component ended up in (or out of) the cache. In JSON: `"outcome"`, and for a skipped
+/// component `"skip_reason"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "skip_reason", rename_all = "snake_case")]
 pub enum Outcome {
     /// Loaded from a verified stored artifact.
     FromStore,
     /// Compiled from its source binary in this start-up.
     Compiled,
     /// Whitelisted but not loaded; the node starts without it. This is the node's alarm.
-    Skipped(SkipReason),
+    Skipped(#[serde(serialize_with = "crate::serial::display")] SkipReason),
     /// A file in the binary root named by a hash that is not whitelisted (an old binary left after
     /// an upgrade, or a `wasm.conf` not yet edited): reported, never loaded, never an alarm.
     Unlisted,
@@ -35,17 +39,21 @@ impl Outcome {
 }
 
 /// One component's line in the report.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EntryReport {
     /// Source SHA-256.
+    #[serde(serialize_with = "crate::serial::hex")]
     pub hash: Hash32,
     /// What happened.
+    #[serde(flatten)]
     pub outcome: Outcome,
     /// For a component loaded from a store, that store's directory.
+    #[serde(serialize_with = "crate::serial::opt_path")]
     pub store: Option<PathBuf>,
     /// For a component loaded from a store, how its code reached wasmtime.
     pub load_path: Option<LoadPath>,
     /// Why a stored artifact under the current key was refused, if one was.
+    #[serde(serialize_with = "crate::serial::opt_display")]
     pub rejected: Option<Rejection>,
     /// Why the freshly compiled artifact could not be stored, if it could not.
     pub store_error: Option<String>,
@@ -71,9 +79,10 @@ impl EntryReport {
 }
 
 /// The store's health during the start-up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StoreHealth {
     /// The store directory, or `None` when the store is disabled.
+    #[serde(serialize_with = "crate::serial::opt_path")]
     pub path: Option<PathBuf>,
     /// The engine fingerprint (hex) artifacts were looked up under.
     pub fingerprint: String,
@@ -100,10 +109,20 @@ impl StoreHealth {
     }
 }
 
+/// A fingerprint and how many files a store holds for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FingerprintCount {
+    /// The engine fingerprint, hex.
+    pub fingerprint: String,
+    /// Files of that fingerprint.
+    pub files: usize,
+}
+
 /// What a start-up found in one read-only store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ReadOnlyStoreReport {
     /// The store directory.
+    #[serde(serialize_with = "crate::serial::path")]
     pub path: PathBuf,
     /// Why the store could not be used, if it could not.
     pub error: Option<String>,
@@ -112,7 +131,7 @@ pub struct ReadOnlyStoreReport {
     /// When the store holds artifacts only for other engine fingerprints (a bake made on another
     /// CPU, wasmtime version, engine settings or MAC mode): each fingerprint (hex) with its number
     /// of files. Empty otherwise.
-    pub other_fingerprints: Vec<(String, usize)>,
+    pub other_fingerprints: Vec<FingerprintCount>,
 }
 
 impl ReadOnlyStoreReport {
@@ -121,8 +140,8 @@ impl ReadOnlyStoreReport {
         if self.other_fingerprints.is_empty() {
             return None;
         }
-        let files: usize = self.other_fingerprints.iter().map(|(_, n)| n).sum();
-        let theirs: Vec<&str> = self.other_fingerprints.iter().map(|(fp, _)| fp.as_str()).collect();
+        let files: usize = self.other_fingerprints.iter().map(|c| c.files).sum();
+        let theirs: Vec<&str> = self.other_fingerprints.iter().map(|c| c.fingerprint.as_str()).collect();
         Some(format!(
             "read-only store {} holds {files} artifact(s) for fingerprint(s) {}, none for this engine's {fingerprint} (built for another CPU, wasmtime version, engine settings or MAC mode); compiling locally",
             self.path.display(),
@@ -131,8 +150,15 @@ impl ReadOnlyStoreReport {
     }
 }
 
-/// The report of one start-up. `Display` prints the summary the CLI shows.
-#[derive(Debug, Clone, Default)]
+/// The report of one start-up. `Display` prints the summary the CLI shows; `Serialize` gives the
+/// same as structured data (the CLI's `--json`, or a node's structured log).
+///
+/// ```no_run
+/// let cache = wasm_node_cache::WasmNodeCache::new()?;
+/// let json = serde_json::to_string(cache.report())?;
+/// # anyhow::Ok(())
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
     /// Components loaded from the store.
     pub from_store: usize,
@@ -145,13 +171,15 @@ pub struct LoadReport {
     pub skipped: usize,
     /// Files in the binary root named by a hash that is not whitelisted; never loaded.
     pub unlisted: usize,
-    /// Wall time of the start-up.
+    /// Wall time of the start-up (`elapsed_ms` in JSON).
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::serial::millis")]
     pub elapsed: Duration,
     /// One line per component, sorted by hash.
     pub entries: Vec<EntryReport>,
     /// The writable store's health.
     pub store: StoreHealth,
-    /// Each read-only store, in the order searched.
+    /// Each read-only store, in the order searched (`read_only_stores` in JSON).
+    #[serde(rename = "read_only_stores")]
     pub read_only: Vec<ReadOnlyStoreReport>,
 }
 

@@ -23,7 +23,10 @@ impl Image {
     fn new() -> Image {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
-        copy_config(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"), &src.join("config"));
+        copy_config(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            &src.join("config"),
+        );
         let image = Image {
             src,
             bake: dir.path().join("opt/wasm-bake"),
@@ -85,13 +88,22 @@ fn sh(script: &str, cwd: &Path) {
 
 fn whitelisted(image: &Image) -> u64 {
     let text = std::fs::read_to_string(image.src.join("config/wasm.conf")).expect("wasm.conf");
-    wasm_node_cache::parse_whitelist(&text, "wasm.conf").expect("parses").len() as u64
+    wasm_node_cache::parse_whitelist(&text, "wasm.conf")
+        .expect("parses")
+        .len() as u64
 }
 
 /// The build stage's bake step, exactly as the README's Dockerfile runs it.
 fn bake(image: &Image) -> Value {
     let out = cli(&image.src)
-        .args(["warm", "--wasm-dir", "./config/wasm", "--whitelist", "./config/wasm.conf", "--store"])
+        .args([
+            "warm",
+            "--wasm-dir",
+            "./config/wasm",
+            "--whitelist",
+            "./config/wasm.conf",
+            "--store",
+        ])
         .arg(&image.bake)
         .arg("--json")
         .output()
@@ -109,7 +121,10 @@ fn the_recipe_bakes_at_build_time_and_starts_warm_on_an_empty_volume() {
     let image = Image::new();
     let n = whitelisted(&image);
     let baked = bake(&image);
-    assert_eq!((baked["compiled"].as_u64(), baked["store"]["written"].as_u64()), (Some(n), Some(n)));
+    assert_eq!(
+        (baked["compiled"].as_u64(), baked["store"]["written"].as_u64()),
+        (Some(n), Some(n))
+    );
 
     let (v, stderr) = image.container_start();
     assert_eq!(
@@ -138,19 +153,34 @@ fn on_a_host_whose_engine_differs_the_bake_is_reported_and_the_volume_takes_over
     // under a fingerprint that is not this engine's.
     let other = "0123456789abcdef0123456789abcdef";
     sh(
-        &format!(
-            "chmod u+w . && for f in *.cwasm; do mv \"$f\" \"{other}-${{f#*-}}\"; done && chmod a-w ."
-        ),
+        &format!("chmod u+w . && for f in *.cwasm; do mv \"$f\" \"{other}-${{f#*-}}\"; done && chmod a-w ."),
         &image.bake,
     );
 
     let (v, stderr) = image.container_start();
-    assert_eq!((v["from_store"].as_u64(), v["compiled"].as_u64()), (Some(0), Some(n)), "{v}");
-    let mismatch = v["read_only_stores"][0]["mismatch"].as_str().unwrap_or_default();
-    assert!(mismatch.contains(other) && mismatch.contains(&format!("holds {n} artifact(s)")), "{v}");
-    assert!(stderr.contains(other), "one warning names the bake's fingerprint: {stderr}");
-    assert_eq!(v["store"]["written"].as_u64(), Some(n), "compiled locally into the volume: {v}");
+    assert_eq!(
+        (v["from_store"].as_u64(), v["compiled"].as_u64()),
+        (Some(0), Some(n)),
+        "{v}"
+    );
+    let ro = &v["read_only_stores"][0];
+    assert_eq!(ro["hits"].as_u64(), Some(0), "{v}");
+    assert_eq!(ro["other_fingerprints"][0]["fingerprint"].as_str(), Some(other), "{v}");
+    assert_eq!(ro["other_fingerprints"][0]["files"].as_u64(), Some(n), "{v}");
+    assert!(
+        stderr.contains(other) && stderr.contains(&format!("holds {n} artifact(s)")),
+        "one warning names the bake and its fingerprint: {stderr}"
+    );
+    assert_eq!(
+        v["store"]["written"].as_u64(),
+        Some(n),
+        "compiled locally into the volume: {v}"
+    );
 
     let (v, _) = image.container_start();
-    assert_eq!(v["from_store"].as_u64(), Some(n), "the next start is warm from the volume: {v}");
+    assert_eq!(
+        v["from_store"].as_u64(),
+        Some(n),
+        "the next start is warm from the volume: {v}"
+    );
 }

@@ -128,7 +128,7 @@ fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
     assert_eq!((r.from_store, r.compiled), (0, 3), "{r}");
     let ro = &r.read_only[0];
     assert_eq!(ro.other_fingerprints.len(), 1, "{r}");
-    assert_eq!(ro.other_fingerprints[0].1, 3);
+    assert_eq!(ro.other_fingerprints[0].files, 3);
     let text = r.to_string();
     assert!(
         text.contains("holds 3 artifact(s) for fingerprint(s)") && text.contains(&r.store.fingerprint),

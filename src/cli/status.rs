@@ -1,7 +1,9 @@
 //! `status`: what the store holds, read-only and quick (trailers only, no payload hashing).
 
+use std::collections::BTreeMap;
+
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
 use wasm_node_cache::Fingerprint;
 use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
 
@@ -41,34 +43,70 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// One artifact as `status` shows it.
+/// One artifact as `status` shows it (and as its JSON `entries` hold it).
+#[derive(Serialize)]
 struct Row {
-    entry: StoredEntry,
+    hash: String,
+    file: String,
+    size: u64,
+    fingerprint: String,
+    /// Of this build's engine fingerprint.
     current: bool,
     created_unix: Option<u64>,
-    /// The trailer check: intact and naming this file's hash and fingerprint, or why not.
-    header: Result<(), String>,
+    created: Option<String>,
+    /// Why the trailer check failed: not intact, or naming another hash or fingerprint.
+    header_error: Option<String>,
     /// The trailer is of the other authentication mode: not a defect, just not checkable here.
     other_mode: bool,
+    uid: u32,
+    /// Permission bits, octal.
+    mode: String,
+    /// Anyone has write permission.
+    writable: bool,
     /// Why the loader refuses the file before reading it (foreign owner, writable by others).
-    refused: Option<Rejection>,
+    refused: Option<String>,
+}
+
+/// A fingerprint a store holds, with its number of files.
+#[derive(Serialize)]
+struct FingerprintRow {
+    fingerprint: String,
+    files: usize,
+    /// This build's engine's.
+    current: bool,
 }
 
 /// One store as `status` shows it: the writable one, or a read-only one.
+#[derive(Serialize)]
 struct StoreView {
-    dir: String,
+    path: String,
     read_only: bool,
     /// `None` for a read-only store, which is never locked.
     lock: Option<LockState>,
-    fingerprint: Fingerprint,
+    fingerprint: String,
     keyed: bool,
+    artifacts: usize,
+    current: usize,
+    stale: usize,
+    bad_or_refused: usize,
+    writable: usize,
+    total_bytes: u64,
     temp_files: usize,
-    rows: Vec<Row>,
+    fingerprints: Vec<FingerprintRow>,
+    entries: Vec<Row>,
+}
+
+/// What `status --json` prints: the store, then each read-only store in the same form.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    store: &'a StoreView,
+    read_only_stores: &'a [StoreView],
 }
 
 impl StoreView {
     fn collect(store: &Store) -> anyhow::Result<StoreView> {
-        let dir = store.dir().display().to_string();
+        let path = store.dir().display().to_string();
         let lock = if store.is_read_only() {
             None
         } else {
@@ -80,50 +118,44 @@ impl StoreView {
         };
         let entries = store
             .entries()
-            .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{path}: cannot list the store: {e}"))?;
         let temp_files = store
             .temp_file_count()
-            .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
-        let rows = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
+            .map_err(|e| anyhow::anyhow!("{path}: cannot list the store: {e}"))?;
+        let mut counts: BTreeMap<Fingerprint, usize> = BTreeMap::new();
+        for e in &entries {
+            *counts.entry(e.key.fingerprint).or_default() += 1;
+        }
+        let mut fingerprints: Vec<FingerprintRow> = counts
+            .into_iter()
+            .map(|(fp, files)| FingerprintRow {
+                fingerprint: fp.to_hex(),
+                files,
+                current: fp == store.fingerprint(),
+            })
+            .collect();
+        fingerprints.sort_by_key(|f| !f.current);
+        let rows: Vec<Row> = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
+        let current = rows.iter().filter(|r| r.current).count();
         Ok(StoreView {
-            dir,
+            path,
             read_only: store.is_read_only(),
             lock,
-            fingerprint: store.fingerprint(),
+            fingerprint: store.fingerprint().to_hex(),
             keyed: store.is_keyed(),
+            artifacts: rows.len(),
+            current,
+            stale: rows.len() - current,
+            bad_or_refused: rows
+                .iter()
+                .filter(|r| (r.header_error.is_some() && !r.other_mode) || r.refused.is_some())
+                .count(),
+            writable: rows.iter().filter(|r| r.writable).count(),
+            total_bytes: rows.iter().map(|r| r.size).sum(),
             temp_files,
-            rows,
+            fingerprints,
+            entries: rows,
         })
-    }
-
-    fn total_bytes(&self) -> u64 {
-        self.rows.iter().map(|r| r.entry.size).sum()
-    }
-
-    fn current(&self) -> usize {
-        self.rows.iter().filter(|r| r.current).count()
-    }
-
-    fn bad(&self) -> usize {
-        self.rows
-            .iter()
-            .filter(|r| (r.header.is_err() && !r.other_mode) || r.refused.is_some())
-            .count()
-    }
-
-    fn writable(&self) -> usize {
-        self.rows.iter().filter(|r| r.entry.has_write_bit()).count()
-    }
-
-    /// Each fingerprint the store holds with its number of files, this engine's first.
-    fn fingerprints(&self) -> Vec<(Fingerprint, usize)> {
-        let mut counts: std::collections::BTreeMap<Fingerprint, usize> = Default::default();
-        for r in &self.rows {
-            *counts.entry(r.entry.key.fingerprint).or_default() += 1;
-        }
-        let mut v: Vec<(Fingerprint, usize)> = counts.into_iter().collect();
-        v.sort_by_key(|(fp, _)| *fp != self.fingerprint);
-        v
     }
 }
 
@@ -132,32 +164,38 @@ impl Row {
         let refused = entry.trust_problem(|uid| store.trusts_owner(uid));
         let trailer = store.read_trailer(&entry.key);
         let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
-        let header = match &trailer {
-            Err(e) => Err(e.to_string()),
+        let header_error = match &trailer {
+            Err(e) => Some(e.to_string()),
             Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
-                Err("trailer names another hash or fingerprint than the file name".into())
+                Some("trailer names another hash or fingerprint than the file name".into())
             }
-            Ok(_) => Ok(()),
+            Ok(_) => None,
         };
+        let created_unix = trailer.ok().map(|t| t.created_unix);
         Row {
+            hash: hex::encode(entry.key.source),
+            file: entry.path.display().to_string(),
+            size: entry.size,
+            fingerprint: entry.key.fingerprint.to_hex(),
             current: entry.key.fingerprint == store.fingerprint(),
-            created_unix: trailer.ok().map(|t| t.created_unix),
-            header,
+            created_unix,
+            created: created_unix.map(output::format_unix_utc),
+            header_error,
             other_mode,
-            refused,
-            entry,
+            uid: entry.uid,
+            mode: format!("{:03o}", entry.mode),
+            writable: entry.has_write_bit(),
+            refused: refused.map(|r| r.to_string()),
         }
     }
 
     fn header_text(&self) -> String {
-        match (&self.refused, &self.header) {
+        match (&self.refused, &self.header_error) {
             (Some(r), _) => format!("REFUSED: {r}"),
-            (None, Ok(())) if self.entry.has_write_bit() => {
-                format!("ok, but writable (mode {:03o}): chmod a-w", self.entry.mode)
-            }
-            (None, Ok(())) => "ok".to_string(),
-            (None, Err(_)) if self.other_mode => "other MAC mode, not checked".to_string(),
-            (None, Err(e)) => format!("BAD: {e}"),
+            (None, None) if self.writable => format!("ok, but writable (mode {}): chmod a-w", self.mode),
+            (None, None) => "ok".to_string(),
+            (None, Some(_)) if self.other_mode => "other MAC mode, not checked".to_string(),
+            (None, Some(e)) => format!("BAD: {e}"),
         }
     }
 }
@@ -165,84 +203,34 @@ impl Row {
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let writable = args.store.open_existing(Some(&args.key))?;
-    let mut views = vec![StoreView::collect(&writable)?];
-    for ro in args.read_only.open(&args.key)? {
-        views.push(StoreView::collect(&ro)?);
-    }
+    let store = StoreView::collect(&writable)?;
+    let read_only = args
+        .read_only
+        .open(&args.key)?
+        .iter()
+        .map(StoreView::collect)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
-        let (main, read_only) = views.split_first().expect("the writable store is first");
-        let mut doc = render_json(main);
-        doc["read_only_stores"] = read_only.iter().map(render_json).collect();
-        println!("{doc}");
+        let doc = StatusJson {
+            store: &store,
+            read_only_stores: &read_only,
+        };
+        println!("{}", serde_json::to_string(&doc)?);
     } else {
-        let blocks: Vec<String> = views.iter().map(render_text).collect();
+        let blocks: Vec<String> = std::iter::once(&store).chain(&read_only).map(render_text).collect();
         print!("{}", blocks.join("\n"));
     }
     Ok(EXIT_OK)
-}
-
-fn render_json(s: &StoreView) -> Value {
-    let (lock_name, holder) = match s.lock {
-        None => ("none (read-only store)", None),
-        Some(LockState::Free) => ("free", None),
-        Some(LockState::Shared) => ("shared", None),
-        Some(LockState::Exclusive { last_holder }) => ("exclusive", last_holder),
-    };
-    let entries: Vec<Value> = s
-        .rows
-        .iter()
-        .map(|r| {
-            json!({
-                "hash": hex::encode(r.entry.key.source),
-                "file": r.entry.path.display().to_string(),
-                "size": r.entry.size,
-                "fingerprint": r.entry.key.fingerprint.to_hex(),
-                "current": r.current,
-                "created_unix": r.created_unix,
-                "created": r.created_unix.map(output::format_unix_utc),
-                "header_ok": r.header.is_ok(),
-                "header_error": r.header.as_ref().err(),
-                "other_mode": r.other_mode,
-                "uid": r.entry.uid,
-                "mode": format!("{:03o}", r.entry.mode),
-                "writable": r.entry.has_write_bit(),
-                "refused": r.refused.as_ref().map(ToString::to_string),
-            })
-        })
-        .collect();
-    let fingerprints: Vec<Value> = s
-        .fingerprints()
-        .iter()
-        .map(|(fp, n)| json!({"fingerprint": fp.to_hex(), "files": n, "current": *fp == s.fingerprint}))
-        .collect();
-    json!({
-        "path": s.dir,
-        "read_only": s.read_only,
-        "lock": lock_name,
-        "lock_holder": holder,
-        "fingerprint": s.fingerprint.to_hex(),
-        "keyed": s.keyed,
-        "artifacts": s.rows.len(),
-        "current": s.current(),
-        "stale": s.rows.len() - s.current(),
-        "bad_headers": s.bad(),
-        "writable": s.writable(),
-        "total_bytes": s.total_bytes(),
-        "temp_files": s.temp_files,
-        "fingerprints": fingerprints,
-        "entries": entries,
-    })
 }
 
 fn render_text(s: &StoreView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mode = if s.keyed { "MAC mode" } else { "plain mode" };
-    let (bad, writable) = (s.bad(), s.writable());
     if s.read_only {
-        let _ = writeln!(out, "read-only store: {}", s.dir);
+        let _ = writeln!(out, "read-only store: {}", s.path);
     } else {
-        let _ = writeln!(out, "store:        {}", s.dir);
+        let _ = writeln!(out, "store:        {}", s.path);
     }
     if let Some(lock) = &s.lock {
         let _ = writeln!(out, "lock:         {lock}");
@@ -251,18 +239,19 @@ fn render_text(s: &StoreView) -> String {
     let _ = writeln!(
         out,
         "artifacts:    {} ({} current, {} stale), {}{}{}{}",
-        s.rows.len(),
-        s.current(),
-        s.rows.len() - s.current(),
-        format_size(s.total_bytes()),
-        if bad > 0 {
-            format!("; {bad} bad or refused")
+        s.artifacts,
+        s.current,
+        s.stale,
+        format_size(s.total_bytes),
+        if s.bad_or_refused > 0 {
+            format!("; {} bad or refused", s.bad_or_refused)
         } else {
             String::new()
         },
-        if writable > 0 {
+        if s.writable > 0 {
             format!(
-                "; {writable} writable (run `chmod a-w` on them: a write into a loaded artifact changes running nodes)"
+                "; {} writable (run `chmod a-w` on them: a write into a loaded artifact changes running nodes)",
+                s.writable
             )
         } else {
             String::new()
@@ -276,20 +265,19 @@ fn render_text(s: &StoreView) -> String {
             String::new()
         }
     );
-    let fingerprints = s.fingerprints();
-    if fingerprints.len() > 1 || fingerprints.first().is_some_and(|(fp, _)| *fp != s.fingerprint) {
-        for (fp, n) in &fingerprints {
-            let mark = if *fp == s.fingerprint { "  <- this engine" } else { "" };
-            let _ = writeln!(out, "  fingerprint {fp}: {n} file(s){mark}");
+    if s.fingerprints.len() > 1 || s.fingerprints.first().is_some_and(|f| !f.current) {
+        for f in &s.fingerprints {
+            let mark = if f.current { "  <- this engine" } else { "" };
+            let _ = writeln!(out, "  fingerprint {}: {} file(s){mark}", f.fingerprint, f.files);
         }
-        if s.current() == 0 && s.read_only {
+        if s.current == 0 && s.read_only {
             let _ = writeln!(
                 out,
                 "  none for this engine: built for another CPU, wasmtime version, engine settings or MAC mode"
             );
         }
     }
-    if s.rows.is_empty() {
+    if s.entries.is_empty() {
         return out;
     }
     let _ = writeln!(out);
@@ -298,23 +286,19 @@ fn render_text(s: &StoreView) -> String {
         "{:<64}  {:>9}  {:<17}  {:<23}  HEADER",
         "HASH", "SIZE", "FINGERPRINT", "CREATED"
     );
-    for r in &s.rows {
+    for r in &s.entries {
         let fp = if r.current {
             "current".to_string()
         } else {
-            format!("stale {}", &r.entry.key.fingerprint.to_hex()[..8])
+            format!("stale {}", &r.fingerprint[..8])
         };
-        let created = r
-            .created_unix
-            .map(output::format_unix_utc)
-            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
             "{:<64}  {:>9}  {:<17}  {:<23}  {}",
-            hex::encode(r.entry.key.source),
-            format_size(r.entry.size),
+            r.hash,
+            format_size(r.size),
             fp,
-            created,
+            r.created.as_deref().unwrap_or("-"),
             r.header_text()
         );
     }

@@ -72,7 +72,7 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     }
     let cache = result?;
     if args.json {
-        println!("{}", output::report_json(cache.report()));
+        println!("{}", output::report_json(cache.report())?);
     } else {
         print!("{}", output::report_table(cache.report()));
     }

@@ -24,7 +24,7 @@ use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
 use crate::key::{Hash32, is_hash_name, parse_hash};
-use crate::report::{EntryReport, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
+use crate::report::{EntryReport, FingerprintCount, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
 use crate::source::{SkipReason, read_verified};
 use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
 
@@ -165,7 +165,7 @@ fn load_read_only(
 }
 
 /// The fingerprints of `store`'s artifacts with their counts, when none is this store's own.
-fn other_fingerprints_only(store: &Store) -> Vec<(String, usize)> {
+fn other_fingerprints_only(store: &Store) -> Vec<FingerprintCount> {
     let Ok(entries) = store.entries() else {
         return Vec::new();
     };
@@ -176,7 +176,10 @@ fn other_fingerprints_only(store: &Store) -> Vec<(String, usize)> {
         }
         *counts.entry(e.key.fingerprint.to_hex()).or_default() += 1;
     }
-    counts.into_iter().collect()
+    counts
+        .into_iter()
+        .map(|(fingerprint, files)| FingerprintCount { fingerprint, files })
+        .collect()
 }
 
 /// Phase 1: every whitelisted hash the store holds, under the shared lock. Returns whether the

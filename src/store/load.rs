@@ -25,7 +25,8 @@ use crate::artifact::{self, ArtifactError, TRAILER_LEN, Trailer};
 use crate::key::{ArtifactKey, Hash32};
 
 /// How a loaded component's code reached wasmtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LoadPath {
     /// Plain mode: wasmtime maps the store file that was verified. A later write into that file
     /// in place (which its mode forbids to all but root) changes or crashes the nodes that loaded

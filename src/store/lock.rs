@@ -74,7 +74,8 @@ impl std::error::Error for LockError {
 }
 
 /// Who holds the store's lock right now, as seen by a probe that waits for nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 pub enum LockState {
     /// Nobody holds it (or the lock file does not exist yet).
     Free,
