@@ -77,6 +77,9 @@ fn pieces(c: &mut Criterion) {
         g.bench_function(format!("blake3/{name}"), |b| {
             b.iter(|| blake3::hash(black_box(payload)))
         });
+        g.bench_function(format!("xxh3_128/{name}"), |b| {
+            b.iter(|| twox_hash::XxHash3_128::oneshot(black_box(payload)))
+        });
         g.bench_function(format!("blake3_keyed/{name}"), |b| {
             b.iter(|| blake3::keyed_hash(&[7; 32], black_box(payload)))
         });

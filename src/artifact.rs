@@ -21,10 +21,12 @@
 //! | 48 | 16 | engine fingerprint |
 //! | 64 | 8 | payload length |
 //! | 72 | 8 | created, seconds since the Unix epoch |
-//! | 80 | 32 | BLAKE3 of the payload |
+//! | 80 | 32 | payload checksum: plain mode XXH3-128 (16 bytes, then 16 zero bytes); MAC mode BLAKE3 |
 //! | 112 | 16 | tag: BLAKE3 (plain: derive-key mode; MAC mode: keyed) over bytes 0..112 |
 //!
-//! The tag covers the payload checksum, so in MAC mode it authenticates the payload too.
+//! The tag covers the payload checksum, so in MAC mode it authenticates the payload too; there the
+//! checksum must resist forgery, hence BLAKE3. In plain mode it only guards against accidents
+//! (whoever can write the store can recompute any unkeyed hash), so the faster XXH3-128 serves.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -33,8 +35,9 @@ use wasmtime::Engine;
 
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
 
-/// Version of this file format; part of the engine fingerprint and of every trailer.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of this file format; part of the engine fingerprint and of every trailer. Version 2
+/// checksums plain-mode payloads with XXH3-128 instead of BLAKE3.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the trailer in bytes.
 pub const TRAILER_LEN: usize = 128;
 /// Largest artifact the loader will look at: far above any real component, and it keeps a
@@ -78,6 +81,14 @@ impl Sealer {
         matches!(self, Sealer::Keyed(_))
     }
 
+    /// A hasher for this mode's payload checksum.
+    pub fn payload_hasher(&self) -> PayloadHasher {
+        match self {
+            Sealer::Plain => PayloadHasher::Fast(Box::default()),
+            Sealer::Keyed(_) => PayloadHasher::Strong(Box::default()),
+        }
+    }
+
     fn tag(&self, tagged: &[u8]) -> [u8; 16] {
         let mut hasher = match self {
             Sealer::Plain => blake3::Hasher::new_derive_key(PLAIN_TAG_CONTEXT),
@@ -87,6 +98,38 @@ impl Sealer {
         let mut out = [0u8; 16];
         out.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
         out
+    }
+}
+
+/// The payload checksum being computed, streamed (see the module docs for why each mode has its own).
+pub enum PayloadHasher {
+    /// Plain mode: XXH3-128.
+    Fast(Box<twox_hash::XxHash3_128>),
+    /// MAC mode: BLAKE3.
+    Strong(Box<blake3::Hasher>),
+}
+
+impl PayloadHasher {
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            PayloadHasher::Fast(h) => h.write(bytes),
+            PayloadHasher::Strong(h) => {
+                h.update(bytes);
+            }
+        }
+    }
+
+    /// The checksum as the trailer stores it.
+    pub fn finalize(&self) -> [u8; 32] {
+        match self {
+            PayloadHasher::Fast(h) => {
+                let mut out = [0u8; 32];
+                out[..16].copy_from_slice(&h.finish_128().to_le_bytes());
+                out
+            }
+            PayloadHasher::Strong(h) => *h.finalize().as_bytes(),
+        }
     }
 }
 
@@ -105,7 +148,7 @@ pub struct Trailer {
     pub payload_len: u64,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
-    /// BLAKE3 of the payload.
+    /// Checksum of the payload (XXH3-128 in plain mode, BLAKE3 in MAC mode).
     pub payload_checksum: [u8; 32],
 }
 
@@ -237,9 +280,11 @@ impl Hasher for Blake3Hasher {
     }
 }
 
-/// BLAKE3 of a payload, as stored in the trailer.
-pub fn payload_checksum(payload: &[u8]) -> [u8; 32] {
-    *blake3::hash(payload).as_bytes()
+/// The checksum of a payload in `sealer`'s mode, as stored in the trailer.
+pub fn payload_checksum(payload: &[u8], sealer: &Sealer) -> [u8; 32] {
+    let mut h = sealer.payload_hasher();
+    h.update(payload);
+    h.finalize()
 }
 
 /// Builds the trailer that follows `payload` for `key`.
@@ -252,7 +297,7 @@ pub fn encode_trailer(payload: &[u8], key: &ArtifactKey, sealer: &Sealer, create
     t[48..64].copy_from_slice(&key.fingerprint.0);
     t[64..72].copy_from_slice(&(payload.len() as u64).to_le_bytes());
     t[72..80].copy_from_slice(&created_unix.to_le_bytes());
-    t[80..112].copy_from_slice(&payload_checksum(payload));
+    t[80..112].copy_from_slice(&payload_checksum(payload, sealer));
     let tag = sealer.tag(&t[..TAGGED_LEN]);
     t[TAGGED_LEN..].copy_from_slice(&tag);
     t
@@ -376,7 +421,7 @@ pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer
     check_binding(&trailer, key)?;
     // decode_trailer checked payload_len == file.len() - TRAILER_LEN, so this is in bounds.
     let payload = &file[..file.len() - TRAILER_LEN];
-    if payload_checksum(payload) != trailer.payload_checksum {
+    if payload_checksum(payload, sealer) != trailer.payload_checksum {
         return Err(ArtifactError::PayloadChecksum);
     }
     Ok(trailer)

@@ -21,7 +21,7 @@ use wasmtime::component::Component;
 
 use super::dir::{FILE_READ, GROUP_OR_OTHER_WRITE};
 use super::{Fault, Lookup, Rejection, Store};
-use crate::artifact::{self, ArtifactError, TRAILER_LEN, Trailer};
+use crate::artifact::{self, ArtifactError, Sealer, TRAILER_LEN, Trailer};
 use crate::key::{ArtifactKey, Hash32};
 
 /// How a loaded component's code reached wasmtime.
@@ -89,12 +89,13 @@ impl Store {
         artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
         let bytes = match self.path_for_mode() {
             LoadPath::Mapped => {
-                stream_payload(&file, &trailer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
+                stream_payload(&file, &trailer, &self.sealer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
                 Bytes::Mapped(file)
             }
             LoadPath::Sealed => match self.new_memfd() {
                 Ok(mut memfd) => {
-                    stream_payload(&file, &trailer, buf, |chunk| memfd.write_all(chunk)).map_err(Lookup::Rejected)?;
+                    stream_payload(&file, &trailer, &self.sealer, buf, |chunk| memfd.write_all(chunk))
+                        .map_err(Lookup::Rejected)?;
                     seal(&memfd).map_err(|e| Lookup::Rejected(Rejection::io("seal the in-memory copy", e)))?;
                     Bytes::Sealed(memfd)
                 }
@@ -102,10 +103,10 @@ impl Store {
                     if self.fault != Fault::MemfdRefused {
                         note_memfd_refused(&e);
                     }
-                    copy_payload(&file, &trailer, buf)?
+                    copy_payload(&file, &trailer, &self.sealer, buf)?
                 }
             },
-            LoadPath::Copied => copy_payload(&file, &trailer, buf)?,
+            LoadPath::Copied => copy_payload(&file, &trailer, &self.sealer, buf)?,
         };
         Ok(Verified { bytes })
     }
@@ -119,7 +120,7 @@ impl Store {
         })?;
         let trailer = read_trailer(&file, len, self)?;
         artifact::check_binding(&trailer, key)?;
-        stream_payload(&file, &trailer, &mut Vec::new(), |_| Ok(()))?;
+        stream_payload(&file, &trailer, &self.sealer, &mut Vec::new(), |_| Ok(()))?;
         Ok(trailer)
     }
 
@@ -226,11 +227,12 @@ fn read_trailer(file: &File, len: u64, store: &Store) -> Result<Trailer, Rejecti
 fn stream_payload(
     file: &File,
     trailer: &Trailer,
+    sealer: &Sealer,
     buf: &mut Vec<u8>,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), Rejection> {
     buf.resize(STREAM_CHUNK, 0);
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = sealer.payload_hasher();
     let mut offset: u64 = 0;
     while offset < trailer.payload_len {
         let want = usize::try_from(trailer.payload_len - offset).map_or(buf.len(), |rest| rest.min(buf.len()));
@@ -247,17 +249,17 @@ fn stream_payload(
         sink(&buf[..n]).map_err(|e| Rejection::io("copy the payload into memory", e))?;
         offset += n as u64;
     }
-    if *hasher.finalize().as_bytes() != trailer.payload_checksum {
+    if hasher.finalize() != trailer.payload_checksum {
         return Err(ArtifactError::PayloadChecksum.into());
     }
     Ok(())
 }
 
-fn copy_payload(file: &File, trailer: &Trailer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup> {
+fn copy_payload(file: &File, trailer: &Trailer, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup> {
     // The length comes from an authenticated trailer that matched the file's length, which
     // `check_file_len` bounds: never a wild allocation.
     let mut payload = Vec::with_capacity(usize::try_from(trailer.payload_len).unwrap_or(0));
-    stream_payload(file, trailer, buf, |chunk| {
+    stream_payload(file, trailer, sealer, buf, |chunk| {
         payload.extend_from_slice(chunk);
         Ok(())
     })
