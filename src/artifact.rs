@@ -32,6 +32,8 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use wasmtime::Engine;
+use zerocopy::byteorder::{LE, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
 
@@ -45,6 +47,23 @@ pub const TRAILER_LEN: usize = 128;
 pub const MAX_ARTIFACT_LEN: u64 = 1 << 30;
 
 const MAGIC: [u8; 8] = *b"WNCART\0\x01";
+
+/// The trailer as it lies on disk: the table in the module docs, field for field. Every field has
+/// alignment 1, so there is no padding, and any 128 bytes are a valid value: reading one from disk
+/// cannot fail or panic; the checks below decide what it is worth.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawTrailer {
+    magic: [u8; 8],
+    format_version: U32<LE>,
+    flags: U32<LE>,
+    source_hash: [u8; 32],
+    fingerprint: [u8; 16],
+    payload_len: U64<LE>,
+    created_unix: U64<LE>,
+    payload_checksum: [u8; 32],
+    tag: [u8; 16],
+}
 const TAGGED_LEN: usize = 112;
 const FLAG_MAC: u32 = 1;
 const PLAIN_TAG_CONTEXT: &str = "wasm-node-cache 2026-11-25 artifact trailer tag v1";
@@ -289,30 +308,19 @@ pub fn payload_checksum(payload: &[u8], sealer: &Sealer) -> [u8; 32] {
 
 /// Builds the trailer that follows `payload` for `key`.
 pub fn encode_trailer(payload: &[u8], key: &ArtifactKey, sealer: &Sealer, created_unix: u64) -> [u8; TRAILER_LEN] {
-    let mut t = [0u8; TRAILER_LEN];
-    t[0..8].copy_from_slice(&MAGIC);
-    t[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    t[12..16].copy_from_slice(&sealer.flags().to_le_bytes());
-    t[16..48].copy_from_slice(&key.source);
-    t[48..64].copy_from_slice(&key.fingerprint.0);
-    t[64..72].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    t[72..80].copy_from_slice(&created_unix.to_le_bytes());
-    t[80..112].copy_from_slice(&payload_checksum(payload, sealer));
-    let tag = sealer.tag(&t[..TAGGED_LEN]);
-    t[TAGGED_LEN..].copy_from_slice(&tag);
-    t
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    u64::from_le_bytes(a)
+    let mut raw = RawTrailer {
+        magic: MAGIC,
+        format_version: FORMAT_VERSION.into(),
+        flags: sealer.flags().into(),
+        source_hash: key.source,
+        fingerprint: key.fingerprint.0,
+        payload_len: (payload.len() as u64).into(),
+        created_unix: created_unix.into(),
+        payload_checksum: payload_checksum(payload, sealer),
+        tag: [0; 16],
+    };
+    raw.tag = sealer.tag(&raw.as_bytes()[..TAGGED_LEN]);
+    zerocopy::transmute!(raw)
 }
 
 /// Decodes and authenticates the trailer at the end of `file`, and checks that the recorded
@@ -344,56 +352,46 @@ pub fn check_file_len(len: u64) -> Result<(), ArtifactError> {
 pub fn decode_trailer_bytes(t: &[u8; TRAILER_LEN], file_len: u64, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
     check_file_len(file_len)?;
     let payload_actual = file_len - TRAILER_LEN as u64;
-    if t[0..8] != MAGIC {
+    let raw: RawTrailer = zerocopy::transmute!(*t);
+    if raw.magic != MAGIC {
         return Err(ArtifactError::BadMagic);
     }
-    let format_version = le_u32(&t[8..12]);
+    let format_version = raw.format_version.get();
     if format_version != FORMAT_VERSION {
         return Err(ArtifactError::UnsupportedVersion { found: format_version });
     }
-    let flags = le_u32(&t[12..16]);
+    let flags = raw.flags.get();
     let artifact_keyed = flags & FLAG_MAC != 0;
     if artifact_keyed != sealer.is_keyed() {
         return Err(ArtifactError::WrongMode { artifact_keyed });
     }
     // Tag first: nothing else in the trailer is trusted before it verifies. The comparison is
-    // constant-time because in MAC mode the tag is a secret-derived value.
-    let expected = blake3::Hash::from_bytes({
+    // constant-time (blake3's `Hash` equality) because in MAC mode the tag is secret-derived.
+    let padded = |tag: [u8; 16]| {
         let mut a = [0u8; 32];
-        a[..16].copy_from_slice(&sealer.tag(&t[..TAGGED_LEN]));
-        a
-    });
-    let found = blake3::Hash::from_bytes({
-        let mut a = [0u8; 32];
-        a[..16].copy_from_slice(&t[TAGGED_LEN..]);
-        a
-    });
-    if expected != found {
+        a[..16].copy_from_slice(&tag);
+        blake3::Hash::from_bytes(a)
+    };
+    if padded(sealer.tag(&t[..TAGGED_LEN])) != padded(raw.tag) {
         return Err(ArtifactError::BadTag {
             keyed: sealer.is_keyed(),
         });
     }
-    let mut source_hash = [0u8; 32];
-    source_hash.copy_from_slice(&t[16..48]);
-    let mut fp = [0u8; 16];
-    fp.copy_from_slice(&t[48..64]);
-    let payload_len = le_u64(&t[64..72]);
+    let payload_len = raw.payload_len.get();
     if payload_len != payload_actual {
         return Err(ArtifactError::LengthMismatch {
             declared: payload_len,
             actual: payload_actual,
         });
     }
-    let mut payload_checksum = [0u8; 32];
-    payload_checksum.copy_from_slice(&t[80..112]);
     Ok(Trailer {
         format_version,
         flags,
-        source_hash,
-        fingerprint: Fingerprint(fp),
+        source_hash: raw.source_hash,
+        fingerprint: Fingerprint(raw.fingerprint),
         payload_len,
-        created_unix: le_u64(&t[72..80]),
-        payload_checksum,
+        created_unix: raw.created_unix.get(),
+        payload_checksum: raw.payload_checksum,
     })
 }
 
