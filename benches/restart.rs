@@ -1,7 +1,6 @@
 //! A restart measured against every alternative, in one process, on the same components:
 //!
 //! - `cold`: `Component::new` for each source, as the node did before this crate;
-//! - `wasmtime_cache`: the same with wasmtime's own `cache` feature, warm;
 //! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified;
 //! - `warm_mac`: the same in authenticated (MAC) mode;
 //! - `warm_read_only`: `warm` with an empty writable store, everything from a read-only store;
@@ -11,6 +10,9 @@
 //! cargo bench --bench restart -- --wasm-dir DIR [--reps 31] [--cold-reps 3]
 //! ```
 //! Prints a table, then one JSON object as the last line.
+//!
+//! wasmtime's own `cache` feature is compared in `bench-compare/`, a crate of its own, so that the
+//! feature never reaches this package's test builds (`cargo run --release -p bench-compare`).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -19,10 +21,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{Corpus, median, ms};
+use wasmtime::Engine;
 use wasmtime::component::Component;
-use wasmtime::{Cache, CacheConfig, Engine};
 
-/// Restart benchmark: cold, wasmtime's cache, warm, warm with MAC, and the deserialization floor.
+/// Restart benchmark: cold, warm, warm with MAC, and the deserialization floor.
 #[derive(clap::Parser)]
 struct Args {
     /// Directory of components named by their SHA-256 (a real corpus, passed by path)
@@ -92,11 +94,6 @@ fn main() {
     std::fs::create_dir(&plain).expect("mkdir plain");
     let floor_files = support::write_precompiled(&engine, &corpus, &plain);
 
-    let mut cache_config = CacheConfig::new();
-    cache_config.with_directory(scratch.path().join("wasmtime-cache"));
-    let mut config = wasm_node_cache::node_config();
-    config.cache(Some(Cache::new(cache_config).expect("wasmtime cache")));
-    let cache_engine = Engine::new(&config).expect("engine with wasmtime's cache");
     if let Some(only) = &args.only {
         let run = || match only.as_str() {
             "warm" => support::start_up(&engine, &corpus, &store, None, true),
@@ -108,8 +105,6 @@ fn main() {
         println!("{only}: median {:.3} ms over {} runs", ms(median(samples)), args.reps);
         return;
     }
-    compile_all(&cache_engine, &corpus); // fills wasmtime's cache
-
     // A container start: an empty writable store, everything in a read-only bake (the warm store).
     let empty = scratch.path().join("store-empty");
     let from_bake = || support::start_up_with(&engine, &corpus, &empty, Some(&store), None, true);
@@ -119,11 +114,9 @@ fn main() {
     from_bake();
     support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true);
     support::floor(&engine, &floor_files);
-    compile_all(&cache_engine, &corpus);
 
     // Interleaved rounds with a rotating order: drift (frequency, other load) and the position in a
-    // round (caches just used by another path) hit every path alike. wasmtime's cache runs in its
-    // own block afterwards because its background worker keeps doing file I/O after each hit.
+    // round (caches just used by another path) hit every path alike.
     let mut samples: [Vec<Duration>; 5] = Default::default();
     for round in 0..args.reps as usize {
         for k in 0..5 {
@@ -139,7 +132,6 @@ fn main() {
         }
     }
     let [floor, warm, warm_mac, warm_read_only, floor_par] = samples;
-    let wt_cache: Vec<Duration> = (0..args.reps).map(|_| compile_all(&cache_engine, &corpus)).collect();
     // A real restart is a new process: no warm heap, no engine state from earlier start-ups. Both
     // sides time themselves after creating their engine, as the in-process paths do.
     let (mut warm_fresh, mut floor_fresh, mut warm_mac_fresh) = (Vec::new(), Vec::new(), Vec::new());
@@ -155,7 +147,6 @@ fn main() {
     let warm_read_only = median(warm_read_only);
     let floor = median(floor);
     let floor_par = median(floor_par);
-    let wt_cache = median(wt_cache);
     let cold = median(cold);
     let warm_fresh = median(warm_fresh);
     let floor_fresh = median(floor_fresh);
@@ -178,7 +169,6 @@ fn main() {
     println!("|---|---|---:|---:|");
     let rows = [
         ("cold", "read + `Component::new` each (before this crate)", cold),
-        ("wasmtime_cache", "wasmtime's `cache` feature, warm", wt_cache),
         ("warm", "`WasmNodeCache` start-up, warm store, full verification", warm),
         (
             "warm_mac",
@@ -205,9 +195,8 @@ fn main() {
     }
     println!();
     println!(
-        "cold/warm {:.0}x (target >= 200), wasmtime_cache/warm {:.1}x (target >= 5), warm/floor {:.2} (target <= 2.0), first start-up (compile + publish) {:.0} ms",
+        "cold/warm {:.0}x (target >= 200), warm/floor {:.2} (target <= 2.0), first start-up (compile + publish) {:.0} ms",
         ratio(cold, warm),
-        ratio(wt_cache, warm),
         ratio(warm, floor),
         ms(first_start)
     );
@@ -221,6 +210,10 @@ fn main() {
         ratio(warm_fresh, floor_fresh),
         ratio(warm_mac_fresh, floor_fresh)
     );
+    println!(
+        "wasmtime's own cache (target wasmtime_cache/warm >= 5) is compared in bench-compare/: cargo run --release -p bench-compare -- --wasm-dir {}",
+        corpus.dir.display()
+    );
     println!("bench wall time {:.1} s", bench_started.elapsed().as_secs_f64());
     let json = serde_json::json!({
         "components": corpus.len(),
@@ -230,7 +223,6 @@ fn main() {
         "cold_reps": args.cold_reps,
         "cores": threads,
         "cold_ms": ms(cold),
-        "wasmtime_cache_ms": ms(wt_cache),
         "warm_ms": ms(warm),
         "warm_mac_ms": ms(warm_mac),
         "warm_read_only_ms": ms(warm_read_only),
@@ -239,7 +231,6 @@ fn main() {
         "floor_parallel_ms": ms(floor_par),
         "first_start_ms": ms(first_start),
         "cold_over_warm": ratio(cold, warm),
-        "wasmtime_cache_over_warm": ratio(wt_cache, warm),
         "warm_over_floor": ratio(warm, floor),
         "warm_mac_over_floor": ratio(warm_mac, floor),
         "warm_over_floor_parallel": ratio(warm, floor_par),

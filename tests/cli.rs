@@ -5,11 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use wasm_node_cache::sha256;
+
+mod common;
 
 const SUBCOMMANDS: [&str; 5] = ["warm", "status", "verify", "prune", "clear"];
 
 /// A working directory holding `config/wasm` and `config/wasm.conf` (copies of the shipped ones,
 /// so the CLI's defaults apply) and a store path that does not exist yet.
+///
+/// Only the three WAT components are copied, and `wasm.conf` is cut down to them: the generated
+/// mixer takes a good part of a second to compile, and most tests here start cold at least once.
 struct Site {
     dir: tempfile::TempDir,
     store: PathBuf,
@@ -22,16 +28,24 @@ impl Site {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let wasm = dir.path().join("config").join("wasm");
         std::fs::create_dir_all(&wasm).expect("mkdir");
-        let mut hashes = Vec::new();
-        for entry in std::fs::read_dir(shipped.join("wasm")).expect("config/wasm") {
-            let path = entry.expect("entry").path();
-            let name = path.file_name().expect("name").to_string_lossy().into_owned();
-            std::fs::copy(&path, wasm.join(&name)).expect("copy component");
-            hashes.push(name);
-        }
+        let mut hashes: Vec<String> = common::shipped_sources()
+            .iter()
+            .map(|(_, bytes)| hex::encode(sha256(bytes)))
+            .collect();
         hashes.sort();
-        assert_eq!(hashes.len(), 3, "config/wasm ships three components");
-        std::fs::copy(shipped.join("wasm.conf"), dir.path().join("config").join("wasm.conf")).expect("copy wasm.conf");
+        assert_eq!(hashes.len(), 3, "components/ holds three WAT components");
+        for h in &hashes {
+            std::fs::copy(shipped.join("wasm").join(h), wasm.join(h)).expect("copy component");
+        }
+        // The shipped wasm.conf's lines (comments included) minus the mixer's.
+        let conf = std::fs::read_to_string(shipped.join("wasm.conf")).expect("read wasm.conf");
+        let conf: String = conf
+            .lines()
+            .filter(|l| l.starts_with('#') || hashes.iter().any(|h| l.starts_with(h.as_str())))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(conf.lines().filter(|l| !l.starts_with('#')).count(), 3, "{conf}");
+        std::fs::write(dir.path().join("config").join("wasm.conf"), conf).expect("write wasm.conf");
         let store = dir.path().join("store");
         Site { dir, store, hashes }
     }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: real components, fixtures, and calling exports.
 #![allow(dead_code)]
 
+pub mod mixer;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,10 @@ pub fn repo() -> PathBuf {
 }
 
 /// `(name, wasm bytes)` of every WAT source in `components/`, sorted by name.
+///
+/// Deliberately not the generated `mixer` (also in config/wasm, see [`mixer`]): it takes a good part
+/// of a second to compile, and the fixtures built from this list are compiled again and again.
+/// Tests of the mixer itself use [`mixer::component`].
 pub fn shipped_sources() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(repo().join("components")).expect("components/ exists") {
@@ -136,6 +142,18 @@ pub fn call_fnv1a(engine: &Engine, component: &Component, data: &str) -> u32 {
         .get_typed_func::<(&str,), (u32,)>(&mut store, "fnv1a")
         .expect("fnv1a export");
     f.call(&mut store, (data,)).expect("call").0
+}
+
+/// Calls the mixer's `mix` with fuel (it runs about half a million instructions).
+pub fn call_mix(engine: &Engine, component: &Component, seed: u64) -> u64 {
+    let mut store = Store::new(engine, ());
+    store.set_fuel(10_000_000).expect("fuel enabled");
+    let linker = Linker::new(engine);
+    let instance = linker.instantiate(&mut store, component).expect("instantiate");
+    let f = instance
+        .get_typed_func::<(u64,), (u64,)>(&mut store, "mix")
+        .expect("mix export");
+    f.call(&mut store, (seed,)).expect("call").0
 }
 
 /// A distinct, valid component for index `i`: `get() -> u32` returns `i`; `funcs` extra core

@@ -1,0 +1,177 @@
+//! wasmtime's own `cache` feature, warm, against a warm `WasmNodeCache` start-up, in one process on
+//! the same components:
+//!
+//! - `wasmtime_cache`: read + `Component::new` of each source on an engine with wasmtime's cache,
+//!   after one run filled that cache;
+//! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified.
+//!
+//! ```sh
+//! cargo run --release -p bench-compare -- --wasm-dir ../shared/corpus [--reps 31]
+//! ```
+//!
+//! Prints both medians in ms and their ratio. This is a crate of its own so that the `cache` feature
+//! never reaches the root package's builds (see ../Cargo.toml).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+// wasmtime 48's errors are its own type, converted with `anyhow::Error::from` before `.context`.
+use anyhow::{Context, Result, ensure};
+use wasm_node_cache::{Hash32, WasmNodeCache};
+use wasmtime::component::Component;
+use wasmtime::{Cache, CacheConfig, Engine};
+
+/// wasmtime's cache (warm) against a warm `WasmNodeCache` start-up.
+#[derive(clap::Parser)]
+struct Args {
+    /// Directory of components named by their SHA-256 (the real corpus: ../shared/corpus)
+    #[arg(long, default_value = "config/wasm")]
+    wasm_dir: PathBuf,
+    /// Repetitions of each path (the median is reported)
+    #[arg(long, default_value_t = 31, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
+}
+
+fn main() -> Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    let dir = &args.wasm_dir;
+    let whitelist = wasm_node_cache::whitelist_all_in_dir(dir)
+        .with_context(|| format!("{}: cannot list components", dir.display()))?;
+    ensure!(
+        !whitelist.is_empty(),
+        "{}: no component named by its SHA-256",
+        dir.display()
+    );
+    let mut hashes: Vec<Hash32> = whitelist.iter().copied().collect();
+    hashes.sort();
+    let total_bytes = check_sources(dir, &hashes)?;
+    let scratch = tempfile::tempdir().context("temp dir")?;
+
+    // wasmtime's cache needs its own `Config`; it is the node's, plus the cache. Engine creation is
+    // not timed, as in benches/restart.rs.
+    let mut cache_config = CacheConfig::new();
+    cache_config.with_directory(scratch.path().join("wasmtime-cache"));
+    let mut config = wasm_node_cache::node_config();
+    config.cache(Some(
+        Cache::new(cache_config)
+            .map_err(anyhow::Error::from)
+            .context("wasmtime cache")?,
+    ));
+    let cache_engine = Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("engine with wasmtime's cache")?;
+    let first_fill = compile_all(&cache_engine, dir, &hashes)?;
+    compile_all(&cache_engine, dir, &hashes)?; // warm-up round, not counted
+
+    let engine = wasm_node_cache::init_wasm_engine().context("engine")?;
+    let store = scratch.path().join("store");
+    start_up(&engine, dir, &whitelist, &store, false)?; // fills the store
+    start_up(&engine, dir, &whitelist, &store, true)?; // warm-up round, not counted
+
+    // wasmtime's cache runs in its own block: its background worker keeps doing file I/O after
+    // each hit, which would disturb the other path if they were interleaved.
+    let mut wt_cache = Vec::new();
+    for _ in 0..args.reps {
+        wt_cache.push(compile_all(&cache_engine, dir, &hashes)?);
+    }
+    let mut warm = Vec::new();
+    for _ in 0..args.reps {
+        warm.push(start_up(&engine, dir, &whitelist, &store, true)?);
+    }
+    let (wt_cache, warm) = (median(wt_cache), median(warm));
+    println!(
+        "{} components ({total_bytes} bytes of wasm) from {}; median of {} runs",
+        hashes.len(),
+        dir.display(),
+        args.reps
+    );
+    println!(
+        "wasmtime_cache (wasmtime's `cache` feature, warm): {:.2} ms",
+        ms(wt_cache)
+    );
+    println!(
+        "warm (WasmNodeCache start-up, warm store, full verification): {:.2} ms",
+        ms(warm)
+    );
+    println!(
+        "wasmtime_cache/warm {:.1}x (target >= 5); filling wasmtime's cache took {:.0} ms",
+        wt_cache.as_secs_f64() / warm.as_secs_f64(),
+        ms(first_fill)
+    );
+    Ok(())
+}
+
+/// Checks that every source is named by its SHA-256; returns their total size.
+fn check_sources(dir: &Path, hashes: &[Hash32]) -> Result<u64> {
+    let mut total = 0;
+    for h in hashes {
+        let path = dir.join(hex::encode(h));
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        ensure!(
+            wasm_node_cache::sha256(&bytes) == *h,
+            "{} is not named by its SHA-256",
+            path.display()
+        );
+        total += bytes.len() as u64;
+    }
+    Ok(total)
+}
+
+/// Reads every source and compiles it, as the node did before this crate (here through wasmtime's
+/// cache, which turns the compilation into a cache lookup).
+fn compile_all(engine: &Engine, dir: &Path, hashes: &[Hash32]) -> Result<Duration> {
+    let t = Instant::now();
+    let mut components = Vec::with_capacity(hashes.len());
+    for h in hashes {
+        let path = dir.join(hex::encode(h));
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        components.push(
+            Component::new(engine, &bytes)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("compile {}", path.display()))?,
+        );
+    }
+    let elapsed = t.elapsed();
+    drop(components);
+    Ok(elapsed)
+}
+
+/// One `WasmNodeCache` start-up on `store`; with `expect_warm`, fails unless all came from the store.
+fn start_up(
+    engine: &Engine,
+    dir: &Path,
+    whitelist: &HashSet<Hash32>,
+    store: &Path,
+    expect_warm: bool,
+) -> Result<Duration> {
+    let builder = WasmNodeCache::builder()
+        .engine(engine.clone())
+        .binary_root(dir)
+        .whitelist(whitelist.clone())
+        .store(store);
+    let t = Instant::now();
+    let cache = builder.build().context("start-up")?;
+    let elapsed = t.elapsed();
+    let report = cache.report();
+    ensure!(
+        cache.wasm_component_cache.len() == whitelist.len(),
+        "not every component loaded: {report}"
+    );
+    ensure!(
+        !expect_warm || (report.from_store, report.compiled, report.rejected) == (whitelist.len(), 0, 0),
+        "a warm start loads everything from the store: {report}"
+    );
+    // Dropped outside the timed region, as the components would live for the node's life.
+    drop(cache);
+    Ok(elapsed)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
