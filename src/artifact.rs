@@ -101,7 +101,7 @@ impl Sealer {
     }
 
     /// A hasher for this mode's payload checksum.
-    pub fn payload_hasher(&self) -> PayloadHasher {
+    pub(crate) fn payload_hasher(&self) -> PayloadHasher {
         match self {
             Sealer::Plain => PayloadHasher::Fast(Box::default()),
             Sealer::Keyed(_) => PayloadHasher::Strong(Box::default()),
@@ -121,7 +121,7 @@ impl Sealer {
 }
 
 /// The payload checksum being computed, streamed (see the module docs for why each mode has its own).
-pub enum PayloadHasher {
+pub(crate) enum PayloadHasher {
     /// Plain mode: XXH3-128.
     Fast(Box<twox_hash::XxHash3_128>),
     /// MAC mode: BLAKE3.
@@ -130,7 +130,7 @@ pub enum PayloadHasher {
 
 impl PayloadHasher {
     /// Adds `bytes`.
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             PayloadHasher::Fast(h) => h.write(bytes),
             PayloadHasher::Strong(h) => {
@@ -140,7 +140,7 @@ impl PayloadHasher {
     }
 
     /// The checksum as the trailer stores it.
-    pub fn finalize(&self) -> [u8; 32] {
+    pub(crate) fn finalize(&self) -> [u8; 32] {
         match self {
             PayloadHasher::Fast(h) => {
                 let mut out = [0u8; 32];

@@ -123,7 +123,7 @@ impl Builder {
     }
 
     /// Runs the start-up. Fails only on configuration errors (unreadable or invalid whitelist,
-    /// engine creation); a store or binary problem never fails it, see [`LoadReport`].
+    /// engine creation); a store or binary problem never fails it, see [`LoadReport`](crate::LoadReport).
     pub fn build(self) -> anyhow::Result<WasmNodeCache> {
         let binary_root = self.binary_root.unwrap_or_else(|| PathBuf::from(DEFAULT_BINARY_ROOT));
         let whitelist = match (self.whitelist, self.whitelist_file) {

@@ -31,6 +31,9 @@ use wasmtime::component::Component;
 use crate::artifact::{Sealer, engine_fingerprint};
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
 pub(crate) use dir::{Dir, FILE_READ, GROUP_OR_OTHER_WRITE, Owner, euid};
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) use fault::Fault;
+#[cfg(feature = "fault-injection")]
 pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
