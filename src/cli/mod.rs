@@ -206,7 +206,6 @@ fn init_logging(verbose: u8) {
 pub fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `wasm-node-cache status | head` would panic in println! once head
     // exits. Restore the default: the process ends quietly, as `ls | head` does.
-    #[cfg(unix)]
     // SAFETY: called first thing in main, before any thread exists; setting a signal's disposition
     // to SIG_DFL installs no handler and touches no memory of ours.
     unsafe {
