@@ -31,6 +31,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use twox_hash::xxhash3_128::SecretBuffer;
 use wasmtime::Engine;
 use zerocopy::byteorder::{LE, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -103,8 +104,8 @@ impl Sealer {
     /// A hasher for this mode's payload checksum.
     pub(crate) fn payload_hasher(&self) -> PayloadHasher {
         match self {
-            Sealer::Plain => PayloadHasher::Fast(Box::default()),
-            Sealer::Keyed(_) => PayloadHasher::Strong(Box::default()),
+            Sealer::Plain => PayloadHasher::Fast(Xxh3::new(SecretBuffer::default())),
+            Sealer::Keyed(_) => PayloadHasher::Strong(blake3::Hasher::new()),
         }
     }
 
@@ -121,12 +122,17 @@ impl Sealer {
 }
 
 /// The payload checksum being computed, streamed (see the module docs for why each mode has its own).
+// Both variants live on the stack: verification must not allocate (tests/fuzz_artifact.rs counts),
+// which rules out boxing the larger one and twox-hash's default `Hasher` (it boxes its secret).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum PayloadHasher {
-    /// Plain mode: XXH3-128.
-    Fast(Box<twox_hash::XxHash3_128>),
+    /// Plain mode: XXH3-128 with the default secret, allocating nothing.
+    Fast(Xxh3),
     /// MAC mode: BLAKE3.
-    Strong(Box<blake3::Hasher>),
+    Strong(blake3::Hasher),
 }
+
+type Xxh3 = twox_hash::xxhash3_128::RawHasher<&'static [u8; twox_hash::xxhash3_128::DEFAULT_SECRET_LENGTH]>;
 
 impl PayloadHasher {
     /// Adds `bytes`.

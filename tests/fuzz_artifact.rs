@@ -182,6 +182,21 @@ fn the_allocation_counter_counts() {
     assert_eq!(allocations, 1);
 }
 
+#[test]
+fn verifying_a_sound_artifact_allocates_nothing_in_either_mode() {
+    // The property tests reach the payload checksum only when a random case is sound; this one
+    // always does, for both checksums (XXH3-128 in plain mode, BLAKE3 in MAC mode).
+    let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+    let payload = common::precompiled_adder(&engine);
+    for sealer in [Sealer::Plain, Sealer::Keyed([5; 32])] {
+        let mut bytes = payload.clone();
+        bytes.extend_from_slice(&artifact::encode_trailer(&payload, &key(), &sealer, 0));
+        let (result, allocations) = allocations_during(|| artifact::verify(&bytes, &key(), &sealer));
+        assert!(result.is_ok(), "{sealer:?}: {result:?}");
+        assert_eq!(allocations, 0, "{sealer:?}");
+    }
+}
+
 /// A store holding the adder, published by the store itself, with its artifact's bytes.
 fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
     static STORE: OnceLock<(tempfile::TempDir, Vec<u8>)> = OnceLock::new();

@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 
-use common::{Fixture, call_add};
+use common::Fixture;
 use wasm_node_cache::store::{LoadPath, Rejection};
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
 
 /// Every file in `dir` with its bytes: what "untouched" is checked against.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -31,7 +35,7 @@ fn bake(fx: &Fixture) -> PathBuf {
     let r = fx.builder().store(&bake).build().expect("bake").report().clone();
     assert_eq!(r.store.written, 3, "{r}");
     std::fs::remove_file(bake.join("lock")).expect("no lock file in a bake");
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    chmod(&bake, 0o555);
     bake
 }
 
@@ -51,15 +55,7 @@ fn a_container_start_loads_everything_from_the_bake_and_writes_nothing() {
     assert_eq!((r.read_only.len(), r.read_only[0].hits), (1, 3), "{r}");
     assert_eq!(r.store.written, 0);
     assert_eq!(snapshot(&bake), before, "the bake is never written, locked or cleaned");
-    assert_eq!(
-        call_add(
-            &cache.wasm_engine,
-            &cache.wasm_component_cache[&common::adder_hash()],
-            2,
-            2
-        ),
-        4
-    );
+    assert_eq!(common::node_add(&cache, 2, 2), 4);
 }
 
 #[test]
@@ -71,11 +67,11 @@ fn a_corrupt_baked_artifact_is_healed_into_the_writable_store_and_the_bake_is_un
     let mut bytes = std::fs::read(&victim).expect("read");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    chmod(&bake, 0o755);
     std::fs::remove_file(&victim).expect("unlink");
     std::fs::write(&victim, &bytes).expect("write");
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o444)).expect("chmod");
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    chmod(&victim, 0o444);
+    chmod(&bake, 0o555);
     let before = snapshot(&bake);
 
     let r = fx
@@ -116,7 +112,7 @@ fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("k");
     std::fs::write(&key, [9u8; 32]).expect("key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chmod(&key, 0o600);
     let r = fx
         .builder()
         .read_only_store(&bake)
@@ -149,7 +145,7 @@ fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
 fn with_no_writable_store_the_bake_serves_and_the_rest_is_compiled_in_memory() {
     let fx = Fixture::new();
     let bake = bake(&fx);
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    chmod(&bake, 0o755);
     std::fs::remove_file(common::artifact_of(&bake, &common::adder_hash())).expect("unlink");
     // A read-only root file system with no volume: the writable store cannot be created.
     let blocker = fx.dir.path().join("not-a-dir");
@@ -168,22 +164,14 @@ fn with_no_writable_store_the_bake_serves_and_the_rest_is_compiled_in_memory() {
         r.store.write_error.as_deref().is_some_and(|e| e.contains("not-a-dir")),
         "{r}"
     );
-    assert_eq!(
-        call_add(
-            &cache.wasm_engine,
-            &cache.wasm_component_cache[&common::adder_hash()],
-            5,
-            5
-        ),
-        10
-    );
+    assert_eq!(common::node_add(&cache, 5, 5), 10);
 }
 
 #[test]
 fn a_bake_is_checked_like_the_writable_store() {
     let fx = Fixture::new();
     let bake = bake(&fx);
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    chmod(&bake, 0o755);
     let adder = common::adder_hash();
     if chown(common::artifact_of(&bake, &adder), Some(65534), None).is_err() {
         eprintln!("skipped: cannot chown here (not root)");
@@ -205,7 +193,7 @@ fn a_bake_is_checked_like_the_writable_store() {
         "{r}"
     );
     // A bake directory writable by others is not used at all.
-    std::fs::set_permissions(&bake, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    chmod(&bake, 0o777);
     let fx2 = Fixture::new();
     let r = fx2
         .builder()
@@ -230,7 +218,7 @@ fn mac_mode_bakes_load_through_sealed_copies_too() {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("k");
     std::fs::write(&key, [3u8; 32]).expect("key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    chmod(&key, 0o600);
     let bake = fx.dir.path().join("bake");
     fx.builder().store(&bake).auth_key_file(&key).build().expect("bake");
     let r = fx

@@ -146,6 +146,11 @@ fn load_read_only(
             path: dir.clone(),
             ..ReadOnlyStoreReport::default()
         };
+        // Everything is loaded already: nothing to look up, and nothing to warn about.
+        if pending(slots).is_empty() {
+            reports.push(report);
+            continue;
+        }
         let opened = match &plan.sealer {
             Ok(sealer) => Store::open_read_only(&plan.engine, dir, sealer.clone()).map_err(|e| format!("{e:#}")),
             Err(e) => Err(e.clone()),

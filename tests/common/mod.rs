@@ -228,3 +228,12 @@ pub fn start_without_store(builder: wasm_node_cache::Builder, expect: &str) -> w
     );
     r
 }
+
+/// The adder's `add(a, b)` as a started node runs it: its engine, its cached component.
+pub fn node_add(cache: &wasm_node_cache::WasmNodeCache, a: i32, b: i32) -> i32 {
+    let adder = cache
+        .wasm_component_cache
+        .get(&adder_hash())
+        .expect("the adder is loaded");
+    call_add(&cache.wasm_engine, adder, a, b)
+}
