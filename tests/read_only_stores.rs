@@ -14,6 +14,16 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// A start-up of the fixture's node with `bake` as its read-only store.
+fn start_with_bake(fx: &Fixture, bake: &Path) -> wasm_node_cache::LoadReport {
+    fx.builder()
+        .read_only_store(bake)
+        .build()
+        .expect("start")
+        .report()
+        .clone()
+}
+
 /// Every file in `dir` with its bytes: what "untouched" is checked against.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -74,13 +84,7 @@ fn a_corrupt_baked_artifact_is_healed_into_the_writable_store_and_the_bake_is_un
     chmod(&bake, 0o555);
     let before = snapshot(&bake);
 
-    let r = fx
-        .builder()
-        .read_only_store(&bake)
-        .build()
-        .expect("start")
-        .report()
-        .clone();
+    let r = start_with_bake(&fx, &bake);
     assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
     assert_eq!(
         r.store.written, 1,
@@ -89,13 +93,7 @@ fn a_corrupt_baked_artifact_is_healed_into_the_writable_store_and_the_bake_is_un
     assert_eq!(snapshot(&bake), before, "the bake is untouched");
     assert_eq!(common::artifact_count(&fx.store), 1);
 
-    let r = fx
-        .builder()
-        .read_only_store(&bake)
-        .build()
-        .expect("start")
-        .report()
-        .clone();
+    let r = start_with_bake(&fx, &bake);
     assert_eq!((r.from_store, r.compiled, r.rejected), (3, 0, 0), "{r}");
     assert_eq!(
         r.entry(&adder).and_then(|e| e.store.clone()).as_deref(),
@@ -177,13 +175,7 @@ fn a_bake_is_checked_like_the_writable_store() {
         eprintln!("skipped: cannot chown here (not root)");
         return;
     }
-    let r = fx
-        .builder()
-        .read_only_store(&bake)
-        .build()
-        .expect("start")
-        .report()
-        .clone();
+    let r = start_with_bake(&fx, &bake);
     assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
     assert!(
         matches!(
