@@ -14,7 +14,7 @@ Examples:
 
 Checks every artifact of this build's engine fingerprint exactly as a start-up does: a regular file
 owned by this uid and writable by nobody else, trailer, binding to the hash and fingerprint in its
-file name, and the BLAKE3 checksum of the whole payload. An artifact that passes but has a write bit
+file name, and the checksum of the whole payload. An artifact that passes but has a write bit
 is flagged (a write into a loaded artifact changes the nodes running it). Prints one line per
 artifact; a bad one is named with the reason. Artifacts of other fingerprints are counted, not
 checked (the node never loads them; `prune --stale` removes them). A bad artifact needs no action:
