@@ -1,9 +1,12 @@
 //! The README's "Deploying" recipe, run against directories instead of an image: bake at build
 //! time, start a container on an empty volume, and start on a host whose engine differs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::sh;
 use serde_json::Value;
 
 /// The image's file system and the container's volume, as directories.
@@ -74,16 +77,6 @@ fn json_ok(out: &Output) -> (Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
     (serde_json::from_slice(&out.stdout).expect("one JSON object"), stderr)
-}
-
-fn sh(script: &str, cwd: &Path) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(cwd)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "{script}");
 }
 
 fn whitelisted(image: &Image) -> u64 {

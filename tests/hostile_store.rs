@@ -14,9 +14,7 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
 }
 
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
+use common::chmod;
 
 #[test]
 fn new_store_directories_are_owner_only() {
@@ -320,10 +318,7 @@ fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
 }
 
 fn key_file(dir: &Path, mode_bits: u32) -> PathBuf {
-    let path = dir.join("artifact.key");
-    std::fs::write(&path, [0x5au8; 32]).expect("write key");
-    chmod(&path, mode_bits);
-    path
+    common::key_file(&dir.join("artifact.key"), 0x5a, mode_bits)
 }
 
 #[test]
@@ -394,9 +389,7 @@ fn mac_mode_loads_only_what_carries_a_valid_mac() {
 
     // Artifacts made under another key are refused too.
     let other_keys = tempfile::tempdir().expect("tempdir");
-    let other = other_keys.path().join("other.key");
-    std::fs::write(&other, [0x11u8; 32]).expect("key");
-    chmod(&other, 0o600);
+    let other = common::key_file(&other_keys.path().join("other.key"), 0x11, 0o600);
     let r = fx
         .builder()
         .auth_key_file(&other)

@@ -4,15 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 
-use common::Fixture;
+use common::{Fixture, chmod};
 use wasm_node_cache::store::{LoadPath, Rejection};
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
 
 /// A start-up of the fixture's node with `bake` as its read-only store.
 fn start_with_bake(fx: &Fixture, bake: &Path) -> wasm_node_cache::LoadReport {
@@ -108,9 +104,7 @@ fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
     let bake = bake(&fx);
     // MAC mode has its own fingerprint: as far as this engine goes, the bake was made for another.
     let keys = tempfile::tempdir().expect("tempdir");
-    let key = keys.path().join("k");
-    std::fs::write(&key, [9u8; 32]).expect("key");
-    chmod(&key, 0o600);
+    let key = common::key_file(&keys.path().join("k"), 9, 0o600);
     let r = fx
         .builder()
         .read_only_store(&bake)
@@ -208,9 +202,7 @@ fn a_bake_is_checked_like_the_writable_store() {
 fn mac_mode_bakes_load_through_sealed_copies_too() {
     let fx = Fixture::new();
     let keys = tempfile::tempdir().expect("tempdir");
-    let key = keys.path().join("k");
-    std::fs::write(&key, [3u8; 32]).expect("key");
-    chmod(&key, 0o600);
+    let key = common::key_file(&keys.path().join("k"), 3, 0o600);
     let bake = fx.dir.path().join("bake");
     fx.builder().store(&bake).auth_key_file(&key).build().expect("bake");
     let r = fx

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown, symlink};
+use std::os::unix::fs::{MetadataExt, chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, call_add, call_fib, call_fnv1a};
+use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
 use wasm_node_cache::artifact::{Sealer, encode_trailer};
 use wasm_node_cache::store::{LoadPath, Rejection};
 use wasm_node_cache::{ArtifactKey, Fault, WasmNodeCache, sha256};
@@ -18,10 +18,6 @@ use wasm_node_cache::{ArtifactKey, Fault, WasmNodeCache, sha256};
 /// A uid that is not this process's (tests run as root here; elsewhere chown fails and the test
 /// says it was skipped).
 const OTHER_UID: u32 = 65534;
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
 
 fn try_chown(path: &Path, uid: u32) -> bool {
     let ok = chown(path, Some(uid), None).is_ok();
@@ -31,21 +27,8 @@ fn try_chown(path: &Path, uid: u32) -> bool {
     ok
 }
 
-fn sh(script: &str, dir: &Path) {
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .status()
-        .expect("sh");
-    assert!(status.success(), "{script}");
-}
-
 fn key_file(dir: &Path) -> PathBuf {
-    let path = dir.join("node.key");
-    std::fs::write(&path, [7u8; 32]).expect("write key");
-    chmod(&path, 0o600);
-    path
+    common::key_file(&dir.join("node.key"), 7, 0o600)
 }
 
 /// Every result the shipped components give, computed by `cache`'s engine and components.

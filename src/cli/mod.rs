@@ -136,8 +136,11 @@ impl ReadOnlyArgs {
         }
         let sealer = key.sealer()?;
         let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
+        let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, sealer.is_keyed());
         dirs.iter()
-            .map(|dir| Store::open_read_only(&engine, dir, sealer.clone()).with_context(|| dir.display().to_string()))
+            .map(|dir| {
+                Store::open_read_only(dir, fingerprint, sealer.clone()).with_context(|| dir.display().to_string())
+            })
             .collect()
     }
 }

@@ -23,7 +23,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
-use crate::key::{Hash32, is_hash_name, parse_hash};
+use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
 use crate::report::{EntryReport, FingerprintCount, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
 use crate::source::{SkipReason, read_verified};
 use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
@@ -78,20 +78,22 @@ type Slots = BTreeMap<Hash32, Slot>;
 pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let started = Instant::now();
     let deadline = deadline_after(plan.lock_timeout);
+    // Computed once here: every store of this start-up is opened for this one fingerprint.
     let keyed = plan.sealer.as_ref().map(Sealer::is_keyed).unwrap_or(true);
+    let fingerprint = engine_fingerprint(&plan.engine, keyed);
     let mut health = StoreHealth {
-        fingerprint: engine_fingerprint(&plan.engine, keyed).to_hex(),
+        fingerprint: fingerprint.to_hex(),
         ..StoreHealth::default()
     };
     let mut slots: Slots = plan.whitelist.iter().map(|h| (*h, Slot::default())).collect();
     let mut components = HashMap::new();
 
-    let store = open_store(plan, &mut health);
+    let store = open_store(plan, fingerprint, &mut health);
     let mut can_write = store.is_some();
     if let Some(store) = &store {
         can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
     }
-    let read_only = load_read_only(plan, &mut slots, &mut components);
+    let read_only = load_read_only(plan, fingerprint, &mut slots, &mut components);
 
     let sources = read_sources(plan, &pending(&slots));
     if !sources.is_empty() {
@@ -104,13 +106,13 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     (components, report)
 }
 
-fn open_store(plan: &Plan, health: &mut StoreHealth) -> Option<Store> {
+fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -> Option<Store> {
     let StoreChoice::Dir(dir) = &plan.store else {
         return None;
     };
     health.path = Some(dir.clone());
     let opened = match &plan.sealer {
-        Ok(sealer) => Store::open_for(&plan.engine, dir, sealer.clone(), true).map_err(|e| format!("{e:#}")),
+        Ok(sealer) => Store::open(dir, fingerprint, sealer.clone()).map_err(|e| format!("{e:#}")),
         Err(e) => Err(e.clone()),
     };
     match opened {
@@ -137,6 +139,7 @@ fn open_store(plan: &Plan, health: &mut StoreHealth) -> Option<Store> {
 /// engine is reported rather than silently ignored.
 fn load_read_only(
     plan: &Plan,
+    fingerprint: Fingerprint,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
 ) -> Vec<ReadOnlyStoreReport> {
@@ -152,7 +155,7 @@ fn load_read_only(
             continue;
         }
         let opened = match &plan.sealer {
-            Ok(sealer) => Store::open_read_only(&plan.engine, dir, sealer.clone()).map_err(|e| format!("{e:#}")),
+            Ok(sealer) => Store::open_read_only(dir, fingerprint, sealer.clone()).map_err(|e| format!("{e:#}")),
             Err(e) => Err(e.clone()),
         };
         match opened {

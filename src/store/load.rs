@@ -84,8 +84,7 @@ impl Store {
     /// reused across calls on one thread.
     pub(crate) fn open_verified(&self, source: &Hash32, buf: &mut Vec<u8>) -> Result<Verified, Lookup> {
         let key = self.key(source);
-        let (file, len) = self.open_checked(&key)?;
-        let trailer = read_trailer(&file, len, self).map_err(Lookup::Rejected)?;
+        let (file, trailer) = self.open_checked(&key)?;
         artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
         let bytes = match self.path_for_mode() {
             LoadPath::Mapped => {
@@ -114,11 +113,7 @@ impl Store {
     /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
     /// the `verify` subcommand.
     pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        let (file, len) = self.open_checked(key).map_err(|lookup| match lookup {
-            Lookup::Rejected(r) => r,
-            _ => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
-        })?;
-        let trailer = read_trailer(&file, len, self)?;
+        let (file, trailer) = self.open_listed(key)?;
         artifact::check_binding(&trailer, key)?;
         stream_payload(&file, &trailer, &self.sealer, &mut Vec::new(), |_| Ok(()))?;
         Ok(trailer)
@@ -126,16 +121,22 @@ impl Store {
 
     /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
     pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        let (file, len) = self.open_checked(key).map_err(|lookup| match lookup {
-            Lookup::Rejected(r) => r,
-            _ => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
-        })?;
-        read_trailer(&file, len, self)
+        self.open_listed(key).map(|(_, trailer)| trailer)
     }
 
-    /// Opens the artifact for `key` and checks the file on its descriptor: a regular file, owned
-    /// as the store requires, writable by nobody else, of a length an artifact can have.
-    fn open_checked(&self, key: &ArtifactKey) -> Result<(File, u64), Lookup> {
+    /// [`Store::open_checked`] for an artifact a listing just showed: absence is an error (it was
+    /// removed meanwhile), not a miss.
+    fn open_listed(&self, key: &ArtifactKey) -> Result<(File, Trailer), Rejection> {
+        self.open_checked(key).map_err(|lookup| match lookup {
+            Lookup::Rejected(r) => r,
+            Lookup::Absent | Lookup::Hit(..) => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
+        })
+    }
+
+    /// Opens the artifact for `key` and checks the file on its descriptor (a regular file, owned
+    /// as the store requires, writable by nobody else, of a length an artifact can have), then
+    /// reads and authenticates its trailer. Binding and payload are the caller's to check.
+    fn open_checked(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup> {
         let file = match self.dir.open_file(key.file_name(), FILE_READ, 0) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Lookup::Absent),
@@ -158,7 +159,8 @@ impl Store {
             return Err(Lookup::Rejected(Rejection::WritableByOthers { mode }));
         }
         artifact::check_file_len(meta.len()).map_err(|e| Lookup::Rejected(e.into()))?;
-        Ok((file, meta.len()))
+        let trailer = read_trailer(&file, meta.len(), self).map_err(Lookup::Rejected)?;
+        Ok((file, trailer))
     }
 
     fn new_memfd(&self) -> std::io::Result<File> {

@@ -141,15 +141,18 @@ impl Store {
         })
     }
 
-    /// Opens a read-only store, such as artifacts baked into a container image, for `engine` in
-    /// `sealer`'s mode. It is checked as a writable store is, except that it and its artifacts may
+    /// Opens a read-only store, such as artifacts baked into a container image, for the engine
+    /// with `fingerprint` in `sealer`'s mode. It is checked as a writable store is, except that it and its artifacts may
     /// also be owned by root (images are built as root). It is never created, locked, written,
     /// pruned or cleaned, so it works on a read-only file system with no lock file.
-    pub fn open_read_only(engine: &Engine, dir: &Path, sealer: Sealer) -> anyhow::Result<Store> {
+    ///
+    /// The fingerprint is given rather than computed, because a start-up opens several stores for
+    /// one engine: [`crate::artifact::engine_fingerprint`] computes it once.
+    pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
         let dir = Dir::open(dir, false, Owner::MeOrRoot).context("refusing to use the read-only store")?;
         Ok(Store {
             dir,
-            fingerprint: engine_fingerprint(engine, sealer.is_keyed()),
+            fingerprint,
             sealer,
             owner: Owner::MeOrRoot,
             read_only: true,

@@ -237,3 +237,27 @@ pub fn node_add(cache: &wasm_node_cache::WasmNodeCache, a: i32, b: i32) -> i32 {
         .expect("the adder is loaded");
     call_add(&cache.wasm_engine, adder, a, b)
 }
+
+/// Sets `path`'s permission bits.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Writes a MAC key file of 32 `byte`s at `path` with permission bits `mode`; returns the path.
+pub fn key_file(path: &Path, byte: u8, mode: u32) -> PathBuf {
+    std::fs::write(path, [byte; 32]).expect("write key");
+    chmod(path, mode);
+    path.to_path_buf()
+}
+
+/// Runs `script` with `sh -c` in `dir`, as a separate process, and asserts it succeeded.
+pub fn sh(script: &str, dir: &Path) {
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{script}");
+}
