@@ -31,6 +31,7 @@ mod serial;
 mod source;
 mod startup;
 pub mod store;
+mod trusted_path;
 mod whitelist;
 
 pub use authkey::load_key;
