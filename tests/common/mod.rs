@@ -271,6 +271,11 @@ pub const OTHER_UID: u32 = 65534;
 /// Only tests marked `#[ignore = "needs root: ..."]` call it, so a run without root shows them as
 /// not run, and `cargo test -- --ignored` without root fails instead of passing silently.
 pub fn give_to_other_uid(path: &Path) {
+    let euid = rustix::process::geteuid().as_raw();
+    assert_ne!(
+        euid, OTHER_UID,
+        "needs root: this process runs as uid {OTHER_UID}, the uid these tests use as the other user"
+    );
     std::os::unix::fs::lchown(path, Some(OTHER_UID), Some(OTHER_UID)).unwrap_or_else(|e| {
         panic!(
             "needs root: cannot chown {} to uid {OTHER_UID} ({e}); run the ignored tests as root (.ci/run does)",
