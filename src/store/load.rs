@@ -137,9 +137,11 @@ impl Store {
         })
     }
 
-    /// Opens the artifact for `key` and checks the file on its descriptor (a regular file, owned
-    /// as the store requires, writable by nobody else, of a length an artifact can have), then
-    /// reads and authenticates its trailer. Binding and payload are the caller's to check.
+    /// Finds the artifact for `key` on an `O_PATH` descriptor and checks it there (a regular file,
+    /// owned as the store requires, writable by nobody else, of a length an artifact can have)
+    /// before opening it; then reopens that inode and reads and authenticates its trailer. One
+    /// `openat` more than a plain open, on the restart's hot path. Binding and payload are the
+    /// caller's to check.
     fn open_checked(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup> {
         let name = key.file_name();
         // An `O_PATH` descriptor first: a device or FIFO planted under this name is never opened.

@@ -136,8 +136,9 @@ impl Store {
     /// With `create`, a missing directory (and missing parents) is made owner-only (0700).
     /// Fails when the directory is not trusted: it or an ancestor owned by another user (an
     /// ancestor may be root's), or writable by group or others (an ancestor may be sticky, as
-    /// `/tmp` is). A link in `dir` is resolved once, then every check and operation uses
-    /// descriptors, never the path again.
+    /// `/tmp` is), or reached through a link another user owns. The path is walked once, as
+    /// given ([`crate::trusted_path`]); every later check and operation uses descriptors, never
+    /// the path again.
     pub fn open_for(engine: &Engine, dir: &Path, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
         let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
         Store::open_with(dir, fingerprint, sealer, create)
