@@ -69,9 +69,10 @@ pub fn default_store_dir() -> PathBuf {
     if let Some(dir) = non_empty(STORE_DIR_ENV) {
         return dir;
     }
+    // Walked and checked as a store path is, links included: a `$HOME` reached through a link
+    // another user owns does not qualify.
     let owned_by_me = |p: &Path| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p).is_ok_and(|m| m.is_dir() && m.uid() == crate::store::euid())
+        crate::trusted_path::walk(p, false).is_ok_and(|w| w.check_final_dir(crate::store::Owner::Me).is_ok())
     };
     if let Some(xdg) = non_empty("XDG_CACHE_HOME").filter(|p| owned_by_me(p)) {
         return xdg.join("wasm-node-cache");

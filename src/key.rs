@@ -30,7 +30,11 @@ pub fn parse_hash(text: &str) -> anyhow::Result<Hash32> {
 /// under which a binary is ever looked up (`hex::encode`). An uppercase name would be whitelisted
 /// and then never found.
 pub fn is_hash_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    name.len() == 64 && is_lower_hex(name)
+}
+
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Identifies the engine configuration (wasmtime version, target, compiler settings, wasm
@@ -46,8 +50,13 @@ impl Fingerprint {
         hex::encode(self.0)
     }
 
-    /// Parses [`Fingerprint::to_hex`]'s output.
+    /// Parses [`Fingerprint::to_hex`]'s output: exactly 32 lowercase hex digits, the only spelling
+    /// this crate writes, so that one fingerprint has one file name (an uppercase twin is a
+    /// foreign file, never read as the current key).
     pub fn from_hex(text: &str) -> Option<Fingerprint> {
+        if text.len() != 32 || !is_lower_hex(text) {
+            return None;
+        }
         let mut out = [0u8; 16];
         hex::decode_to_slice(text, &mut out).ok()?;
         Some(Fingerprint(out))
@@ -81,7 +90,8 @@ impl ArtifactKey {
         format!("{}-{}.cwasm", self.fingerprint.to_hex(), hex::encode(self.source))
     }
 
-    /// Inverse of [`ArtifactKey::file_name`]; `None` for any other name.
+    /// Inverse of [`ArtifactKey::file_name`]; `None` for any other name, including the same name
+    /// in another case: only lowercase hex names are artifacts.
     pub fn from_file_name(name: &str) -> Option<ArtifactKey> {
         let stem = name.strip_suffix(".cwasm")?;
         let (fp, source) = stem.split_once('-')?;
@@ -115,6 +125,12 @@ mod tests {
             ArtifactKey::from_file_name(&format!("{}-{}.cwasm", "zz".repeat(16), "00".repeat(32))),
             None
         );
+        let upper_fp = format!("{}-{}.cwasm", "AB".repeat(16), "00".repeat(32));
+        assert_eq!(ArtifactKey::from_file_name(&upper_fp), None);
+        let upper_src = format!("{}-{}.cwasm", "ab".repeat(16), "0A".repeat(32));
+        assert_eq!(ArtifactKey::from_file_name(&upper_src), None);
+        assert_eq!(Fingerprint::from_hex(&"AB".repeat(16)), None);
+        assert_eq!(Fingerprint::from_hex(&"ab".repeat(16)), Some(Fingerprint([0xab; 16])));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - `startup`: one start-up (load, read sources, re-check under the lock, compile, publish);
 //! - [`report`]: what a start-up did;
 //! - `cache`, `builder`: the public [`WasmNodeCache`] and its [`Builder`];
-//! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs.
+//! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs;
+//! - `trusted_path`: walking a path as given, checking every directory and link on the way, and
+//!   checking files on an `O_PATH` descriptor before opening them.
 
 // Declared once for the whole crate: the store relies on descriptor-relative file operations
 // (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
@@ -31,6 +33,7 @@ mod serial;
 mod source;
 mod startup;
 pub mod store;
+mod trusted_path;
 mod whitelist;
 
 pub use authkey::load_key;

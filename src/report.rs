@@ -95,6 +95,9 @@ pub struct StoreHealth {
     pub written: usize,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
+    /// Set when the store's lock file could be opened by other users (who could then hold the
+    /// lock) and was made `0600`: what was found and done.
+    pub lock_repaired: Option<String>,
 }
 
 impl StoreHealth {
@@ -291,6 +294,9 @@ impl fmt::Display for LoadReport {
                 }
                 if let Some(e) = &self.store.write_error {
                     writeln!(f, "store NOT WRITTEN: {e}")?;
+                }
+                if let Some(r) = &self.store.lock_repaired {
+                    writeln!(f, "store lock repaired: {r}")?;
                 }
             }
         }

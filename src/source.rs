@@ -1,15 +1,15 @@
 //! Source binaries: read one from the binary root and accept it only if its bytes hash to its name.
 
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::FileType;
 
 use sha2::{Digest, Sha256};
 
 use crate::key::Hash32;
+use crate::trusted_path::{Fallback, open_path_following, reopen_read};
 
 /// Why a whitelisted component was not loaded. Never fatal: the node starts without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,26 +65,28 @@ pub const MAX_SOURCE_LEN: u64 = 256 << 20;
 
 /// Reads `root/<hex(hash)>` and returns its bytes if and only if they hash to `hash`.
 ///
-/// The file is opened non-blocking and checked on its descriptor before any read, so a FIFO,
-/// device or directory planted under a whitelisted name is skipped at once instead of hanging
-/// the start-up.
+/// The file is found on an `O_PATH` descriptor and checked with `fstat` before it is opened, so a
+/// FIFO, device or directory planted under a whitelisted name is skipped at once: nothing blocks
+/// and no device driver runs. A link is followed (a binary root may be a mounted volume of links,
+/// as a Kubernetes ConfigMap is): the bytes are trusted by their SHA-256, not by their path. The
+/// checked inode is then reopened for reading, non-blocking.
 pub fn read_verified(root: &Path, hash: &Hash32) -> Result<Vec<u8>, SkipReason> {
     let path = root.join(hex::encode(hash));
     let unreadable = |e: std::io::Error| SkipReason::Unreadable(format!("{}: {e}", path.display()));
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let file = match rustix::fs::open(&path, flags, Mode::empty()).map(File::from) {
-        Ok(f) => f,
-        Err(e) if e == rustix::io::Errno::NOENT => return Err(SkipReason::Missing),
-        Err(e) => return Err(unreadable(e.into())),
+    let (fd, st) = match open_path_following(&path) {
+        Ok(found) => found,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SkipReason::Missing),
+        Err(e) => return Err(unreadable(e)),
     };
-    let meta = file.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(SkipReason::NotRegularFile);
     }
-    if meta.len() > MAX_SOURCE_LEN {
-        return Err(SkipReason::TooLarge { len: meta.len() });
+    let len = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if len > MAX_SOURCE_LEN {
+        return Err(SkipReason::TooLarge { len });
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let file = reopen_read(&fd, &st, Fallback::Path(&path)).map_err(unreadable)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     // One byte past the cap: a file that grew after the stat is caught, not read without bound.
     file.take(MAX_SOURCE_LEN + 1)
         .read_to_end(&mut bytes)

@@ -61,14 +61,11 @@ fn store_writable_by_others_is_never_loaded_from() {
 }
 
 #[test]
+#[ignore = "needs root: gives the store to uid 65534"]
 fn store_owned_by_another_user_is_never_loaded_from() {
     let fx = Fixture::new();
     fx.start();
-    // Needs privileges to give a directory away; without them the case cannot arise for this user.
-    if std::os::unix::fs::chown(&fx.store, Some(65534), None).is_err() {
-        eprintln!("skipped: cannot chown here (not root)");
-        return;
-    }
+    common::give_to_other_uid(&fx.store);
     let r = fx.start().report().clone();
     assert_eq!((r.from_store, r.compiled), (0, 3), "{r}");
     assert!(
@@ -216,13 +213,11 @@ impl Drop for Mount {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs (without it, the write-fault seam in tests/store.rs covers this)"]
 fn full_disk_starts_the_node_and_damages_nothing_stored() {
     let fx = Fixture::new();
     let at = fx.dir.path().join("small");
-    let Some(_mount) = Mount::tmpfs(&at, "256k") else {
-        eprintln!("skipped: cannot mount a tmpfs here (the write-fault seam covers this in tests/store.rs)");
-        return;
-    };
+    let _mount = Mount::tmpfs(&at, "256k").expect("needs root: cannot mount a tmpfs here");
     let store = at.join("store");
     let adder = common::adder_hash();
     let only_adder = WasmNodeCache::builder()
@@ -280,6 +275,7 @@ fn full_disk_starts_the_node_and_damages_nothing_stored() {
 }
 
 #[test]
+#[ignore = "needs root: bind-mounts the store read-only (without it, the write-fault seam in tests/store.rs covers this)"]
 fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
     let fx = Fixture::new();
     let adder = common::adder_hash();
@@ -287,10 +283,7 @@ fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
     partial.remove(&adder);
     fx.builder().whitelist(partial).build().expect("store two of three");
     let ro = fx.dir.path().join("ro-store");
-    let Some(_mount) = Mount::read_only_bind(&fx.store, &ro) else {
-        eprintln!("skipped: cannot bind-mount read-only here (the write-fault seam covers this in tests/store.rs)");
-        return;
-    };
+    let _mount = Mount::read_only_bind(&fx.store, &ro).expect("needs root: cannot bind-mount read-only here");
     let cache = fx
         .builder()
         .store(&ro)

@@ -129,7 +129,9 @@ impl ReadOnlyArgs {
     }
 
     /// Opens each read-only store (never creating or locking anything) for this build's engine.
-    pub fn open(&self, key: &KeyArgs) -> anyhow::Result<Vec<Store>> {
+    /// A store that is missing or refused is returned as its error, so that the caller reports it
+    /// and goes on with the others.
+    pub fn open(&self, key: &KeyArgs) -> anyhow::Result<Vec<(PathBuf, anyhow::Result<Store>)>> {
         let dirs = self.resolved();
         if dirs.is_empty() {
             return Ok(Vec::new());
@@ -137,11 +139,13 @@ impl ReadOnlyArgs {
         let sealer = key.sealer()?;
         let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
         let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, sealer.is_keyed());
-        dirs.iter()
+        Ok(dirs
+            .into_iter()
             .map(|dir| {
-                Store::open_read_only(dir, fingerprint, sealer.clone()).with_context(|| dir.display().to_string())
+                let store = Store::open_read_only(&dir, fingerprint, sealer.clone());
+                (dir, store)
             })
-            .collect()
+            .collect())
     }
 }
 

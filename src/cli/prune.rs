@@ -17,7 +17,7 @@ Examples:
   wasm-node-cache prune --stale --whitelist config/wasm.conf --max-size 2G --dry-run
 
 Order: --stale (artifacts of another engine fingerprint: other wasmtime version, settings or MAC
-mode), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
+mode; and foreign files, any name but `lock`, `.tmp-*` and exact lowercase artifact names), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
 holds at most --max-size bytes (K, M, G, T are powers of 1024: 500M = 500 MiB). At least one of the
 three is required. Also removes unfinished temp files (.tmp-*). Runs under the store's exclusive
 lock, waiting at most --lock-timeout for a node that is compiling; a node that already loaded a
@@ -93,6 +93,12 @@ pub fn print_report(report: &PruneReport, dry_run: bool) -> u8 {
         if dry_run { "would be freed" } else { "freed" },
         report.kept
     );
+    for f in &report.foreign_removed {
+        println!("{verb}  {}  foreign file", f.path.display());
+    }
+    for (f, e) in &report.foreign_failed {
+        println!("FAILED  {}  cannot remove: {e}", f.path.display());
+    }
     for (entry, e) in &report.failed {
         println!("FAILED  {}  cannot remove: {e}", entry.path.display());
     }

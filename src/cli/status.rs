@@ -8,7 +8,7 @@ use wasm_node_cache::Fingerprint;
 use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
 
 use super::size::format_size;
-use super::{EXIT_OK, KeyArgs, ReadOnlyArgs, StoreArgs, output};
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, ReadOnlyArgs, StoreArgs, output};
 
 /// Text after `status`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -27,7 +27,13 @@ wasmtime version, CPU, settings or MAC mode (`prune --stale` removes them); a st
 fingerprints lists each with its count. --read-only-store adds a block per baked store. LOCK is
 probed without waiting. Changes nothing, never creates a store.
 
-Exit status: 0 shown; 2 could not run (no store at that path, store refused, unreadable).";
+Files that are not the store's (any name but `lock`, `.tmp-*` and exact lowercase artifact names,
+such as an artifact name in uppercase) are listed as `foreign` (JSON `foreign_files`). A
+--read-only-store that is missing or refused is shown with its error (JSON: `path`, `read_only`,
+`error`) and the others are still shown.
+
+Exit status: 0 shown; 1 shown, but a read-only store is not usable; 2 could not run (no store at
+that path, store refused, unreadable).";
 
 /// Options of `status`.
 #[derive(Args, Debug)]
@@ -94,6 +100,29 @@ struct StoreView {
     temp_files: usize,
     fingerprints: Vec<FingerprintRow>,
     entries: Vec<Row>,
+    /// Files that are not the store's: never loaded, removed by `prune --stale`.
+    foreign_files: Vec<ForeignRow>,
+}
+
+/// A file in the store that is neither an artifact, the lock nor a temp file.
+#[derive(Serialize)]
+struct ForeignRow {
+    file: String,
+    size: u64,
+    directory: bool,
+}
+
+/// A read-only store as `status` shows it: its view, or why it could not be opened.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ReadOnlyView {
+    Open(StoreView),
+    Unusable {
+        path: String,
+        read_only: bool,
+        /// Why the store is missing or refused.
+        error: String,
+    },
 }
 
 /// What `status --json` prints: the store, then each read-only store in the same form.
@@ -101,7 +130,7 @@ struct StoreView {
 struct StatusJson<'a> {
     #[serde(flatten)]
     store: &'a StoreView,
-    read_only_stores: &'a [StoreView],
+    read_only_stores: &'a [ReadOnlyView],
 }
 
 impl StoreView {
@@ -135,6 +164,16 @@ impl StoreView {
             })
             .collect();
         fingerprints.sort_by_key(|f| !f.current);
+        let foreign_files = store
+            .foreign_files()
+            .map_err(|e| anyhow::anyhow!("{path}: cannot list the store: {e}"))?
+            .into_iter()
+            .map(|f| ForeignRow {
+                file: f.path.display().to_string(),
+                size: f.size,
+                directory: f.is_dir,
+            })
+            .collect();
         let rows: Vec<Row> = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
         let current = rows.iter().filter(|r| r.current).count();
         Ok(StoreView {
@@ -155,6 +194,7 @@ impl StoreView {
             temp_files,
             fingerprints,
             entries: rows,
+            foreign_files,
         })
     }
 }
@@ -204,12 +244,23 @@ impl Row {
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let writable = args.store.open_existing(Some(&args.key))?;
     let store = StoreView::collect(&writable)?;
-    let read_only = args
-        .read_only
-        .open(&args.key)?
-        .iter()
-        .map(StoreView::collect)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut unusable = 0;
+    let mut read_only = Vec::new();
+    for (dir, opened) in args.read_only.open(&args.key)? {
+        // A missing or refused read-only store is reported in place; the others are still shown.
+        let view = opened.and_then(|ro| StoreView::collect(&ro));
+        read_only.push(match view {
+            Ok(view) => ReadOnlyView::Open(view),
+            Err(e) => {
+                unusable += 1;
+                ReadOnlyView::Unusable {
+                    path: dir.display().to_string(),
+                    read_only: true,
+                    error: format!("{e:#}"),
+                }
+            }
+        });
+    }
     if args.json {
         let doc = StatusJson {
             store: &store,
@@ -217,10 +268,17 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         };
         println!("{}", serde_json::to_string(&doc)?);
     } else {
-        let blocks: Vec<String> = std::iter::once(&store).chain(&read_only).map(render_text).collect();
+        let blocks: Vec<String> = std::iter::once(render_text(&store))
+            .chain(read_only.iter().map(|ro| match ro {
+                ReadOnlyView::Open(view) => render_text(view),
+                ReadOnlyView::Unusable { path, error, .. } => {
+                    format!("read-only store: {path}\nNOT USABLE:   {error}\n")
+                }
+            }))
+            .collect();
         print!("{}", blocks.join("\n"));
     }
-    Ok(EXIT_OK)
+    Ok(if unusable > 0 { EXIT_PROBLEM } else { EXIT_OK })
 }
 
 fn render_text(s: &StoreView) -> String {
@@ -276,6 +334,15 @@ fn render_text(s: &StoreView) -> String {
                 "  none for this engine: built for another CPU, wasmtime version, engine settings or MAC mode"
             );
         }
+    }
+    for f in &s.foreign_files {
+        let _ = writeln!(
+            out,
+            "foreign:      {} ({}{}): not a file of this store, never loaded; `prune --stale` removes it",
+            f.file,
+            format_size(f.size),
+            if f.directory { ", a directory" } else { "" }
+        );
     }
     if s.entries.is_empty() {
         return out;

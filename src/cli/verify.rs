@@ -22,7 +22,13 @@ the node refuses it and recompiles at its next start; `prune`/`clear` remove it 
 Never modifies the store. Holds the shared lock while checking (as a loading node does) if the
 store has a lock file, so it waits for a node that is compiling, at most --lock-timeout.
 
-Exit status: 0 every artifact is sound; 1 at least one is bad; 2 could not run.";
+Files that are not the store's (any name but `lock`, `.tmp-*` and exact lowercase artifact names,
+such as an artifact name in uppercase) are listed as `foreign`; no node loads them, and
+`prune --stale` removes them. A --read-only-store that is missing or refused is reported as BAD
+and the others are still checked.
+
+Exit status: 0 every artifact is sound; 1 at least one is bad, or a read-only store is not usable;
+2 could not run.";
 
 /// Options of `verify`.
 #[derive(Args, Debug)]
@@ -53,8 +59,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         None
     };
     let mut bad = verify_store(&store)?;
-    for ro in args.read_only.open(&args.key)? {
-        bad += verify_store(&ro)?;
+    for (dir, ro) in args.read_only.open(&args.key)? {
+        match ro {
+            Ok(ro) => bad += verify_store(&ro)?,
+            Err(e) => {
+                bad += 1;
+                println!("BAD  read-only store {}: not usable: {e:#}", dir.display());
+            }
+        }
     }
     Ok(if bad > 0 { EXIT_PROBLEM } else { EXIT_OK })
 }
@@ -88,8 +100,20 @@ fn verify_store(store: &Store) -> anyhow::Result<usize> {
             }
         }
     }
+    // Not loaded by anyone, but listed: an artifact name in another case once passed for the
+    // current key while another file was checked.
+    let foreign = store
+        .foreign_files()
+        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
+    for f in &foreign {
+        println!(
+            "foreign  {}  {}  not a file of this store (never loaded; `prune --stale` removes it)",
+            f.path.display(),
+            format_size(f.size)
+        );
+    }
     println!(
-        "{} artifact(s) of fingerprint {} checked in {}{dir}: {} ok, {bad} bad{}",
+        "{} artifact(s) of fingerprint {} checked in {}{dir}: {} ok, {bad} bad{}{}",
         current.len(),
         store.fingerprint(),
         if store.is_read_only() { "read-only store " } else { "" },
@@ -103,6 +127,11 @@ fn verify_store(store: &Store) -> anyhow::Result<usize> {
                 "; {} of other fingerprints not checked (`prune --stale` removes them)",
                 other.len()
             )
+        },
+        if foreign.is_empty() {
+            String::new()
+        } else {
+            format!("; {} foreign file(s)", foreign.len())
         }
     );
     Ok(bad)

@@ -101,6 +101,14 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
     }
 
+    if let Some(store) = &store
+        && let Some(mode) = store.lock_mode_repaired()
+    {
+        health.lock_repaired = Some(format!(
+            "lock file {} could be opened by other users (mode {mode:03o}), who could hold the lock; made it 0600",
+            store.lock_path().display()
+        ));
+    }
     let report = build_report(plan, slots, health, read_only, started.elapsed());
     report.log();
     (components, report)

@@ -11,15 +11,16 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rustix::fs::{FileType, OFlags};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::dir::{FILE_READ, GROUP_OR_OTHER_WRITE};
+use super::dir::GROUP_OR_OTHER_WRITE;
 use super::{Fault, Lookup, Rejection, Store};
 use crate::artifact::{self, ArtifactError, Sealer, TRAILER_LEN, Trailer};
 use crate::key::{ArtifactKey, Hash32};
@@ -50,6 +51,9 @@ impl LoadPath {
         }
     }
 }
+
+/// How a checked artifact is reopened for reading: never blocking.
+const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
 
 /// Size of the buffer a payload is streamed through: small enough to stay in the core's L2 cache
 /// and to come from the heap rather than from a fresh mapping in a new process (README,
@@ -133,33 +137,42 @@ impl Store {
         })
     }
 
-    /// Opens the artifact for `key` and checks the file on its descriptor (a regular file, owned
-    /// as the store requires, writable by nobody else, of a length an artifact can have), then
-    /// reads and authenticates its trailer. Binding and payload are the caller's to check.
+    /// Finds the artifact for `key` on an `O_PATH` descriptor and checks it there (a regular file,
+    /// owned as the store requires, writable by nobody else, of a length an artifact can have)
+    /// before opening it; then reopens that inode and reads and authenticates its trailer. One
+    /// `openat` more than a plain open, on the restart's hot path. Binding and payload are the
+    /// caller's to check.
     fn open_checked(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup> {
-        let file = match self.dir.open_file(key.file_name(), FILE_READ, 0) {
-            Ok(f) => f,
+        let name = key.file_name();
+        // An `O_PATH` descriptor first: a device or FIFO planted under this name is never opened.
+        let (path_fd, st) = match self.dir.open_path(&name) {
+            Ok(found) => found,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Lookup::Absent),
+            // Without O_PATH (not Linux) the open itself refuses a link.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
                 return Err(Lookup::Rejected(Rejection::Symlink));
             }
             Err(e) => return Err(Lookup::Rejected(Rejection::io("open", e))),
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| Lookup::Rejected(Rejection::io("stat", e)))?;
-        if !meta.is_file() {
-            return Err(Lookup::Rejected(Rejection::NotRegularFile));
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => return Err(Lookup::Rejected(Rejection::Symlink)),
+            _ => return Err(Lookup::Rejected(Rejection::NotRegularFile)),
         }
-        if !self.owner.allows(meta.uid()) {
-            return Err(Lookup::Rejected(Rejection::ForeignOwner { uid: meta.uid() }));
+        if !self.owner.allows(st.st_uid) {
+            return Err(Lookup::Rejected(Rejection::ForeignOwner { uid: st.st_uid }));
         }
-        let mode = meta.mode() & 0o7777;
+        let mode = st.st_mode & 0o7777;
         if mode & GROUP_OR_OTHER_WRITE != 0 {
             return Err(Lookup::Rejected(Rejection::WritableByOthers { mode }));
         }
-        artifact::check_file_len(meta.len()).map_err(|e| Lookup::Rejected(e.into()))?;
-        let trailer = read_trailer(&file, meta.len(), self).map_err(Lookup::Rejected)?;
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        artifact::check_file_len(len).map_err(|e| Lookup::Rejected(e.into()))?;
+        let file = self
+            .dir
+            .reopen(&name, &path_fd, &st, READ)
+            .map_err(|e| Lookup::Rejected(Rejection::io("open", e)))?;
+        let trailer = read_trailer(&file, len, self).map_err(Lookup::Rejected)?;
         Ok((file, trailer))
     }
 

@@ -5,19 +5,31 @@
 //! opened relative to the store's descriptor: they die with the process that holds them, so a
 //! killed node never leaves a stale lock behind. Each acquisition opens the file anew, so threads
 //! of one process exclude each other exactly as processes do.
+//!
+//! The lock file is trusted as an artifact is: found on an `O_PATH` descriptor without following a
+//! link and checked with `fstat` (a regular file with one link, owned by this process's uid) before
+//! it is opened, so a link or a hard link planted under its name is refused and never written.
+//! It is created `0600`; an existing one that others can open is made `0600`, because anyone who
+//! can open it can hold it and stall every start-up until its deadline.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rustix::fs::OFlags;
+use rustix::fs::{FileType, Mode, OFlags, Stat};
 
 use super::Store;
-use super::dir::FILE_READ;
 
 /// Name of the lock file in a store.
 pub(crate) const LOCK_NAME: &str = "lock";
+
+/// How the lock is opened to look at it without taking part: read-only, never blocking.
+const PROBE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
+
+/// Marks [`Store`]'s `lock_repaired` as set (above the permission bits it records).
+pub(super) const REPAIRED: u32 = 1 << 16;
 
 /// Which lock to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +54,14 @@ pub enum LockError {
     Io(std::io::Error),
     /// A read-only store is never locked exclusively.
     ReadOnlyStore,
+    /// The lock file failed a check (a link, a hard link, another owner, not a regular file):
+    /// nothing was written into it, and the store is not used.
+    Untrusted {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        cause: String,
+    },
 }
 
 impl std::fmt::Display for LockError {
@@ -60,6 +80,13 @@ impl std::fmt::Display for LockError {
             }
             LockError::Io(e) => write!(f, "cannot lock: {e}"),
             LockError::ReadOnlyStore => f.write_str("a read-only store is never written"),
+            LockError::Untrusted { path, cause } => {
+                write!(
+                    f,
+                    "lock file {} refused: {cause}; nothing was written into it",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -68,7 +95,7 @@ impl std::error::Error for LockError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LockError::Io(e) => Some(e),
-            LockError::TimedOut { .. } | LockError::ReadOnlyStore => None,
+            LockError::TimedOut { .. } | LockError::ReadOnlyStore | LockError::Untrusted { .. } => None,
         }
     }
 }
@@ -165,15 +192,99 @@ impl Store {
         })
     }
 
-    fn open_lock(&self, kind: LockKind) -> std::io::Result<File> {
-        let create = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        // Like the artifacts, nothing in the store is for others.
-        match self.dir.open_file(LOCK_NAME, create, 0o600) {
-            Ok(f) => Ok(f),
-            // On a read-only store a shared lock on a read-only descriptor still works.
-            Err(e) if kind == LockKind::Shared => self.dir.open_file(LOCK_NAME, FILE_READ, 0).map_err(|_| e),
-            Err(e) => Err(e),
+    fn untrusted(&self, cause: impl Into<String>) -> LockError {
+        LockError::Untrusted {
+            path: self.lock_path(),
+            cause: cause.into(),
         }
+    }
+
+    /// Why the lock file described by `st` must not be opened, if it must not.
+    fn lock_problem(st: &Stat) -> Option<String> {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => return Some("is a symbolic link".into()),
+            _ => return Some("is not a regular file".into()),
+        }
+        if st.st_nlink != 1 {
+            return Some(format!(
+                "has {} hard links: another name for it may be a file outside the store",
+                st.st_nlink
+            ));
+        }
+        if st.st_uid != super::euid() {
+            return Some(format!(
+                "is owned by uid {}, not by this process's uid {}",
+                st.st_uid,
+                super::euid()
+            ));
+        }
+        None
+    }
+
+    /// Opens the existing lock file after checking it, with `flags`; `Ok(None)` when there is none.
+    fn open_existing_lock(&self, flags: OFlags) -> Result<Option<(File, Stat)>, LockError> {
+        let (fd, st) = match self.dir.open_path(LOCK_NAME) {
+            Ok(found) => found,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                return Err(self.untrusted("is a symbolic link"));
+            }
+            Err(e) => return Err(LockError::Io(e)),
+        };
+        if let Some(cause) = Self::lock_problem(&st) {
+            return Err(self.untrusted(cause));
+        }
+        let file = self.dir.reopen(LOCK_NAME, &fd, &st, flags).map_err(LockError::Io)?;
+        Ok(Some((file, st)))
+    }
+
+    /// Opens (or creates, `0600`) the lock file for taking a `kind` lock. An existing lock file is
+    /// checked before it is opened, and one that others may open is made `0600` (logged, and
+    /// reported through [`Store::lock_mode_repaired`]).
+    fn open_lock(&self, kind: LockKind) -> Result<File, LockError> {
+        let rw = OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // Twice at most: a lock created by another process between our look and our create.
+        for _ in 0..2 {
+            let existing = match self.open_existing_lock(rw) {
+                // On a read-only file system a shared lock on a read-only descriptor still works.
+                Err(LockError::Io(e)) if kind == LockKind::Shared => self
+                    .open_existing_lock(OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC)
+                    .map_err(|_| LockError::Io(e))?,
+                other => other?,
+            };
+            if let Some((file, st)) = existing {
+                let mode = st.st_mode & 0o7777;
+                if mode & 0o077 != 0 {
+                    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o600)).map_err(|e| {
+                        self.untrusted(format!(
+                            "other users may open it (mode {mode:03o}) and it cannot be made 0600: {}",
+                            std::io::Error::from(e)
+                        ))
+                    })?;
+                    log::warn!(
+                        "lock file {} could be opened by other users (mode {mode:03o}), so they could hold the lock; made it 0600",
+                        self.lock_path().display()
+                    );
+                    self.lock_repaired.store(mode | REPAIRED, Ordering::Relaxed);
+                }
+                return Ok(file);
+            }
+            let create = rw | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+            match self.dir.open_file(LOCK_NAME, create, 0o600) {
+                Ok(file) => return Ok(file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(LockError::Io(e)),
+            }
+        }
+        Err(self.untrusted("created and replaced again while being opened"))
+    }
+
+    /// The permission bits a lock file had when this store handle found that other users could
+    /// open it and made it `0600`, if that happened.
+    pub fn lock_mode_repaired(&self) -> Option<u32> {
+        let v = self.lock_repaired.load(Ordering::Relaxed);
+        (v & REPAIRED != 0).then_some(v & 0o7777)
     }
 
     /// True when the store has a lock file (a start-up or maintenance has run here).
@@ -181,26 +292,23 @@ impl Store {
         self.dir.stat(LOCK_NAME).is_ok()
     }
 
-    /// The pid recorded by the last exclusive holder, if readable.
+    /// The pid recorded by the last exclusive holder, if readable (and the lock file is trusted).
     pub fn last_lock_holder(&self) -> Option<u32> {
+        let (file, _) = self.open_existing_lock(PROBE).ok()??;
         let mut text = String::new();
-        self.dir
-            .open_file(LOCK_NAME, FILE_READ, 0)
-            .ok()?
-            .take(32)
-            .read_to_string(&mut text)
-            .ok()?;
+        file.take(32).read_to_string(&mut text).ok()?;
         text.trim().parse().ok()
     }
 
-    /// Who holds the lock right now. Waits for nobody and never creates or writes the lock file;
-    /// the probe holds the lock for an instant only (a node starting meanwhile retries within
-    /// milliseconds).
+    /// Who holds the lock right now. Waits for nobody and never creates, changes or writes the
+    /// lock file; the probe holds the lock for an instant only (a node starting meanwhile retries
+    /// within milliseconds). A lock file that fails its checks is an error naming it.
     pub fn lock_state(&self) -> std::io::Result<LockState> {
-        let file = match self.dir.open_file(LOCK_NAME, FILE_READ, 0) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
-            Err(e) => return Err(e),
+        let file = match self.open_existing_lock(PROBE) {
+            Ok(Some((f, _))) => f,
+            Ok(None) => return Ok(LockState::Free),
+            Err(LockError::Io(e)) => return Err(e),
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
         };
         // flock works on a read-only descriptor.
         match file.try_lock() {
@@ -224,7 +332,7 @@ impl Store {
     }
 
     fn acquire(&self, kind: LockKind, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
-        let mut file = self.open_lock(kind).map_err(LockError::Io)?;
+        let mut file = self.open_lock(kind)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
         let mut next_log = start;

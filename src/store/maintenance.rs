@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 
-use super::{Exclusive, Store, StoredEntry};
+use super::{Exclusive, ForeignFile, Store, StoredEntry};
 use crate::key::Hash32;
 
 /// Why [`Store::prune`] or [`Store::clear`] removed an artifact.
@@ -49,7 +49,8 @@ impl fmt::Display for PruneReason {
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
     /// Remove artifacts compiled by another engine fingerprint (another wasmtime version, other
-    /// settings, the other authentication mode): this engine can never load them.
+    /// settings, the other authentication mode): this engine can never load them. Foreign files
+    /// ([`Store::foreign_files`]) go too: no engine ever loads them.
     pub stale: bool,
     /// When set, remove artifacts whose source hash is not in the set.
     pub keep: Option<HashSet<Hash32>>,
@@ -68,6 +69,10 @@ pub struct PruneReport {
     /// Each artifact that should have gone but could not be removed, with the error. The others
     /// were still removed.
     pub failed: Vec<(StoredEntry, std::io::Error)>,
+    /// Foreign files removed (or, in a dry run, to be removed) by `stale`.
+    pub foreign_removed: Vec<ForeignFile>,
+    /// Foreign files that could not be removed (a directory, say), with the error.
+    pub foreign_failed: Vec<(ForeignFile, std::io::Error)>,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
     /// Leftover temporary files that could not be removed, with the error.
@@ -81,7 +86,7 @@ pub struct PruneReport {
 impl PruneReport {
     /// True when everything selected was removed.
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && self.temp_files_failed.is_empty()
+        self.failed.is_empty() && self.temp_files_failed.is_empty() && self.foreign_failed.is_empty()
     }
 }
 
@@ -128,9 +133,22 @@ impl Store {
             remove.extend(rest.drain(..over).map(|e| (e, PruneReason::OverBudget)));
         }
         let kept = rest.len();
+        let foreign = if opts.stale {
+            self.foreign_files()
+                .with_context(|| format!("{}: cannot list the store", self.dir().display()))?
+        } else {
+            Vec::new()
+        };
         match exclusive {
-            Some(x) => x.remove_all(remove, kept),
-            None => Ok(dry_run_report(remove, kept)),
+            Some(x) => {
+                let mut report = x.remove_all(remove, kept)?;
+                x.remove_foreign(foreign, &mut report);
+                Ok(report)
+            }
+            None => Ok(PruneReport {
+                foreign_removed: foreign,
+                ..dry_run_report(remove, kept)
+            }),
         }
     }
 
@@ -165,6 +183,29 @@ fn dry_run_report(remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> Prune
 }
 
 impl Exclusive<'_> {
+    /// Unlinks each foreign file, going on past each one it cannot remove.
+    fn remove_foreign(&self, foreign: Vec<ForeignFile>, report: &mut PruneReport) {
+        let dir = &self.store().dir;
+        for file in foreign {
+            match dir.unlink(&file.name) {
+                Ok(()) => {
+                    log::info!("removed foreign file {}", file.path.display());
+                    report.foreign_removed.push(file);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log::warn!("cannot remove foreign file {}: {e}", file.path.display());
+                    report.foreign_failed.push((file, e));
+                }
+            }
+        }
+        if !report.foreign_removed.is_empty()
+            && let Err(e) = dir.sync()
+        {
+            log::warn!("cannot sync {}: {e}", dir.path().display());
+        }
+    }
+
     /// Unlinks `remove` and the temporary files, going on past each file it cannot remove.
     fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> anyhow::Result<PruneReport> {
         let dir = self.store().dir().to_path_buf();
@@ -333,6 +374,40 @@ mod tests {
             ..PruneOptions::default()
         };
         assert!(s.prune(&opts, t()).expect("prune").removed.is_empty());
+    }
+
+    #[test]
+    fn stale_removes_foreign_files_such_as_an_uppercase_artifact_name() {
+        let (_d, s) = store();
+        put(&s, FP, 1, 100, 0);
+        let real = s.entries().expect("entries")[0].path.clone();
+        // An artifact of a fingerprint with letters, named in uppercase.
+        let upper = s.dir().join(format!("{}-{}.cwasm", "AB".repeat(16), "01".repeat(32)));
+        std::fs::copy(&real, &upper).expect("copy");
+        std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");
+        let foreign = s.foreign_files().expect("list");
+        assert_eq!(foreign.len(), 1, "{foreign:?}");
+        assert_eq!(foreign[0].path, upper);
+        assert_eq!(left(&s), vec![1], "the uppercase twin is not an artifact");
+        let opts = PruneOptions {
+            stale: true,
+            ..PruneOptions::default()
+        };
+        let dry = s
+            .prune(
+                &PruneOptions {
+                    dry_run: true,
+                    ..opts.clone()
+                },
+                t(),
+            )
+            .expect("dry run");
+        assert_eq!(dry.foreign_removed.len(), 1);
+        assert!(upper.exists());
+        let r = s.prune(&opts, t()).expect("prune");
+        assert_eq!(r.foreign_removed.len(), 1);
+        assert!(!upper.exists() && real.exists() && s.lock_path().exists());
+        assert_eq!(r.kept, 1);
     }
 
     #[test]

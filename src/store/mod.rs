@@ -22,6 +22,7 @@ mod rejection;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -30,7 +31,7 @@ use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
 use crate::key::{ArtifactKey, Fingerprint, Hash32};
-pub(crate) use dir::{Dir, FILE_READ, GROUP_OR_OTHER_WRITE, Owner, euid};
+pub(crate) use dir::{Dir, GROUP_OR_OTHER_WRITE, Owner, euid};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
 #[cfg(feature = "fault-injection")]
@@ -99,6 +100,21 @@ impl StoredEntry {
     }
 }
 
+/// A file in the store that no version of this crate writes: not an artifact name (exactly
+/// `<32 lowercase hex>-<64 lowercase hex>.cwasm`), not the lock, not a temporary file. Listed by
+/// `verify` and `status`, removed by `prune --stale`, never loaded.
+#[derive(Debug, Clone)]
+pub struct ForeignFile {
+    /// File name in the store (not necessarily UTF-8).
+    pub name: OsString,
+    /// Full path, for messages.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// True for a directory (which `prune` cannot unlink).
+    pub is_dir: bool,
+}
+
 /// An open store directory for one engine fingerprint.
 #[derive(Debug)]
 pub struct Store {
@@ -108,6 +124,9 @@ pub struct Store {
     owner: Owner,
     read_only: bool,
     fault: Fault,
+    /// Set (with the old permission bits) when an existing lock file others could open was made
+    /// `0600`; see [`Store::lock_mode_repaired`].
+    lock_repaired: AtomicU32,
 }
 
 impl Store {
@@ -117,8 +136,9 @@ impl Store {
     /// With `create`, a missing directory (and missing parents) is made owner-only (0700).
     /// Fails when the directory is not trusted: it or an ancestor owned by another user (an
     /// ancestor may be root's), or writable by group or others (an ancestor may be sticky, as
-    /// `/tmp` is). A link in `dir` is resolved once, then every check and operation uses
-    /// descriptors, never the path again.
+    /// `/tmp` is), or reached through a link another user owns. The path is walked once, as
+    /// given ([`crate::trusted_path`]); every later check and operation uses descriptors, never
+    /// the path again.
     pub fn open_for(engine: &Engine, dir: &Path, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
         let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
         Store::open_with(dir, fingerprint, sealer, create)
@@ -138,6 +158,7 @@ impl Store {
             owner: Owner::Me,
             read_only: false,
             fault: Fault::None,
+            lock_repaired: AtomicU32::new(0),
         })
     }
 
@@ -157,6 +178,7 @@ impl Store {
             owner: Owner::MeOrRoot,
             read_only: true,
             fault: Fault::None,
+            lock_repaired: AtomicU32::new(0),
         })
     }
 
@@ -232,6 +254,35 @@ impl Store {
                 uid: st.st_uid,
                 mode: st.st_mode & 0o7777,
                 is_file: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every file in the store that is not an artifact, the lock or a temporary file, sorted by
+    /// name: for example an artifact name spelled in uppercase, which is never read as the key
+    /// it resembles.
+    pub fn foreign_files(&self) -> std::io::Result<Vec<ForeignFile>> {
+        let mut out = Vec::new();
+        for name in self.dir.names()? {
+            if let Some(text) = name.to_str()
+                && (text == lock::LOCK_NAME
+                    || text.starts_with(TEMP_PREFIX)
+                    || ArtifactKey::from_file_name(text).is_some())
+            {
+                continue;
+            }
+            let st = match self.dir.stat(&name) {
+                Ok(st) => st,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            out.push(ForeignFile {
+                path: self.dir.display_path(&name),
+                name,
+                size: u64::try_from(st.st_size).unwrap_or(0),
+                is_dir: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -244,9 +244,11 @@ pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// Writes a MAC key file of 32 `byte`s at `path` with permission bits `mode`; returns the path.
+/// Writes a MAC key file at `path` with permission bits `mode`: 32 bytes counting up from `byte`
+/// (a key of 32 equal bytes is refused as not random), so each `byte` gives another key.
 pub fn key_file(path: &Path, byte: u8, mode: u32) -> PathBuf {
-    std::fs::write(path, [byte; 32]).expect("write key");
+    let key: Vec<u8> = (0..32u8).map(|i| byte.wrapping_add(i)).collect();
+    std::fs::write(path, key).expect("write key");
     chmod(path, mode);
     path.to_path_buf()
 }
@@ -260,4 +262,54 @@ pub fn sh(script: &str, dir: &Path) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "{script}");
+}
+
+/// The second uid of the privileged tests (`nobody`).
+pub const OTHER_UID: u32 = 65534;
+
+/// Gives `path` (a link itself, not its target) to [`OTHER_UID`], or fails the test saying why.
+/// Only tests marked `#[ignore = "needs root: ..."]` call it, so a run without root shows them as
+/// not run, and `cargo test -- --ignored` without root fails instead of passing silently.
+pub fn give_to_other_uid(path: &Path) {
+    let euid = rustix::process::geteuid().as_raw();
+    assert_ne!(
+        euid, OTHER_UID,
+        "needs root: this process runs as uid {OTHER_UID}, the uid these tests use as the other user"
+    );
+    std::os::unix::fs::lchown(path, Some(OTHER_UID), Some(OTHER_UID)).unwrap_or_else(|e| {
+        panic!(
+            "needs root: cannot chown {} to uid {OTHER_UID} ({e}); run the ignored tests as root (.ci/run does)",
+            path.display()
+        )
+    });
+}
+
+/// Runs `mount` with `args`, or fails the test saying why (see [`give_to_other_uid`]).
+pub fn mount_or_fail(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new("mount").args(args).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "needs root: mount {args:?} failed: {}; run the ignored tests as root (.ci/run does)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("needs root: cannot run mount ({e}); run the ignored tests as root (.ci/run does)"),
+    }
+}
+
+/// Runs `program args` as [`OTHER_UID`] (through `setpriv`), returning its output; fails the test
+/// when the switch itself is refused.
+pub fn run_as_other_uid(program: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("needs root: cannot run setpriv ({e})"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("setpriv:"),
+        "needs root: setpriv could not switch to uid {OTHER_UID}: {stderr}"
+    );
+    out
 }

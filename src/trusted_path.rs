@@ -1,0 +1,435 @@
+//! Resolving a path the way the kernel would, but checking every step: systemd's `chase()` with
+//! `CHASE_SAFE`, OpenSSH's `StrictModes`, and the kernel's `fs.protected_symlinks` rule.
+//!
+//! The path is taken as given (made absolute against the working directory, never canonicalized)
+//! and walked from `/` one component at a time with `openat(O_PATH | O_NOFOLLOW)` and `fstat`:
+//! - every directory passed through must be owned by root or this process's effective uid and not
+//!   be writable by group or others unless it is sticky (as `/tmp` is): nobody else can then
+//!   rename or replace what lies below it;
+//! - every symbolic link met is checked on its own descriptor before it is followed: owned by root
+//!   or this process's uid, and in a sticky directory only by this uid or the directory's owner
+//!   (whoever else can create entries there could plant it). Its target is then read from that
+//!   descriptor and spliced into the components still to walk (an absolute target restarts at
+//!   `/`), at most [`MAX_LINKS`] times;
+//! - `..` is a step like any other: `openat(dir, "..")`, checked as any directory is, never
+//!   resolved lexically, so `a/link/..` is the parent of the link's target, as for the kernel.
+//!
+//! Files inside a trusted directory are opened in two steps ([`open_path`], then [`reopen`]): an
+//! `O_PATH` descriptor, which opens nothing (no FIFO blocks, no device driver runs), is checked
+//! with `fstat` first, and only then reopened for reading through `/proc/self/fd`, which reaches
+//! exactly that inode.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, bail};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+/// Most symbolic links one walk follows, as the kernel's `ELOOP` limit.
+pub(crate) const MAX_LINKS: usize = 40;
+
+/// Write permission for group or others.
+pub(crate) const GROUP_OR_OTHER_WRITE: u32 = 0o022;
+const STICKY: u32 = 0o1000;
+
+/// Who may own a checked directory or file, besides nobody else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// This process's effective uid only: a store the node writes.
+    Me,
+    /// This process's effective uid or root: keys and read-only stores an image was baked with.
+    MeOrRoot,
+}
+
+impl Owner {
+    pub(crate) fn allows(self, uid: u32) -> bool {
+        uid == euid() || (self == Owner::MeOrRoot && uid == 0)
+    }
+}
+
+/// This process's effective uid.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Flags of a descriptor used only to walk and `fstat`: on Linux `O_PATH` opens nothing and
+/// needs no read permission, as path resolution itself does not.
+fn path_flags() -> OFlags {
+    #[cfg(target_os = "linux")]
+    let base = OFlags::PATH;
+    #[cfg(not(target_os = "linux"))]
+    let base = OFlags::RDONLY | OFlags::NONBLOCK;
+    base | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// A directory reached by a checked walk, or the final non-directory it ended on.
+pub(crate) struct Walked {
+    /// An `O_PATH` descriptor (on Linux).
+    pub fd: OwnedFd,
+    /// The path as resolved (links replaced by their targets), for messages.
+    pub path: PathBuf,
+    /// `fstat` of `fd`.
+    pub stat: Stat,
+}
+
+impl Walked {
+    fn root() -> anyhow::Result<Walked> {
+        let fd = rfs::open("/", path_flags() | OFlags::DIRECTORY, Mode::empty()).context("cannot open /")?;
+        Ok(Walked {
+            stat: rfs::fstat(&fd).context("cannot stat /")?,
+            fd,
+            path: PathBuf::from("/"),
+        })
+    }
+
+    /// Permission bits.
+    pub fn mode(&self) -> u32 {
+        self.stat.st_mode & 0o7777
+    }
+
+    fn is_dir(&self) -> bool {
+        FileType::from_raw_mode(self.stat.st_mode) == FileType::Directory
+    }
+
+    /// A directory that may be passed through: owned by root or us, and nobody else can rename
+    /// or replace its entries.
+    pub fn check_passable(&self) -> anyhow::Result<()> {
+        let (uid, mode) = (self.stat.st_uid, self.mode());
+        if !Owner::MeOrRoot.allows(uid) {
+            bail!(
+                "{} is owned by uid {uid}, neither root nor this process's uid {}: that user could swap the directories below it",
+                self.path.display(),
+                euid()
+            );
+        }
+        if mode & GROUP_OR_OTHER_WRITE != 0 && mode & STICKY == 0 {
+            bail!(
+                "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`",
+                self.path.display(),
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The final directory of a walk: owned as `owner` requires and writable by nobody else.
+    pub fn check_final_dir(&self, owner: Owner) -> anyhow::Result<()> {
+        let (uid, mode) = (self.stat.st_uid, self.mode());
+        if !self.is_dir() {
+            bail!("{} is not a directory", self.path.display());
+        }
+        if !owner.allows(uid) {
+            bail!(
+                "{} is owned by uid {uid}, not by this process's uid {}{}",
+                self.path.display(),
+                euid(),
+                if owner == Owner::MeOrRoot { " or root" } else { "" }
+            );
+        }
+        if mode & GROUP_OR_OTHER_WRITE != 0 {
+            bail!(
+                "{} is writable by other users (mode {mode:03o}); run `chmod go-w {}`",
+                self.path.display(),
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// A link found in this (checked) directory may be followed: owned by root or us, and in a
+    /// sticky directory by us or the directory's owner (the kernel's `protected_symlinks` rule).
+    fn check_link(&self, link: &Path, st: &Stat) -> anyhow::Result<()> {
+        let uid = st.st_uid;
+        let sticky = self.mode() & STICKY != 0;
+        // In a sticky directory the directory's owner is root or us (it passed its own check).
+        let allowed = Owner::MeOrRoot.allows(uid) && (!sticky || uid == euid() || uid == self.stat.st_uid);
+        if !allowed {
+            bail!(
+                "{} is a symbolic link owned by uid {uid}, neither root nor this process's uid {}{}: that user could point it anywhere; it is never followed",
+                link.display(),
+                euid(),
+                if sticky { " in a sticky directory" } else { "" }
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens `name` below this directory without following a link.
+    fn open_child(&self, name: &OsStr) -> Result<(OwnedFd, Stat), Errno> {
+        let fd = rfs::openat(&self.fd, name, path_flags(), Mode::empty())?;
+        let st = rfs::fstat(&fd)?;
+        Ok((fd, st))
+    }
+
+    /// Creates `name` (0700) below this checked directory and fsyncs this directory so the new
+    /// entry survives a crash. A directory made meanwhile by a concurrent start-up is fine: the
+    /// walk checks it like any other.
+    fn make_child(&self, name: &OsStr) -> anyhow::Result<()> {
+        let path = self.path.join(name);
+        match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {
+                let synced = rfs::openat(
+                    &self.fd,
+                    c".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .and_then(|fd| rfs::fsync(&fd));
+                synced
+                    .with_context(|| format!("cannot fsync {} after creating {}", self.path.display(), path.display()))
+            }
+            Err(Errno::EXIST) => Ok(()),
+            Err(e) => Err(io::Error::from(e)).with_context(|| format!("cannot create {}", path.display())),
+        }
+    }
+}
+
+/// Walks `path` as given, checking every directory passed through and every link followed (see
+/// the module's documentation). The final component is followed if it is a link and returned
+/// unchecked, for the caller's own check ([`Walked::check_final_dir`]). With `create`, missing
+/// directories are made `0700`.
+pub(crate) fn walk(path: &Path, create: bool) -> anyhow::Result<Walked> {
+    walk_components(path, create)
+}
+
+/// Walks the parent of `path` as [`walk`] does, checks it as a directory that may be passed
+/// through, and returns it with the final name, which is not looked at: the caller opens it
+/// relative to the parent ([`open_path`]) and checks what it finds.
+pub(crate) fn walk_parent(path: &Path) -> anyhow::Result<(Walked, OsString)> {
+    let Some(name) = path.file_name() else {
+        bail!("{}: not a file path", path.display());
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let walked = walk_components(parent, false)?;
+    if !walked.is_dir() {
+        bail!("{} is not a directory", walked.path.display());
+    }
+    walked.check_passable()?;
+    Ok((walked, name.to_os_string()))
+}
+
+fn walk_components(path: &Path, create: bool) -> anyhow::Result<Walked> {
+    // `absolute` only prepends the working directory; `..` and links stay for the walk.
+    let abs = std::path::absolute(path).with_context(|| format!("{}: cannot make absolute", path.display()))?;
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    push_components(&mut todo, &abs);
+    let mut cur = Walked::root()?;
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if !cur.is_dir() {
+            bail!("{}: {}", cur.path.display(), io::Error::from(Errno::NOTDIR));
+        }
+        cur.check_passable()?;
+        if name == ".." {
+            let fd = rfs::openat(&cur.fd, c"..", path_flags() | OFlags::DIRECTORY, Mode::empty())
+                .map_err(io::Error::from)
+                .with_context(|| format!("cannot open {}/..", cur.path.display()))?;
+            let mut up = cur.path.clone();
+            up.pop();
+            cur = Walked {
+                stat: rfs::fstat(&fd).with_context(|| format!("cannot stat {}", up.display()))?,
+                fd,
+                path: up,
+            };
+            continue;
+        }
+        let child = cur.path.join(&name);
+        let (fd, st) = match cur.open_child(&name) {
+            Ok(found) => found,
+            Err(Errno::NOENT) if create => {
+                cur.make_child(&name)?;
+                cur.open_child(&name)
+                    .map_err(io::Error::from)
+                    .with_context(|| format!("cannot open {}", child.display()))?
+            }
+            Err(Errno::NOENT) => bail!("{}: no such directory", child.display()),
+            // Non-Linux only (no O_PATH): a link refuses the open; describe it without following.
+            Err(Errno::LOOP) => {
+                let st = rfs::statat(&cur.fd, &name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(io::Error::from)
+                    .with_context(|| format!("cannot stat {}", child.display()))?;
+                let fd = rfs::openat(&cur.fd, c".", path_flags() | OFlags::DIRECTORY, Mode::empty())
+                    .map_err(io::Error::from)
+                    .with_context(|| format!("cannot open {}", cur.path.display()))?;
+                (fd, st)
+            }
+            Err(e) => return Err(io::Error::from(e)).with_context(|| format!("cannot open {}", child.display())),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            cur.check_link(&child, &st)?;
+            links += 1;
+            if links > MAX_LINKS {
+                bail!(
+                    "{}: more than {MAX_LINKS} symbolic links to follow (a loop?)",
+                    path.display()
+                );
+            }
+            let target =
+                read_link(&cur, &fd, &name).with_context(|| format!("cannot read the link {}", child.display()))?;
+            let target = Path::new(OsStr::from_bytes(&target));
+            if target.as_os_str().is_empty() {
+                bail!("{} is an empty symbolic link", child.display());
+            }
+            let mut spliced = VecDeque::new();
+            push_components(&mut spliced, target);
+            spliced.extend(todo);
+            todo = spliced;
+            if target.is_absolute() {
+                cur = Walked::root()?;
+            }
+            continue;
+        }
+        cur = Walked {
+            fd,
+            path: child,
+            stat: st,
+        };
+    }
+    Ok(cur)
+}
+
+/// Appends `path`'s components to `todo`: `.` and the root are dropped (the walk starts at `/`
+/// for an absolute path), `..` is kept for the walk to take.
+fn push_components(todo: &mut VecDeque<OsString>, path: &Path) {
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => todo.push_back(n.to_os_string()),
+            Component::ParentDir => todo.push_back(OsString::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+}
+
+/// The target of the link `fd` (found as `name` in `dir`), read from the link's own descriptor
+/// where `O_PATH` allows it, so the link checked is the link read.
+fn read_link(dir: &Walked, fd: &OwnedFd, name: &OsStr) -> io::Result<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = (dir, name);
+        Ok(rfs::readlinkat(fd, c"", Vec::new())?.into_bytes())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        Ok(rfs::readlinkat(&dir.fd, name, Vec::new())?.into_bytes())
+    }
+}
+
+/// Opens `name` in `dir` for inspection only (`O_PATH`, never following a link, never blocking,
+/// no side effect even on a device or FIFO) and `fstat`s it. A link is returned as a link.
+pub(crate) fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<(OwnedFd, Stat)> {
+    let fd = rfs::openat(dir, name, path_flags(), Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    Ok((fd, st))
+}
+
+/// Like [`open_path`] for a path, following links: for files whose integrity is checked by
+/// content (sources, by SHA-256) or that deployments commonly link (a whitelist mounted from a
+/// Kubernetes ConfigMap), where only the open itself must be harmless.
+pub(crate) fn open_path_following(path: &Path) -> io::Result<(OwnedFd, Stat)> {
+    let fd = rfs::open(path, path_flags().difference(OFlags::NOFOLLOW), Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    Ok((fd, st))
+}
+
+/// Flags of a checked file reopened for reading.
+const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
+
+/// Reopens the inode behind `path_fd` (from [`open_path`], already checked) for reading.
+pub(crate) fn reopen_read(path_fd: &OwnedFd, st: &Stat, fallback: Fallback<'_>) -> io::Result<File> {
+    reopen(path_fd, st, READ, fallback)
+}
+
+/// How to reach a file again where `/proc` is not mounted: by name in a directory, or by path.
+pub(crate) enum Fallback<'a> {
+    /// `openat(dir, name, O_NOFOLLOW)`.
+    At(BorrowedFd<'a>, &'a OsStr),
+    /// `open(path)`, following links as [`open_path_following`] did.
+    Path(&'a Path),
+}
+
+/// Reopens the inode behind `path_fd` with `flags` (no `O_CREAT`). Through `/proc/self/fd` the
+/// kernel reaches exactly that inode; without `/proc`, the file is opened again by name without
+/// following a link or blocking, and must be the same inode (device and inode numbers) as checked.
+pub(crate) fn reopen(path_fd: &OwnedFd, st: &Stat, flags: OFlags, fallback: Fallback<'_>) -> io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        let proc = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
+        match rfs::open(proc.as_str(), flags, Mode::empty()) {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(Errno::NOENT) if !proc_mounted() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path_fd;
+    let fd = match fallback {
+        Fallback::At(dir, name) => rfs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::NONBLOCK, Mode::empty())?,
+        Fallback::Path(path) => rfs::open(path, flags | OFlags::NONBLOCK, Mode::empty())?,
+    };
+    let now = rfs::fstat(&fd)?;
+    if now.st_dev != st.st_dev || now.st_ino != st.st_ino {
+        return Err(io::Error::other("replaced while being opened"));
+    }
+    Ok(File::from(fd))
+}
+
+#[cfg(target_os = "linux")]
+fn proc_mounted() -> bool {
+    Path::new("/proc/self/fd").is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn dot_dot_is_walked_not_lexical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b/c");
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        symlink(&b, a.join("link")).expect("symlink");
+        // Lexically a/link/.. is a; through the link it is b.
+        let w = walk(&a.join("link/.."), false).expect("walk");
+        let real_b = std::fs::canonicalize(dir.path().join("b")).expect("canonicalize");
+        assert_eq!(w.path, real_b);
+        let st = std::fs::metadata(&real_b).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(w.stat.st_ino, st.ino());
+    }
+
+    #[test]
+    fn link_loops_end_with_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        symlink("loop2", dir.path().join("loop1")).expect("symlink");
+        symlink("loop1", dir.path().join("loop2")).expect("symlink");
+        let err = format!("{:#}", walk(&dir.path().join("loop1/x"), false).err().expect("refused"));
+        assert!(
+            err.contains("more than 40 symbolic links") && err.contains("loop1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn relative_links_and_missing_directories_are_created_below_the_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("real")).expect("mkdir");
+        symlink("real", dir.path().join("rel")).expect("symlink");
+        let w = walk(&dir.path().join("rel/new/deeper"), true).expect("walk");
+        assert!(w.path.ends_with("real/new/deeper"), "{}", w.path.display());
+        assert!(dir.path().join("real/new/deeper").is_dir());
+        assert!(walk(&dir.path().join("rel/absent"), false).is_err());
+    }
+}
