@@ -122,7 +122,9 @@ impl Builder {
     /// [`CpuProfile::X86_64V3`]) has every whitelisted component compiled by that profile's engine
     /// and published under its fingerprint, unless a verified artifact is already there: a bake for
     /// a fleet of mixed CPUs. Without `Native` in the list, nothing is stored for this host's own
-    /// engine (what it compiles for itself stays in memory). An empty list is an error.
+    /// engine (what it compiles for itself stays in memory, or is served from the portable
+    /// artifacts); with it, the native artifacts are compiled and stored too, never served from
+    /// the portable ones. An empty list is an error.
     ///
     /// ```no_run
     /// use wasm_node_cache::{CpuProfile, WasmNodeCache};

@@ -111,17 +111,22 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
     }
     let (mut read_only, ro_stores) = load_read_only(plan, fingerprint, &mut slots, &mut components);
-    load_portable(
-        plan,
-        keyed,
-        fingerprint,
-        store.as_ref().filter(|_| can_write),
-        &ro_stores,
-        deadline,
-        &mut slots,
-        &mut components,
-        &mut read_only,
-    );
+    // A bake that stores native artifacts too compiles them rather than serving its own host from
+    // the portable ones it just made.
+    let bakes_native = plan.bake.contains(&CpuProfile::Native) && plan.bake.iter().any(|p| !p.is_native());
+    if !bakes_native {
+        load_portable(
+            plan,
+            keyed,
+            fingerprint,
+            store.as_ref().filter(|_| can_write),
+            &ro_stores,
+            deadline,
+            &mut slots,
+            &mut components,
+            &mut read_only,
+        );
+    }
     for (report, store) in read_only.iter_mut().zip(&ro_stores) {
         if let (0, Some(store)) = (report.hits, store) {
             report.other_fingerprints = other_fingerprints_only(store);
