@@ -4,6 +4,8 @@
 //! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified;
 //! - `warm_mac`: the same in authenticated (MAC) mode;
 //! - `warm_read_only`: `warm` with an empty writable store, everything from a read-only store;
+//! - `warm_portable`: the same from a bake of portable CPU profiles only (v4, v3, v2): what a host
+//!   whose CPU differs from the build machine's does;
 //! - `floor`: bare `Component::deserialize_file` of precompiled files, no checks at all.
 //!
 //! ```sh
@@ -108,30 +110,37 @@ fn main() {
     // A container start: an empty writable store, everything in a read-only bake (the warm store).
     let empty = scratch.path().join("store-empty");
     let from_bake = || support::start_up_with(&engine, &corpus, &empty, Some(&store), None, true);
+    // A bake of the portable profiles only, as an image built on another machine holds.
+    let portable_bake = scratch.path().join("bake-portable");
+    support::bake_portable(&corpus, &portable_bake);
+    let empty_portable = scratch.path().join("store-empty-portable");
+    let from_portable = || support::start_up_with(&engine, &corpus, &empty_portable, Some(&portable_bake), None, true);
 
     // One warm-up round so that every path starts with the same page cache and allocator state.
     support::start_up(&engine, &corpus, &store, None, true);
     from_bake();
+    from_portable();
     support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true);
     support::floor(&engine, &floor_files);
 
     // Interleaved rounds with a rotating order: drift (frequency, other load) and the position in a
     // round (caches just used by another path) hit every path alike.
-    let mut samples: [Vec<Duration>; 5] = Default::default();
+    let mut samples: [Vec<Duration>; 6] = Default::default();
     for round in 0..args.reps as usize {
-        for k in 0..5 {
-            let path = (round + k) % 5;
+        for k in 0..6 {
+            let path = (round + k) % 6;
             let d = match path {
                 0 => support::floor(&engine, &floor_files),
                 1 => support::start_up(&engine, &corpus, &store, None, true),
                 2 => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
                 3 => from_bake(),
+                4 => from_portable(),
                 _ => support::floor_parallel(&engine, &floor_files, threads),
             };
             samples[path].push(d);
         }
     }
-    let [floor, warm, warm_mac, warm_read_only, floor_par] = samples;
+    let [floor, warm, warm_mac, warm_read_only, warm_portable, floor_par] = samples;
     // A real restart is a new process: no warm heap, no engine state from earlier start-ups. Both
     // sides time themselves after creating their engine, as the in-process paths do.
     let (mut warm_fresh, mut floor_fresh, mut warm_mac_fresh) = (Vec::new(), Vec::new(), Vec::new());
@@ -145,6 +154,7 @@ fn main() {
     let warm = median(warm);
     let warm_mac = median(warm_mac);
     let warm_read_only = median(warm_read_only);
+    let warm_portable = median(warm_portable);
     let floor = median(floor);
     let floor_par = median(floor_par);
     let cold = median(cold);
@@ -180,6 +190,11 @@ fn main() {
             "`warm` served entirely from a read-only store (empty writable store)",
             warm_read_only,
         ),
+        (
+            "warm_portable",
+            "`warm` served entirely from a bake of portable CPU profiles (empty writable store)",
+            warm_portable,
+        ),
         ("floor", "bare `deserialize_file`, sequential, no checks", floor),
         ("floor_parallel", "bare `deserialize_file` on every core", floor_par),
         (
@@ -201,8 +216,9 @@ fn main() {
         ms(first_start)
     );
     println!(
-        "warm_read_only/warm {:.2} (budget <= 1.10); warm_mac/floor {:.2} (budget <= 3.5); in new processes: warm {:.2} ms, warm_mac {:.2} ms, floor {:.2} ms, warm/floor {:.2} (budget <= 2.0), warm_mac/floor {:.2}",
+        "warm_read_only/warm {:.2} (budget <= 1.10); warm_portable/warm {:.2} (budget <= 1.10); warm_mac/floor {:.2} (budget <= 3.5); in new processes: warm {:.2} ms, warm_mac {:.2} ms, floor {:.2} ms, warm/floor {:.2} (budget <= 2.0), warm_mac/floor {:.2}",
         ratio(warm_read_only, warm),
+        ratio(warm_portable, warm),
         ratio(warm_mac, floor),
         ms(warm_fresh),
         ms(warm_mac_fresh),
@@ -227,6 +243,8 @@ fn main() {
         "warm_mac_ms": ms(warm_mac),
         "warm_read_only_ms": ms(warm_read_only),
         "warm_read_only_over_warm": ratio(warm_read_only, warm),
+        "warm_portable_ms": ms(warm_portable),
+        "warm_portable_over_warm": ratio(warm_portable, warm),
         "floor_ms": ms(floor),
         "floor_parallel_ms": ms(floor_par),
         "first_start_ms": ms(first_start),

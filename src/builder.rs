@@ -11,6 +11,7 @@ use crate::artifact::Sealer;
 use crate::cache::{DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, StoreHandle, WasmNodeCache};
 use crate::cache::{default_store_dir, resolve_key_file};
 use crate::key::Hash32;
+use crate::profile::CpuProfile;
 use crate::startup::{Plan, ProgressFn, StoreChoice};
 use crate::store::Fault;
 
@@ -38,6 +39,7 @@ pub struct Builder {
     auth_key_file: Option<PathBuf>,
     fault: Fault,
     progress: Option<ProgressFn>,
+    cpu_profiles: Option<Vec<CpuProfile>>,
 }
 
 impl Builder {
@@ -115,6 +117,28 @@ impl Builder {
         self
     }
 
+    /// The CPU profiles whose artifacts this start-up stores in the writable store (default:
+    /// `[CpuProfile::Native]`, the node's own). Each portable profile in the list (such as
+    /// [`CpuProfile::X86_64V3`]) has every whitelisted component compiled by that profile's engine
+    /// and published under its fingerprint, unless a verified artifact is already there: a bake for
+    /// a fleet of mixed CPUs. Without `Native` in the list, nothing is stored for this host's own
+    /// engine (what it compiles for itself stays in memory, or is served from the portable
+    /// artifacts); with it, the native artifacts are compiled and stored too, never served from
+    /// the portable ones. An empty list is an error.
+    ///
+    /// ```no_run
+    /// use wasm_node_cache::{CpuProfile, WasmNodeCache};
+    /// let bake = WasmNodeCache::builder()
+    ///     .store("/opt/wasm-bake")
+    ///     .cpu_profiles([CpuProfile::Native, CpuProfile::X86_64V2, CpuProfile::X86_64V3, CpuProfile::X86_64V4])
+    ///     .build()?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn cpu_profiles(mut self, profiles: impl IntoIterator<Item = CpuProfile>) -> Self {
+        self.cpu_profiles = Some(profiles.into_iter().collect());
+        self
+    }
+
     /// Injects a store failure (disk full, read-only, executable memfds refused), for tests.
     #[cfg(feature = "fault-injection")]
     pub fn fault(mut self, fault: Fault) -> Self {
@@ -131,6 +155,10 @@ impl Builder {
             (None, Some(file)) => crate::whitelist::read_whitelist_file(&file)?,
             (None, None) => crate::whitelist::read_whitelist_file(Path::new(DEFAULT_WHITELIST_FILE))?,
         };
+        let bake = self.cpu_profiles.unwrap_or_else(|| vec![CpuProfile::Native]);
+        if bake.is_empty() {
+            anyhow::bail!("no CPU profile to store: the list needs at least one (native is the node's own)");
+        }
         let engine = match self.engine {
             Some(e) => e,
             None => crate::engine::init_wasm_engine()?,
@@ -174,6 +202,7 @@ impl Builder {
             sealer,
             fault: self.fault,
             progress: self.progress,
+            bake,
         };
         let (components, report) = crate::startup::run(&plan);
         let store = match (&plan.store, &plan.sealer) {

@@ -194,7 +194,8 @@ impl WasmNodeCache {
     }
 
     /// Removes the artifacts this node will never load: those of other engine fingerprints
-    /// (older wasmtime versions or settings) and those of hashes outside its whitelist. Unlinks
+    /// (older wasmtime versions or settings; portable CPU profiles of this build are kept) and
+    /// those of hashes outside its whitelist. Unlinks
     /// only, under the store's exclusive lock; leftover temp files go too.
     ///
     /// A start-up never does this by itself: nodes of two versions may share a store during a
@@ -212,8 +213,13 @@ impl WasmNodeCache {
             anyhow::bail!("this node uses no store (disabled, or its MAC key could not be loaded)");
         };
         let store = Store::open_for(&self.wasm_engine, &handle.dir, handle.sealer.clone(), false)?;
+        let current = crate::profile::portable_fingerprints(handle.sealer.is_keyed())?
+            .into_iter()
+            .map(|(_, fp)| fp)
+            .collect();
         let options = PruneOptions {
             stale: true,
+            current,
             keep: Some(self.wasm_hash_whitelist.clone()),
             max_size: None,
             dry_run: false,

@@ -12,6 +12,7 @@
 //! - `startup`: one start-up (load, read sources, re-check under the lock, compile, publish);
 //! - [`report`]: what a start-up did;
 //! - `cache`, `builder`: the public [`WasmNodeCache`] and its [`Builder`];
+//! - [`profile`]: CPU profiles, the portable engines a bake compiles for;
 //! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs;
 //! - `trusted_path`: walking a path as given, checking every directory and link on the way, and
 //!   checking files on an `O_PATH` descriptor before opening them.
@@ -28,6 +29,7 @@ mod builder;
 mod cache;
 mod engine;
 pub mod key;
+pub mod profile;
 pub mod report;
 mod serial;
 mod source;
@@ -44,7 +46,11 @@ pub use cache::{
 };
 pub use engine::{init_wasm_engine, node_config};
 pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};
-pub use report::{EntryReport, FingerprintCount, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
+pub use profile::CpuProfile;
+pub use report::{
+    BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,
+    StoreHealth, StoreWrite,
+};
 pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
 pub use startup::{Progress, ProgressFn};
 #[cfg(feature = "fault-injection")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::key::Hash32;
+use crate::profile::CpuProfile;
 use crate::source::SkipReason;
 use crate::store::{LoadPath, Rejection};
 
@@ -52,11 +53,44 @@ pub struct EntryReport {
     pub store: Option<PathBuf>,
     /// For a component loaded from a store, how its code reached wasmtime.
     pub load_path: Option<LoadPath>,
+    /// For a component loaded from a store, the CPU profile its artifact was compiled for:
+    /// `native` (this engine's own fingerprint) or a portable profile such as `x86-64-v3`.
+    pub profile: Option<CpuProfile>,
     /// Why a stored artifact under the current key was refused, if one was.
     #[serde(serialize_with = "crate::serial::opt_display")]
     pub rejected: Option<Rejection>,
-    /// Why the freshly compiled artifact could not be stored, if it could not.
-    pub store_error: Option<String>,
+    /// Portable artifacts that were tried and refused before the component was served or compiled,
+    /// best profile first (for example wasmtime's reason when this CPU lacks a feature).
+    pub portable_refused: Vec<PortableRefusal>,
+    /// For a compiled component with a writable store: whether its artifact was stored.
+    pub stored: Option<StoreWrite>,
+}
+
+/// A portable artifact that was found and refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortableRefusal {
+    /// The profile it was compiled for.
+    pub profile: CpuProfile,
+    /// The store it lies in.
+    #[serde(serialize_with = "crate::serial::path")]
+    pub store: PathBuf,
+    /// Why it was refused.
+    #[serde(serialize_with = "crate::serial::display")]
+    pub reason: Rejection,
+}
+
+/// What became of a freshly compiled artifact in the writable store. In JSON an object with
+/// `status` and, for the failures, `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "error", rename_all = "snake_case")]
+pub enum StoreWrite {
+    /// Published and the directory fsynced: it survives a crash.
+    Stored,
+    /// Renamed into place and loadable, but the directory's fsync failed: a crash of the machine
+    /// could still lose it (then the next start compiles it again).
+    DurabilityNotConfirmed(String),
+    /// Not published; the next start compiles it again.
+    NotStored(String),
 }
 
 impl EntryReport {
@@ -71,8 +105,21 @@ impl EntryReport {
         if let Some(r) = &self.rejected {
             parts.push(format!("stored artifact rejected: {r}"));
         }
-        if let Some(e) = &self.store_error {
-            parts.push(format!("not stored: {e}"));
+        if let Some(p) = self.profile.filter(|p| !p.is_native()) {
+            parts.push(format!("served by the portable {p} artifact"));
+        }
+        for r in &self.portable_refused {
+            parts.push(format!(
+                "portable {} artifact in {} refused: {}",
+                r.profile,
+                r.store.display(),
+                r.reason
+            ));
+        }
+        match &self.stored {
+            Some(StoreWrite::NotStored(e)) => parts.push(format!("not stored: {e}")),
+            Some(StoreWrite::DurabilityNotConfirmed(e)) => parts.push(format!("stored, durability not confirmed: {e}")),
+            Some(StoreWrite::Stored) | None => {}
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
@@ -91,8 +138,14 @@ pub struct StoreHealth {
     /// Why the store could not be written, if it could not (then compiled artifacts live only in
     /// memory and the next start compiles them again).
     pub write_error: Option<String>,
-    /// Artifacts written in this start-up.
+    /// Artifacts written in this start-up (including those whose durability is not confirmed).
     pub written: usize,
+    /// Why the directory's fsync after publishing failed, if it did: the artifacts were stored,
+    /// but a crash of the machine could still lose them.
+    pub durability_error: Option<String>,
+    /// Rejected artifacts removed from this store because another store served their component
+    /// (otherwise every start would reject them again).
+    pub rejected_removed: usize,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
     /// Set when the store's lock file could be opened by other users (who could then hold the
@@ -184,6 +237,38 @@ pub struct LoadReport {
     /// Each read-only store, in the order searched (`read_only_stores` in JSON).
     #[serde(rename = "read_only_stores")]
     pub read_only: Vec<ReadOnlyStoreReport>,
+    /// Of `from_store`, the components served by a portable profile's artifact.
+    pub from_portable: usize,
+    /// What was baked for each portable CPU profile asked for ([`crate::Builder::cpu_profiles`]);
+    /// empty for a node's start-up.
+    pub baked: Vec<BakeReport>,
+}
+
+/// What a bake did for one portable CPU profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct BakeReport {
+    /// The profile.
+    pub profile: CpuProfile,
+    /// Its fingerprint (hex): the artifacts' file names start with it.
+    pub fingerprint: String,
+    /// Artifacts compiled and stored now.
+    pub written: usize,
+    /// Artifacts that were already stored and verified.
+    pub present: usize,
+    /// Components that could not be baked, and why.
+    pub failed: Vec<BakeFailure>,
+    /// Why a directory fsync after publishing failed, if one did (the artifacts are stored).
+    pub durability_error: Option<String>,
+}
+
+/// A component a bake could not compile or store for a profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct BakeFailure {
+    /// Source SHA-256.
+    #[serde(serialize_with = "crate::serial::hex")]
+    pub hash: Hash32,
+    /// Why.
+    pub reason: String,
 }
 
 impl LoadReport {
@@ -203,7 +288,12 @@ impl LoadReport {
         };
         for e in &entries {
             match &e.outcome {
-                Outcome::FromStore => report.from_store += 1,
+                Outcome::FromStore => {
+                    report.from_store += 1;
+                    if e.profile.is_some_and(|p| !p.is_native()) {
+                        report.from_portable += 1;
+                    }
+                }
                 Outcome::Compiled => report.compiled += 1,
                 Outcome::Skipped(_) => report.skipped += 1,
                 Outcome::Unlisted => report.unlisted += 1,
@@ -220,7 +310,11 @@ impl LoadReport {
     pub(crate) fn log(&self) {
         for e in &self.entries {
             // A rejection alone was already logged, naming the file, when it happened.
-            let needs_warning = matches!(e.outcome, Outcome::Skipped(_)) || e.store_error.is_some();
+            let needs_warning = matches!(e.outcome, Outcome::Skipped(_))
+                || matches!(
+                    e.stored,
+                    Some(StoreWrite::NotStored(_) | StoreWrite::DurabilityNotConfirmed(_))
+                );
             match (needs_warning, e.reason()) {
                 (true, Some(reason)) => {
                     log::warn!("component {}: {}: {reason}", hex::encode(e.hash), e.outcome.as_str())
@@ -231,6 +325,12 @@ impl LoadReport {
         if let (Some(e), None) = (&self.store.write_error, &self.store.read_error) {
             log::warn!("artifact store not written: {e}");
         }
+        if let Some(e) = &self.store.durability_error {
+            log::warn!("artifacts stored, but their durability is not confirmed: {e}");
+        }
+        for b in &self.baked {
+            log::info!("{}", b.summary());
+        }
         for ro in &self.read_only {
             if let Some(e) = &ro.error {
                 log::warn!("read-only store {} not used: {e}", ro.path.display());
@@ -240,9 +340,10 @@ impl LoadReport {
             }
         }
         log::info!(
-            "wasm components ready in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
+            "wasm components ready in {:.1} ms: {} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
             self.elapsed.as_secs_f64() * 1e3,
             self.from_store,
+            self.portable_note(),
             self.compiled,
             self.rejected,
             self.skipped,
@@ -256,6 +357,26 @@ impl LoadReport {
         );
     }
 
+    /// ` (N from portable artifacts)` when any were, else nothing.
+    fn portable_note(&self) -> String {
+        if self.from_portable == 0 {
+            return String::new();
+        }
+        let mut profiles: Vec<CpuProfile> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.profile.filter(|p| !p.is_native()))
+            .collect();
+        profiles.sort_by(|a, b| b.cmp(a));
+        profiles.dedup();
+        let names: Vec<&str> = profiles.iter().map(|p| p.name()).collect();
+        format!(
+            " ({} from portable artifacts: {})",
+            self.from_portable,
+            names.join(", ")
+        )
+    }
+
     /// The entry for `hash`, if the start-up saw it.
     pub fn entry(&self, hash: &Hash32) -> Option<&EntryReport> {
         self.entries.iter().find(|e| &e.hash == hash)
@@ -266,10 +387,11 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} components in {:.1} ms: {} from store, {} compiled, {} rejected, {} skipped, {} unlisted",
+            "{} components in {:.1} ms: {} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted",
             self.entries.len() - self.unlisted,
             self.elapsed.as_secs_f64() * 1e3,
             self.from_store,
+            self.portable_note(),
             self.compiled,
             self.rejected,
             self.skipped,
@@ -288,7 +410,17 @@ impl fmt::Display for LoadReport {
                 if self.store.temp_files_removed > 0 {
                     write!(f, ", {} unfinished temp file(s) removed", self.store.temp_files_removed)?;
                 }
+                if self.store.rejected_removed > 0 {
+                    write!(
+                        f,
+                        ", {} rejected artifact(s) removed (served by another store)",
+                        self.store.rejected_removed
+                    )?;
+                }
                 writeln!(f)?;
+                if let Some(e) = &self.store.durability_error {
+                    writeln!(f, "store written, durability NOT CONFIRMED: {e}")?;
+                }
                 if let Some(e) = &self.store.read_error {
                     writeln!(f, "store NOT READ: {e}")?;
                 }
@@ -307,11 +439,34 @@ impl fmt::Display for LoadReport {
                 (None, None) => writeln!(f, "read-only store {}: {} loaded", ro.path.display(), ro.hits)?,
             }
         }
+        for b in &self.baked {
+            writeln!(f, "{}", b.summary())?;
+        }
         for e in &self.entries {
             if let Some(reason) = e.reason() {
                 writeln!(f, "  {} {}: {}", hex::encode(e.hash), e.outcome.as_str(), reason)?;
             }
         }
         Ok(())
+    }
+}
+
+impl BakeReport {
+    /// One line for people: what was baked for the profile, and what failed.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "baked {} (fingerprint {}): {} compiled and stored, {} already present",
+            self.profile, self.fingerprint, self.written, self.present
+        );
+        if !self.failed.is_empty() {
+            line.push_str(&format!(", {} FAILED", self.failed.len()));
+            for fail in &self.failed {
+                line.push_str(&format!("\n  {} not baked: {}", hex::encode(fail.hash), fail.reason));
+            }
+        }
+        if let Some(e) = &self.durability_error {
+            line.push_str(&format!("\n  stored, durability not confirmed: {e}"));
+        }
+        line
     }
 }

@@ -86,8 +86,11 @@ fn whitelisted(image: &Image) -> u64 {
         .len() as u64
 }
 
-/// The build stage's bake step, exactly as the README's Dockerfile runs it.
-fn bake(image: &Image) -> Value {
+/// The CPU profiles the README's Dockerfile bakes.
+const PROFILES: &str = "native,x86-64-v2,x86-64-v3,x86-64-v4";
+
+/// The build stage's bake step, exactly as the README's Dockerfile runs it (with `profiles`).
+fn bake(image: &Image, profiles: &str) -> Value {
     let out = cli(&image.src)
         .args([
             "warm",
@@ -98,6 +101,7 @@ fn bake(image: &Image) -> Value {
             "--store",
         ])
         .arg(&image.bake)
+        .args(["--cpu-profile", profiles])
         .arg("--json")
         .output()
         .expect("run");
@@ -113,10 +117,26 @@ fn bake(image: &Image) -> Value {
 fn the_recipe_bakes_at_build_time_and_starts_warm_on_an_empty_volume() {
     let image = Image::new();
     let n = whitelisted(&image);
-    let baked = bake(&image);
+    let baked = bake(&image, PROFILES);
     assert_eq!(
         (baked["compiled"].as_u64(), baked["store"]["written"].as_u64()),
         (Some(n), Some(n))
+    );
+    let profiles: Vec<(&str, u64)> = baked["baked"]
+        .as_array()
+        .expect("baked")
+        .iter()
+        .map(|b| {
+            (
+                b["profile"].as_str().expect("profile"),
+                b["written"].as_u64().expect("written"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        profiles,
+        [("x86-64-v4", n), ("x86-64-v3", n), ("x86-64-v2", n)],
+        "{baked}"
     );
 
     let (v, stderr) = image.container_start();
@@ -138,10 +158,57 @@ fn the_recipe_bakes_at_build_time_and_starts_warm_on_an_empty_volume() {
 }
 
 #[test]
+fn on_another_cpu_the_best_portable_profile_serves_and_nothing_is_compiled() {
+    let image = Image::new();
+    let n = whitelisted(&image);
+    let baked = bake(&image, PROFILES);
+    // A host whose CPU differs from the build machine's has another native fingerprint: the
+    // native artifacts are invisible to it. Removing them shows this host what that one sees.
+    let native = baked["store"]["fingerprint"].as_str().expect("fingerprint").to_owned();
+    sh(
+        &format!("chmod u+w . && rm -f {native}-*.cwasm && chmod a-w ."),
+        &image.bake,
+    );
+
+    let (v, stderr) = image.container_start();
+    assert_eq!(
+        (
+            v["from_store"].as_u64(),
+            v["from_portable"].as_u64(),
+            v["compiled"].as_u64()
+        ),
+        (Some(n), Some(n), Some(0)),
+        "{v}\n{stderr}"
+    );
+    let host = cli(&image.workdir).args(["host", "--json"]).output().expect("run");
+    let (host, _) = json_ok(&host);
+    let best = host["profiles"]
+        .as_array()
+        .expect("profiles")
+        .iter()
+        .find(|p| p["name"] != "native" && p["runs_here"] == true)
+        .expect("a portable profile runs here")["name"]
+        .clone();
+    assert!(
+        v["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .all(|e| e["profile"] == best),
+        "every component from the best portable profile this CPU runs ({best}): {v}"
+    );
+    assert_eq!(
+        v["store"]["written"].as_u64(),
+        Some(0),
+        "nothing compiled, nothing written: {v}"
+    );
+}
+
+#[test]
 fn on_a_host_whose_engine_differs_the_bake_is_reported_and_the_volume_takes_over() {
     let image = Image::new();
     let n = whitelisted(&image);
-    bake(&image);
+    bake(&image, "native");
     // What a bake made on a CI machine with other CPU features looks like from here: every file
     // under a fingerprint that is not this engine's.
     let other = "0123456789abcdef0123456789abcdef";

@@ -213,7 +213,8 @@ fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
             .lock_exclusive(deadline_after(Duration::from_secs(5)), "test")
             .expect("lock")
             .publish(&common::adder_hash(), &common::precompiled_adder(&engine))
-            .expect("publish");
+            .expect("publish")
+            .path;
         let bytes = std::fs::read(path).expect("read artifact");
         (dir, bytes)
     })

@@ -244,3 +244,41 @@ fn a_bake_on_a_read_only_mount_with_no_lock_file_works() {
     assert_eq!((r.from_store, r.compiled), (3, 0), "{r}");
     assert!(!bake.join("lock").exists(), "no lock file was created");
 }
+
+#[test]
+fn a_rejected_writable_artifact_is_removed_when_the_bake_serves_its_component() {
+    let fx = Fixture::new();
+    let bake = bake(&fx);
+    let adder = common::adder_hash();
+    // A corrupt artifact for the adder in the writable store, under this engine's key.
+    fx.start();
+    let victim = fx.artifact_path(&adder);
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::remove_file(&victim).expect("unlink");
+    std::fs::write(&victim, &bytes).expect("write");
+    chmod(&victim, 0o444);
+    for hash in &fx.whitelist {
+        if *hash != adder {
+            std::fs::remove_file(fx.artifact_path(hash)).expect("unlink");
+        }
+    }
+
+    let r = start_with_bake(&fx, &bake);
+    assert_eq!((r.from_store, r.compiled, r.rejected), (3, 0, 1), "{r}");
+    assert_eq!(
+        r.entry(&adder).and_then(|e| e.store.clone()).as_deref(),
+        Some(bake.as_path())
+    );
+    assert_eq!(r.store.rejected_removed, 1, "{r}");
+    assert!(!victim.exists(), "the rejected file is gone");
+    assert!(r.to_string().contains("1 rejected artifact(s) removed"), "{r}");
+
+    let r = start_with_bake(&fx, &bake);
+    assert_eq!(
+        (r.from_store, r.rejected, r.store.rejected_removed),
+        (3, 0, 0),
+        "the next start reports nothing: {r}"
+    );
+}

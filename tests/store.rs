@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Fixture, call_add, call_fib, call_fnv1a};
-use wasm_node_cache::{Fault, Outcome, SkipReason, WasmNodeCache, sha256};
+use wasm_node_cache::{Fault, Outcome, SkipReason, StoreWrite, WasmNodeCache, sha256};
 use wasmtime::component::Component;
 
 fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
@@ -307,6 +307,39 @@ fn store_write_failure_starts_the_node_and_says_so() {
             "nothing half-written left: {leftovers:?}"
         );
     }
+}
+
+#[test]
+fn a_failed_directory_fsync_after_the_rename_reports_stored_durability_not_confirmed() {
+    let fx = Fixture::new();
+    let cache = fx.builder().fault(Fault::DirSyncFails).build().expect("node starts");
+    assert_counts(&cache, 0, 3, 0, 0);
+    let r = cache.report();
+    assert_eq!(r.store.written, 3, "the artifacts are in place: {r}");
+    assert_eq!(r.store.write_error, None, "not a failure to store: {r}");
+    assert!(
+        r.store.durability_error.as_deref().is_some_and(|e| e.contains("fsync")),
+        "{r}"
+    );
+    for e in &r.entries {
+        assert!(
+            matches!(&e.stored, Some(StoreWrite::DurabilityNotConfirmed(why)) if why.contains("renamed into place")),
+            "{r}"
+        );
+    }
+    let text = r.to_string();
+    assert!(
+        text.contains("stored, durability not confirmed") && !text.contains("not stored"),
+        "{text}"
+    );
+    let json = serde_json::to_value(r).expect("json");
+    assert_eq!(json["entries"][0]["stored"]["status"], "durability_not_confirmed");
+    assert_runs_like_fresh(&cache);
+    // And they are really there: the next start loads them.
+    let next = fx.start();
+    assert_counts(&next, 3, 0, 0, 0);
+    let stored = fx.start();
+    assert!(stored.report().entries.iter().all(|e| e.stored.is_none()));
 }
 
 #[test]

@@ -110,6 +110,23 @@ pub fn start_up_with(
     elapsed
 }
 
+/// Bakes every portable CPU profile of this architecture (and not `native`) for `corpus` into
+/// `dir`, as `warm --cpu-profile x86-64-v2,x86-64-v3,x86-64-v4` does on a build machine.
+pub fn bake_portable(corpus: &Corpus, dir: &Path) {
+    let cache = WasmNodeCache::builder()
+        .binary_root(&corpus.dir)
+        .whitelist(corpus.whitelist.clone())
+        .store(dir)
+        .cpu_profiles(wasm_node_cache::CpuProfile::portable().iter().copied())
+        .build()
+        .expect("bake");
+    let r = cache.report();
+    assert!(
+        r.baked.iter().all(|b| b.failed.is_empty()) && r.store.written == 0,
+        "portable profiles only: {r}"
+    );
+}
+
 /// Writes `engine.precompile_component` output of every source to a plain file in `dir`.
 pub fn write_precompiled(engine: &Engine, corpus: &Corpus, dir: &Path) -> Vec<PathBuf> {
     corpus

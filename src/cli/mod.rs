@@ -1,6 +1,7 @@
 //! Command-line parsing, logging set-up and exit codes. Each subcommand lives in its own module.
 
 mod clear;
+mod host;
 mod output;
 mod prune;
 mod size;
@@ -31,6 +32,7 @@ Examples:
   wasm-node-cache verify                    check every artifact, exit 1 if one is bad
   wasm-node-cache prune --stale             drop artifacts of other wasmtime versions/settings
   wasm-node-cache clear                     empty the store
+  wasm-node-cache host                      this CPU, its fingerprint, which portable profiles run here
   wasm-node-cache help <COMMAND>            more on one command
 
 Exit status: 0 success; 1 the command ran and found a problem; 2 the command could not run.
@@ -55,7 +57,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         wasm-node-cache warm\n  \
         wasm-node-cache warm --wasm-dir /srv/node/config/wasm --whitelist /srv/node/config/wasm.conf --store /var/cache/node-wasm\n  \
-        wasm-node-cache warm --wasm-dir ./corpus --all-in-dir --json\n\n\
+        wasm-node-cache warm --wasm-dir ./corpus --all-in-dir --json\n  \
+        wasm-node-cache warm --store /opt/wasm-bake --cpu-profile native,x86-64-v2,x86-64-v3,x86-64-v4   (a bake for every CPU)\n\n\
         Exit status: 0 the start-up ran (components that could not be loaded are listed, not fatal);\n\
         2 it could not run (unreadable or invalid whitelist).")]
     Warm(warm::WarmArgs),
@@ -71,6 +74,9 @@ enum Command {
     /// Remove every artifact, under the store's exclusive lock; the directory stays.
     #[command(after_help = clear::AFTER_HELP)]
     Clear(clear::ClearArgs),
+    /// This host's triple, engine fingerprint and CPU profiles (fingerprint, whether this CPU runs them).
+    #[command(after_help = host::AFTER_HELP)]
+    Host(host::HostArgs),
 }
 
 /// Where the store is: shared by every subcommand.
@@ -226,6 +232,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Prune(args) => prune::run(args),
         Command::Clear(args) => clear::run(args),
+        Command::Host(args) => host::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -17,7 +17,8 @@ Examples:
   wasm-node-cache prune --stale --whitelist config/wasm.conf --max-size 2G --dry-run
 
 Order: --stale (artifacts of another engine fingerprint: other wasmtime version, settings or MAC
-mode; and foreign files, any name but `lock`, `.tmp-*` and exact lowercase artifact names), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
+mode; the portable CPU profiles of this build, see `host`, are current and kept; and foreign files, any
+name but `lock`, `.tmp-*` and exact lowercase artifact names), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
 holds at most --max-size bytes (K, M, G, T are powers of 1024: 500M = 500 MiB). At least one of the
 three is required. Also removes unfinished temp files (.tmp-*). Runs under the store's exclusive
 lock, waiting at most --lock-timeout for a node that is compiling; a node that already loaded a
@@ -32,7 +33,7 @@ the rest were removed); 2 could not run (no store, lock not obtained, unreadable
 pub struct PruneArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Remove artifacts of other engine fingerprints (this build can never load them)
+    /// Remove artifacts of other engine fingerprints (this build can never load them; its portable CPU profiles are kept)
     #[arg(long)]
     stale: bool,
     /// Keep only hashes listed in this file (wasm.conf format); remove the others
@@ -62,8 +63,18 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
         .map(wasm_node_cache::read_whitelist_file)
         .transpose()?;
     let store = args.store.open_existing(Some(&args.key))?;
+    // Portable CPU profiles of this build are current, not stale: a bake holds them for other hosts.
+    let current = if args.stale {
+        wasm_node_cache::profile::portable_fingerprints(store.is_keyed())?
+            .into_iter()
+            .map(|(_, fp)| fp)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let opts = PruneOptions {
         stale: args.stale,
+        current,
         keep,
         max_size: args.max_size,
         dry_run: args.dry_run,

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 use serde::Serialize;
-use wasm_node_cache::Fingerprint;
+use wasm_node_cache::profile::{ProfileStatus, profile_statuses};
 use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
+use wasm_node_cache::{CpuProfile, Fingerprint};
 
 use super::size::format_size;
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, ReadOnlyArgs, StoreArgs, output};
@@ -22,9 +23,11 @@ hash and fingerprint; `other MAC mode` = written by a node with(out) --key-file,
 `verify` also checks the payload. REFUSED = the node will not load the file (owned by another uid,
 or writable by group or others); `writable` = loads, but has a write bit (stores written before
 artifacts were published read-only), so a careless `cp` could write into a loaded artifact.
-FINGERPRINT is `current` for artifacts this build's engine loads, `stale` for those of another
-wasmtime version, CPU, settings or MAC mode (`prune --stale` removes them); a store holding several
-fingerprints lists each with its count. --read-only-store adds a block per baked store. LOCK is
+FINGERPRINT is `current` for artifacts this build's engine loads, a CPU profile's name (x86-64-v3)
+for this build's portable artifacts (a bake for other hosts; each group says whether this CPU runs
+it, by wasmtime's own check), `stale` for those of another wasmtime version, settings or MAC mode
+(`prune --stale` removes them, never portable ones); a store holding several fingerprints lists
+each with its count. --read-only-store adds a block per baked store. LOCK is
 probed without waiting. Changes nothing, never creates a store.
 
 Files that are not the store's (any name but `lock`, `.tmp-*` and exact lowercase artifact names,
@@ -56,8 +59,10 @@ struct Row {
     file: String,
     size: u64,
     fingerprint: String,
-    /// Of this build's engine fingerprint.
+    /// Of this build: its engine's fingerprint or one of its portable CPU profiles'.
     current: bool,
+    /// The CPU profile of a current artifact (`native` for this engine's own).
+    profile: Option<CpuProfile>,
     created_unix: Option<u64>,
     created: Option<String>,
     /// Why the trailer check failed: not intact, or naming another hash or fingerprint.
@@ -80,6 +85,12 @@ struct FingerprintRow {
     files: usize,
     /// This build's engine's.
     current: bool,
+    /// The CPU profile of this build the fingerprint belongs to, if any.
+    profile: Option<CpuProfile>,
+    /// For a profile: whether this CPU runs its code (wasmtime's check).
+    runs_here: Option<bool>,
+    /// For a profile this CPU cannot run: wasmtime's reason.
+    refused: Option<String>,
 }
 
 /// One store as `status` shows it: the writable one, or a read-only one.
@@ -93,6 +104,8 @@ struct StoreView {
     keyed: bool,
     artifacts: usize,
     current: usize,
+    /// Of `current`, artifacts of a portable CPU profile.
+    portable: usize,
     stale: usize,
     bad_or_refused: usize,
     writable: usize,
@@ -133,8 +146,19 @@ struct StatusJson<'a> {
     read_only_stores: &'a [ReadOnlyView],
 }
 
+/// This build's CPU profiles with their fingerprints, computed only when some store holds an
+/// artifact of a fingerprint other than the engine's own (it builds an engine per profile).
+struct Profiles(Vec<ProfileStatus>);
+
+impl Profiles {
+    fn of(&self, fp: &Fingerprint) -> Option<&ProfileStatus> {
+        let hex = fp.to_hex();
+        self.0.iter().find(|p| p.fingerprint == hex)
+    }
+}
+
 impl StoreView {
-    fn collect(store: &Store) -> anyhow::Result<StoreView> {
+    fn collect(store: &Store, profiles: &Profiles) -> anyhow::Result<StoreView> {
         let path = store.dir().display().to_string();
         let lock = if store.is_read_only() {
             None
@@ -157,13 +181,21 @@ impl StoreView {
         }
         let mut fingerprints: Vec<FingerprintRow> = counts
             .into_iter()
-            .map(|(fp, files)| FingerprintRow {
-                fingerprint: fp.to_hex(),
-                files,
-                current: fp == store.fingerprint(),
+            .map(|(fp, files)| {
+                let profile = profiles.of(&fp);
+                let native = fp == store.fingerprint();
+                FingerprintRow {
+                    fingerprint: fp.to_hex(),
+                    files,
+                    current: native,
+                    profile: profile.map(|p| p.profile).or(native.then_some(CpuProfile::Native)),
+                    runs_here: profile.map(|p| p.runs_here),
+                    refused: profile.and_then(|p| p.refused.clone()),
+                }
             })
             .collect();
-        fingerprints.sort_by_key(|f| !f.current);
+        // This engine's first, then its portable profiles best first, then stale ones.
+        fingerprints.sort_by_key(|f| (!f.current, f.profile.is_none(), std::cmp::Reverse(f.profile)));
         let foreign_files = store
             .foreign_files()
             .map_err(|e| anyhow::anyhow!("{path}: cannot list the store: {e}"))?
@@ -174,8 +206,15 @@ impl StoreView {
                 directory: f.is_dir,
             })
             .collect();
-        let rows: Vec<Row> = entries.into_iter().map(|entry| Row::collect(store, entry)).collect();
+        let rows: Vec<Row> = entries
+            .into_iter()
+            .map(|entry| Row::collect(store, profiles, entry))
+            .collect();
         let current = rows.iter().filter(|r| r.current).count();
+        let portable = rows
+            .iter()
+            .filter(|r| r.profile.is_some_and(|p| !p.is_native()))
+            .count();
         Ok(StoreView {
             path,
             read_only: store.is_read_only(),
@@ -184,6 +223,7 @@ impl StoreView {
             keyed: store.is_keyed(),
             artifacts: rows.len(),
             current,
+            portable,
             stale: rows.len() - current,
             bad_or_refused: rows
                 .iter()
@@ -200,7 +240,7 @@ impl StoreView {
 }
 
 impl Row {
-    fn collect(store: &Store, entry: StoredEntry) -> Row {
+    fn collect(store: &Store, profiles: &Profiles, entry: StoredEntry) -> Row {
         let refused = entry.trust_problem(|uid| store.trusts_owner(uid));
         let trailer = store.read_trailer(&entry.key);
         let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
@@ -217,7 +257,12 @@ impl Row {
             file: entry.path.display().to_string(),
             size: entry.size,
             fingerprint: entry.key.fingerprint.to_hex(),
-            current: entry.key.fingerprint == store.fingerprint(),
+            current: entry.key.fingerprint == store.fingerprint() || profiles.of(&entry.key.fingerprint).is_some(),
+            profile: if entry.key.fingerprint == store.fingerprint() {
+                Some(CpuProfile::Native)
+            } else {
+                profiles.of(&entry.key.fingerprint).map(|p| p.profile)
+            },
             created_unix,
             created: created_unix.map(output::format_unix_utc),
             header_error,
@@ -243,12 +288,14 @@ impl Row {
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let writable = args.store.open_existing(Some(&args.key))?;
-    let store = StoreView::collect(&writable)?;
+    let opened = args.read_only.open(&args.key)?;
+    let profiles = profiles_if_needed(std::iter::once(&writable).chain(opened.iter().filter_map(|(_, s)| s.as_ref().ok())))?;
+    let store = StoreView::collect(&writable, &profiles)?;
     let mut unusable = 0;
     let mut read_only = Vec::new();
-    for (dir, opened) in args.read_only.open(&args.key)? {
+    for (dir, opened) in opened {
         // A missing or refused read-only store is reported in place; the others are still shown.
-        let view = opened.and_then(|ro| StoreView::collect(&ro));
+        let view = opened.and_then(|ro| StoreView::collect(&ro, &profiles));
         read_only.push(match view {
             Ok(view) => ReadOnlyView::Open(view),
             Err(e) => {
@@ -281,6 +328,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     Ok(if unusable > 0 { EXIT_PROBLEM } else { EXIT_OK })
 }
 
+/// This build's profiles, when some store holds a fingerprint other than the engine's own.
+fn profiles_if_needed<'a>(stores: impl Iterator<Item = &'a Store> + Clone) -> anyhow::Result<Profiles> {
+    let foreign = stores.clone().any(|s| {
+        s.fingerprints_present()
+            .is_ok_and(|fps| fps.iter().any(|fp| *fp != s.fingerprint()))
+    });
+    let Some(first) = stores.clone().next().filter(|_| foreign) else {
+        return Ok(Profiles(Vec::new()));
+    };
+    let engine = wasm_node_cache::init_wasm_engine()?;
+    Ok(Profiles(profile_statuses(&engine, first.is_keyed())?))
+}
+
 fn render_text(s: &StoreView) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -296,9 +356,14 @@ fn render_text(s: &StoreView) -> String {
     let _ = writeln!(out, "fingerprint:  {} (this build's engine, {mode})", s.fingerprint);
     let _ = writeln!(
         out,
-        "artifacts:    {} ({} current, {} stale), {}{}{}{}",
+        "artifacts:    {} ({} current{}, {} stale), {}{}{}{}",
         s.artifacts,
         s.current,
+        if s.portable > 0 {
+            format!(", of which {} portable", s.portable)
+        } else {
+            String::new()
+        },
         s.stale,
         format_size(s.total_bytes),
         if s.bad_or_refused > 0 {
@@ -325,7 +390,15 @@ fn render_text(s: &StoreView) -> String {
     );
     if s.fingerprints.len() > 1 || s.fingerprints.first().is_some_and(|f| !f.current) {
         for f in &s.fingerprints {
-            let mark = if f.current { "  <- this engine" } else { "" };
+            let mark = match (f.current, f.profile, f.runs_here) {
+                (true, _, _) => "  <- this engine (native)".to_string(),
+                (false, Some(p), Some(true)) => format!("  portable {p}: runs on this CPU"),
+                (false, Some(p), _) => format!(
+                    "  portable {p}: does NOT run on this CPU ({})",
+                    f.refused.as_deref().unwrap_or("refused")
+                ),
+                (false, None, _) => "  stale".to_string(),
+            };
             let _ = writeln!(out, "  fingerprint {}: {} file(s){mark}", f.fingerprint, f.files);
         }
         if s.current == 0 && s.read_only {
@@ -354,7 +427,9 @@ fn render_text(s: &StoreView) -> String {
         "HASH", "SIZE", "FINGERPRINT", "CREATED"
     );
     for r in &s.entries {
-        let fp = if r.current {
+        let fp = if let Some(p) = r.profile.filter(|p| !p.is_native()) {
+            p.name().to_string()
+        } else if r.current {
             "current".to_string()
         } else {
             format!("stale {}", &r.fingerprint[..8])

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use wasm_node_cache::{Progress, WasmNodeCache};
+use wasm_node_cache::{CpuProfile, Progress, WasmNodeCache};
 
 use super::{EXIT_OK, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
 
@@ -33,6 +33,15 @@ pub struct WarmArgs {
     lock: LockArgs,
     #[command(flatten)]
     key: KeyArgs,
+    /// CPU profiles to store artifacts for, comma-separated: native (this CPU, the default) and portable ones (x86-64-v2, x86-64-v3, x86-64-v4 on x86_64) for a bake that serves other hosts
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "native",
+        conflicts_with = "no_store"
+    )]
+    cpu_profile: Vec<CpuProfile>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -56,7 +65,9 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     for dir in args.read_only.resolved() {
         builder = builder.read_only_store(dir);
     }
-    builder = builder.lock_timeout(args.lock.timeout()?);
+    builder = builder
+        .lock_timeout(args.lock.timeout()?)
+        .cpu_profiles(args.cpu_profile);
     if let Some(key) = args.key.resolved() {
         builder = builder.auth_key_file(key);
     }

@@ -9,11 +9,12 @@ use wasmtime::component::Component;
 
 use super::{Plan, Progress, cores};
 use crate::key::Hash32;
+use crate::report::StoreWrite;
 use crate::source::SkipReason;
 use crate::store::Exclusive;
 
-/// A compiled component and, when a store was writable, whether publishing it worked.
-pub(super) type CompileResult = Result<(Component, Option<Result<(), String>>), SkipReason>;
+/// A compiled component and, when a store was writable, what publishing it achieved.
+pub(super) type CompileResult = Result<(Component, Option<StoreWrite>), SkipReason>;
 
 pub(super) fn compile_all(
     plan: &Plan,
@@ -66,10 +67,40 @@ fn compile_one(engine: &Engine, hash: &Hash32, bytes: &[u8], store: Option<&Excl
     // from bytes whose SHA-256 is the whitelisted hash; it never left this process's memory.
     let component = unsafe { Component::deserialize(engine, &artifact) }
         .map_err(|e| SkipReason::CompileFailed(format!("cannot load own compilation: {e:#}")))?;
-    let stored = store.map(|x| {
-        x.publish(hash, &artifact)
-            .map(|_| ())
-            .map_err(|e| format!("cannot write {}: {e}", x.store().path_of(hash).display()))
-    });
+    let stored = store.map(|x| publish(x, hash, &artifact));
     Ok((component, stored))
+}
+
+/// Publishes `artifact` and says what that achieved, naming the file and the cause.
+pub(super) fn publish(x: &Exclusive<'_>, hash: &Hash32, artifact: &[u8]) -> StoreWrite {
+    match x.publish(hash, artifact) {
+        Ok(p) => match p.durability_error {
+            None => StoreWrite::Stored,
+            Some(e) => StoreWrite::DurabilityNotConfirmed(format!(
+                "{} was renamed into place, but fsync of {} failed: {e}",
+                p.path.display(),
+                x.store().dir().display()
+            )),
+        },
+        Err(e) => StoreWrite::NotStored(format!("cannot write {}: {e}", x.store().path_of(hash).display())),
+    }
+}
+
+/// Runs `f` over `jobs` on every core (at most one thread per job); results in any order.
+pub(super) fn on_every_core<T: Sync, R: Send>(jobs: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(jobs.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..cores().min(jobs.len()) {
+            scope.spawn(|| {
+                while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let r = f(job);
+                    if let Ok(mut out) = results.lock() {
+                        out.push(r);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,18 +1,23 @@
 //! One start-up: load what the store holds, compile only what it lacks, publish what was compiled.
 //!
 //! ```text
+//! exclusive lock ── bake: each portable CPU profile asked for (warm --cpu-profile), if any
 //! shared lock    ── load + verify every whitelisted hash ──> hits
 //! no lock        ── the misses from each read-only store in turn (a baked image)
+//! shared lock    ── the misses from portable artifacts, best CPU profile first, every store
+//! exclusive lock ── remove writable-store artifacts rejected above whose component another store served
 //! no lock        ── read + SHA-256 the sources of what is still missing
 //! exclusive lock ── remove leftover temp files
 //!                ── re-check misses (another process may have compiled them meanwhile)
 //!                ── compile in parallel, publish atomically
 //! ```
-//! Both lock waits share one deadline, `lock_timeout` after the start. No failure of the store
+//! All lock waits share one deadline, `lock_timeout` after the start. No failure of the store
 //! stops a start-up: it only turns hits into compilations.
 
+mod bake;
 mod compile;
 mod load;
+mod portable;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,9 +29,13 @@ use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
-use crate::report::{EntryReport, FingerprintCount, LoadReport, Outcome, ReadOnlyStoreReport, StoreHealth};
+use crate::profile::CpuProfile;
+use crate::report::{
+    EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport, StoreHealth, StoreWrite,
+};
 use crate::source::{SkipReason, read_verified};
 use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
+use portable::Searched;
 
 /// Progress of the compile phase, for progress bars.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +70,9 @@ pub(crate) struct Plan {
     pub sealer: Result<Sealer, String>,
     pub fault: Fault,
     pub progress: Option<ProgressFn>,
+    /// The CPU profiles whose artifacts this start-up stores: `native` (the node's own, the
+    /// default) and any portable profiles to bake.
+    pub bake: Vec<CpuProfile>,
 }
 
 /// What became of one whitelisted hash so far.
@@ -69,8 +81,12 @@ struct Slot {
     outcome: Option<Outcome>,
     store: Option<PathBuf>,
     load_path: Option<LoadPath>,
+    profile: Option<CpuProfile>,
     rejected: Option<Rejection>,
-    store_error: Option<String>,
+    /// The rejected artifact lies in the writable store: to be removed if another store serves.
+    rejected_in_writable: bool,
+    portable_refused: Vec<PortableRefusal>,
+    stored: Option<StoreWrite>,
 }
 
 type Slots = BTreeMap<Hash32, Slot>;
@@ -89,15 +105,43 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let mut components = HashMap::new();
 
     let store = open_store(plan, fingerprint, &mut health);
+    let baked = bake::bake_profiles(plan, store.as_ref(), keyed, deadline);
     let mut can_write = store.is_some();
     if let Some(store) = &store {
         can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
     }
-    let read_only = load_read_only(plan, fingerprint, &mut slots, &mut components);
+    let (mut read_only, ro_stores) = load_read_only(plan, fingerprint, &mut slots, &mut components);
+    // A bake that stores native artifacts too compiles them rather than serving its own host from
+    // the portable ones it just made.
+    let bakes_native = plan.bake.contains(&CpuProfile::Native) && plan.bake.iter().any(|p| !p.is_native());
+    if !bakes_native {
+        load_portable(
+            plan,
+            keyed,
+            fingerprint,
+            store.as_ref().filter(|_| can_write),
+            &ro_stores,
+            deadline,
+            &mut slots,
+            &mut components,
+            &mut read_only,
+        );
+    }
+    for (report, store) in read_only.iter_mut().zip(&ro_stores) {
+        if let (0, Some(store)) = (report.hits, store) {
+            report.other_fingerprints = other_fingerprints_only(store);
+        }
+    }
+    if let Some(store) = store.as_ref().filter(|_| can_write) {
+        remove_rejected_served_elsewhere(store, &plan.engine, deadline, &slots, &mut health);
+    }
 
     let sources = read_sources(plan, &pending(&slots));
     if !sources.is_empty() {
-        let store = store.as_ref().filter(|_| can_write);
+        // Without `native` among the profiles to store (a bake of portable profiles only), what
+        // this host compiles for itself stays in memory.
+        let publish = can_write && plan.bake.contains(&CpuProfile::Native);
+        let store = store.as_ref().filter(|_| publish);
         compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
     }
 
@@ -109,9 +153,102 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
             store.lock_path().display()
         ));
     }
-    let report = build_report(plan, slots, health, read_only, started.elapsed());
+    let mut report = build_report(plan, slots, health, read_only, started.elapsed());
+    report.baked = baked;
     report.log();
     (components, report)
+}
+
+/// Phase 1c: what no store held under this engine's fingerprint, from portable artifacts in the
+/// writable store (under its shared lock) and the read-only stores.
+#[allow(clippy::too_many_arguments)]
+fn load_portable(
+    plan: &Plan,
+    keyed: bool,
+    fingerprint: Fingerprint,
+    writable: Option<&Store>,
+    ro_stores: &[Option<Store>],
+    deadline: Instant,
+    slots: &mut Slots,
+    components: &mut HashMap<Hash32, Component>,
+    read_only: &mut [ReadOnlyStoreReport],
+) {
+    if pending(slots).is_empty() {
+        return;
+    }
+    let shared = writable.and_then(|s| match s.lock_shared(deadline, "load portable artifacts") {
+        Ok(guard) => Some((s, guard)),
+        Err(e) => {
+            log::warn!("portable artifacts in {} not looked up: {e}", s.dir().display());
+            None
+        }
+    });
+    let mut searched: Vec<Searched<'_>> = shared
+        .iter()
+        .map(|(store, _)| Searched {
+            store,
+            read_only_index: None,
+        })
+        .collect();
+    searched.extend(ro_stores.iter().enumerate().filter_map(|(i, s)| {
+        s.as_ref().map(|store| Searched {
+            store,
+            read_only_index: Some(i),
+        })
+    }));
+    let hits = portable::load_portable(&plan.engine, keyed, fingerprint, &searched, slots, components);
+    for (i, n) in hits {
+        if let Some(r) = read_only.get_mut(i) {
+            r.hits += n;
+        }
+    }
+}
+
+/// Phase 1d: a writable-store artifact that was rejected while another store served its
+/// component would be rejected again at every start (nothing recompiles it); remove it under the
+/// exclusive lock, after checking again that it is still refused.
+fn remove_rejected_served_elsewhere(
+    store: &Store,
+    engine: &Engine,
+    deadline: Instant,
+    slots: &Slots,
+    health: &mut StoreHealth,
+) {
+    let victims: Vec<Hash32> = slots
+        .iter()
+        .filter(|(_, s)| s.rejected_in_writable && s.outcome == Some(Outcome::FromStore))
+        .map(|(h, _)| *h)
+        .collect();
+    if victims.is_empty() {
+        return;
+    }
+    let x = match store.lock_exclusive(deadline, "remove rejected artifacts") {
+        Ok(x) => x,
+        Err(e) => {
+            log::warn!("rejected artifacts left in {}: {e}", store.dir().display());
+            return;
+        }
+    };
+    for hash in victims {
+        // Another process may have replaced it with a sound one meanwhile.
+        if !matches!(store.load(engine, &hash), Lookup::Rejected(_)) {
+            continue;
+        }
+        match x.remove_artifact(&hash) {
+            Ok(true) => {
+                log::info!(
+                    "removed rejected artifact {} (its component was served by another store)",
+                    store.path_of(&hash).display()
+                );
+                health.rejected_removed += 1;
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!(
+                "cannot remove rejected artifact {}: {e}",
+                store.path_of(&hash).display()
+            ),
+        }
+    }
 }
 
 fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -> Option<Store> {
@@ -150,8 +287,9 @@ fn load_read_only(
     fingerprint: Fingerprint,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
-) -> Vec<ReadOnlyStoreReport> {
+) -> (Vec<ReadOnlyStoreReport>, Vec<Option<Store>>) {
     let mut reports = Vec::new();
+    let mut stores = Vec::new();
     for dir in &plan.read_only_stores {
         let mut report = ReadOnlyStoreReport {
             path: dir.clone(),
@@ -160,6 +298,7 @@ fn load_read_only(
         // Everything is loaded already: nothing to look up, and nothing to warn about.
         if pending(slots).is_empty() {
             reports.push(report);
+            stores.push(None);
             continue;
         }
         let opened = match &plan.sealer {
@@ -168,19 +307,21 @@ fn load_read_only(
         };
         match opened {
             Ok(store) => {
-                report.hits = load_pending(&store, &plan.engine, slots, components);
-                if report.hits == 0 {
-                    report.other_fingerprints = other_fingerprints_only(&store);
-                }
+                report.hits = load_pending(&store, &plan.engine, Some(CpuProfile::Native), slots, components);
+                stores.push(Some(store));
             }
-            Err(e) => report.error = Some(e),
+            Err(e) => {
+                report.error = Some(e);
+                stores.push(None);
+            }
         }
         reports.push(report);
     }
-    reports
+    (reports, stores)
 }
 
-/// The fingerprints of `store`'s artifacts with their counts, when none is this store's own.
+/// The fingerprints of `store`'s artifacts with their counts, when none is this store's own
+/// (called only for a store that served nothing, natively or from a portable profile).
 fn other_fingerprints_only(store: &Store) -> Vec<FingerprintCount> {
     let Ok(entries) = store.entries() else {
         return Vec::new();
@@ -210,7 +351,7 @@ fn load_shared(
 ) -> bool {
     match store.lock_shared(deadline, "load artifacts") {
         Ok(_shared) => {
-            load_pending(store, engine, slots, components);
+            load_pending(store, engine, Some(CpuProfile::Native), slots, components);
             true
         }
         Err(e) => {
@@ -277,7 +418,7 @@ fn compile_and_publish(
             Err(e) => log::warn!("cannot list temporary files in {}: {e}", x.store().dir().display()),
         }
         // Another process may have compiled these while we waited for the lock.
-        load_pending(x.store(), &plan.engine, slots, components);
+        load_pending(x.store(), &plan.engine, Some(CpuProfile::Native), slots, components);
     }
     let mut jobs = Vec::new();
     for (hash, source) in sources {
@@ -295,28 +436,36 @@ fn compile_and_publish(
             Ok((component, stored)) => {
                 components.insert(hash, component);
                 slot.outcome = Some(Outcome::Compiled);
-                match stored {
-                    Some(Ok(())) => health.written += 1,
-                    Some(Err(e)) => {
+                match &stored {
+                    Some(StoreWrite::Stored) => health.written += 1,
+                    Some(StoreWrite::DurabilityNotConfirmed(e)) => {
+                        health.written += 1;
+                        health.durability_error.get_or_insert_with(|| e.clone());
+                    }
+                    Some(StoreWrite::NotStored(e)) => {
                         health.write_error.get_or_insert_with(|| e.clone());
-                        slot.store_error = Some(e);
                     }
                     None => {}
                 }
+                slot.stored = stored;
             }
             Err(reason) => slot.outcome = Some(Outcome::Skipped(reason)),
         }
     }
 }
 
-/// Loads every slot that has no outcome yet; a rejection is remembered once per hash. Returns
-/// how many were loaded.
+/// Loads every slot that has no outcome yet from `store`, whose artifacts were compiled for
+/// `profile` (`Native`: this engine's own fingerprint). A rejection under this engine's own
+/// fingerprint is remembered once per hash; a portable artifact's refusal is listed with its
+/// profile. Returns how many were loaded.
 fn load_pending(
     store: &Store,
     engine: &Engine,
+    profile: Option<CpuProfile>,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
 ) -> usize {
+    let portable = profile.filter(|p| !p.is_native());
     let mut hits = 0;
     for (hash, lookup) in load::load_all(store, engine, &pending(slots)) {
         let Some(slot) = slots.get_mut(&hash) else { continue };
@@ -326,15 +475,29 @@ fn load_pending(
                 slot.outcome = Some(Outcome::FromStore);
                 slot.store = Some(store.dir().to_path_buf());
                 slot.load_path = Some(path);
+                slot.profile = profile;
                 hits += 1;
             }
             Lookup::Absent => {}
-            Lookup::Rejected(reason) => {
-                if slot.rejected.is_none() {
+            Lookup::Rejected(reason) => match portable {
+                Some(profile) => {
+                    log::info!(
+                        "portable {profile} artifact {} refused: {reason}",
+                        store.path_of(&hash).display()
+                    );
+                    slot.portable_refused.push(PortableRefusal {
+                        profile,
+                        store: store.dir().to_path_buf(),
+                        reason,
+                    });
+                }
+                None if slot.rejected.is_none() => {
                     log::warn!("stored artifact {} rejected: {reason}", store.path_of(&hash).display());
                     slot.rejected = Some(reason);
+                    slot.rejected_in_writable = !store.is_read_only();
                 }
-            }
+                None => {}
+            },
         }
     }
     hits
@@ -355,8 +518,10 @@ fn build_report(
             outcome: slot.outcome.unwrap_or(Outcome::Skipped(SkipReason::Missing)),
             store: slot.store,
             load_path: slot.load_path,
+            profile: slot.profile,
             rejected: slot.rejected,
-            store_error: slot.store_error,
+            portable_refused: slot.portable_refused,
+            stored: slot.stored,
         })
         .collect();
     entries.extend(unlisted(plan).into_iter().map(|hash| EntryReport {
@@ -364,8 +529,10 @@ fn build_report(
         outcome: Outcome::Unlisted,
         store: None,
         load_path: None,
+        profile: None,
         rejected: None,
-        store_error: None,
+        portable_refused: Vec::new(),
+        stored: None,
     }));
     LoadReport::new(entries, health, read_only, elapsed)
 }

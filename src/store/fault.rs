@@ -12,6 +12,8 @@ pub enum Fault {
     DiskFull,
     /// Publishing fails as a read-only file system does (EROFS) when creating the temp file.
     ReadOnly,
+    /// Publishing renames the artifact into place, then the directory's fsync fails (EIO).
+    DirSyncFails,
     /// Executable memfds are refused, as with `vm.memfd_noexec = 2`: MAC mode takes the copy path.
     MemfdRefused,
 }

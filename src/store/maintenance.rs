@@ -52,6 +52,9 @@ pub struct PruneOptions {
     /// settings, the other authentication mode): this engine can never load them. Foreign files
     /// ([`Store::foreign_files`]) go too: no engine ever loads them.
     pub stale: bool,
+    /// Fingerprints besides the store's own that `stale` keeps: this engine's portable CPU
+    /// profiles ([`crate::profile::portable_fingerprints`]), whose artifacts are current.
+    pub current: Vec<crate::key::Fingerprint>,
     /// When set, remove artifacts whose source hash is not in the set.
     pub keep: Option<HashSet<Hash32>>,
     /// After the removals above, remove the oldest artifacts (by modification time, which is the
@@ -109,7 +112,8 @@ impl Store {
         let mut remove = Vec::new();
         let mut rest = Vec::new();
         for entry in entries {
-            if opts.stale && entry.key.fingerprint != self.fingerprint() {
+            let current = entry.key.fingerprint == self.fingerprint() || opts.current.contains(&entry.key.fingerprint);
+            if opts.stale && !current {
                 remove.push((entry, PruneReason::Stale));
             } else if opts.keep.as_ref().is_some_and(|k| !k.contains(&entry.key.source)) {
                 remove.push((entry, PruneReason::NotWhitelisted));
@@ -286,7 +290,8 @@ mod tests {
             .lock_exclusive(t(), "put")
             .expect("lock")
             .publish(&[source; 32], &vec![source; size])
-            .expect("publish");
+            .expect("publish")
+            .path;
         let mtime = SystemTime::now() - Duration::from_secs(age_secs);
         std::fs::File::options()
             .write(true)

@@ -23,6 +23,7 @@ mod rejection;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -39,7 +40,7 @@ pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub use lock::{Exclusive, LockError, LockGuard, LockKind, LockState, deadline_after};
-pub use publish::{ARTIFACT_MODE, TempCleanup};
+pub use publish::{ARTIFACT_MODE, Published, TempCleanup};
 pub use rejection::Rejection;
 
 /// Prefix of temporary files; never a valid artifact name.
@@ -118,7 +119,9 @@ pub struct ForeignFile {
 /// An open store directory for one engine fingerprint.
 #[derive(Debug)]
 pub struct Store {
-    dir: Dir,
+    // Shared by the handles of one directory for several fingerprints (a start-up looking up
+    // portable artifacts): one descriptor, opened and checked once.
+    dir: Arc<Dir>,
     fingerprint: Fingerprint,
     sealer: Sealer,
     owner: Owner,
@@ -126,7 +129,8 @@ pub struct Store {
     fault: Fault,
     /// Set (with the old permission bits) when an existing lock file others could open was made
     /// `0600`; see [`Store::lock_mode_repaired`].
-    lock_repaired: AtomicU32,
+    /// Shared by every handle of one directory (see [`Store::with_fingerprint`]): there is one lock file.
+    lock_repaired: Arc<AtomicU32>,
 }
 
 impl Store {
@@ -152,13 +156,13 @@ impl Store {
     fn open_with(dir: &Path, fingerprint: Fingerprint, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
         let dir = Dir::open(dir, create, Owner::Me).context("refusing to use the store")?;
         Ok(Store {
-            dir,
+            dir: Arc::new(dir),
             fingerprint,
             sealer,
             owner: Owner::Me,
             read_only: false,
             fault: Fault::None,
-            lock_repaired: AtomicU32::new(0),
+            lock_repaired: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -172,14 +176,29 @@ impl Store {
     pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
         let dir = Dir::open(dir, false, Owner::MeOrRoot).context("refusing to use the read-only store")?;
         Ok(Store {
-            dir,
+            dir: Arc::new(dir),
             fingerprint,
             sealer,
             owner: Owner::MeOrRoot,
             read_only: true,
             fault: Fault::None,
-            lock_repaired: AtomicU32::new(0),
+            lock_repaired: Arc::new(AtomicU32::new(0)),
         })
+    }
+
+    /// The same directory (the same descriptor, checks and mode) for the engine with
+    /// `fingerprint`: how a start-up looks up a portable profile's artifacts, and how a bake
+    /// publishes them.
+    pub fn with_fingerprint(&self, fingerprint: Fingerprint) -> Store {
+        Store {
+            dir: Arc::clone(&self.dir),
+            fingerprint,
+            sealer: self.sealer.clone(),
+            owner: self.owner,
+            read_only: self.read_only,
+            fault: self.fault,
+            lock_repaired: Arc::clone(&self.lock_repaired),
+        }
     }
 
     /// True for a store opened with [`Store::open_read_only`].
@@ -287,6 +306,17 @@ impl Store {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The fingerprints of the artifact files in the store, from one directory listing (no stat).
+    pub fn fingerprints_present(&self) -> std::io::Result<std::collections::BTreeSet<Fingerprint>> {
+        Ok(self
+            .dir
+            .names()?
+            .iter()
+            .filter_map(|n| n.to_str().and_then(ArtifactKey::from_file_name))
+            .map(|k| k.fingerprint)
+            .collect())
     }
 
     /// Leftover temporary files (unfinished writes), by name.

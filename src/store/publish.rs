@@ -27,9 +27,21 @@ pub struct TempCleanup {
     pub failed: Vec<(PathBuf, io::Error)>,
 }
 
+/// An artifact renamed into place. Its durability is confirmed once the directory's fsync
+/// succeeds; if that fails, the artifact is stored and loadable, but a crash of the machine could
+/// still lose its name.
+#[derive(Debug)]
+pub struct Published {
+    /// The artifact's path.
+    pub path: PathBuf,
+    /// Why the directory's fsync after the rename failed, if it did.
+    pub durability_error: Option<io::Error>,
+}
+
 impl Exclusive<'_> {
-    /// Atomically publishes `payload` as the artifact for `source`; returns its path.
-    pub fn publish(&self, source: &Hash32, payload: &[u8]) -> io::Result<PathBuf> {
+    /// Atomically publishes `payload` as the artifact for `source`. An error means nothing was
+    /// published; a failed directory fsync after the rename is reported in [`Published`].
+    pub fn publish(&self, source: &Hash32, payload: &[u8]) -> io::Result<Published> {
         let store = self.store;
         let key = store.key(source);
         let created = SystemTime::now()
@@ -62,8 +74,30 @@ impl Exclusive<'_> {
             let _ = store.dir.unlink(&temp);
             return Err(e);
         }
-        store.dir.sync()?;
-        Ok(store.dir.display_path(key.file_name()))
+        // The rename is done: the artifact is in place whatever the fsync says, so its failure is
+        // not a failure to publish.
+        let synced = if store.fault == Fault::DirSyncFails {
+            Err(io::Error::from(rustix::io::Errno::IO))
+        } else {
+            store.dir.sync()
+        };
+        Ok(Published {
+            path: store.dir.display_path(key.file_name()),
+            durability_error: synced.err(),
+        })
+    }
+
+    /// Unlinks the artifact of `source` under this store's fingerprint, if there is one: a file
+    /// the loader rejected (absence is not an error). Never truncates.
+    pub fn remove_artifact(&self, source: &Hash32) -> io::Result<bool> {
+        match self.store.dir.unlink(self.store.key(source).file_name()) {
+            Ok(()) => {
+                self.store.dir.sync()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Unlinks one artifact (never truncates it: a process may have it mapped).
