@@ -37,13 +37,13 @@ pub(super) fn load_portable(
         return ro_hits;
     }
     let started = Instant::now();
-    // One directory listing per store: a profile none of them holds costs no engine.
-    let present: BTreeSet<Fingerprint> = stores
+    // One directory listing per store: a profile no store holds costs no engine, and a store is
+    // searched only for the fingerprints it holds (a miss costs a pass over every pending hash).
+    let present: Vec<BTreeSet<Fingerprint>> = stores
         .iter()
-        .filter_map(|s| s.store.fingerprints_present().ok())
-        .flatten()
+        .map(|s| s.store.fingerprints_present().unwrap_or_default())
         .collect();
-    if present.iter().all(|fp| *fp == own) {
+    if present.iter().flatten().all(|fp| *fp == own) {
         return ro_hits;
     }
     for &profile in CpuProfile::portable() {
@@ -57,10 +57,10 @@ pub(super) fn load_portable(
                 continue;
             }
         };
-        if !present.contains(&fingerprint) {
-            continue;
-        }
-        for searched in stores {
+        for (searched, present) in stores.iter().zip(&present) {
+            if !present.contains(&fingerprint) || pending(slots).is_empty() {
+                continue;
+            }
             let store = searched.store.with_fingerprint(fingerprint);
             let hits = load_pending(&store, engine, Some(profile), slots, components);
             if let Some(i) = searched.read_only_index {
