@@ -289,7 +289,8 @@ impl Row {
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let writable = args.store.open_existing(Some(&args.key))?;
     let opened = args.read_only.open(&args.key)?;
-    let profiles = profiles_if_needed(std::iter::once(&writable).chain(opened.iter().filter_map(|(_, s)| s.as_ref().ok())))?;
+    let profiles =
+        profiles_if_needed(std::iter::once(&writable).chain(opened.iter().filter_map(|(_, s)| s.as_ref().ok())))?;
     let store = StoreView::collect(&writable, &profiles)?;
     let mut unusable = 0;
     let mut read_only = Vec::new();

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
-use super::cores;
-use crate::key::Hash32;
+use crate::artifact_store::compile::cores;
+use crate::key::{Hash32, Kind};
 use crate::store::{Lookup, Store, Verified};
 
 /// Fewer artifacts than this are loaded on the calling thread alone: a helper thread costs more to
@@ -30,7 +30,7 @@ pub(super) fn load_all(store: &Store, engine: &Engine, pending: &[Hash32]) -> Ve
     let claim = |buf: &mut Vec<u8>| {
         pending
             .get(next.fetch_add(1, Ordering::Relaxed))
-            .map(|h| (*h, store.open_verified(h, buf)))
+            .map(|h| (*h, store.open_verified(h, Kind::Component, buf)))
     };
     let finish = |(hash, verified): (Hash32, Result<Verified, Lookup>)| {
         (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
