@@ -73,13 +73,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// `Refused`, or `Missing` when the cause is that the directory (or a parent) does not exist.
+    /// `Refused`, or `Missing` when the cause is that the directory (or an ancestor) does not exist.
     pub(crate) fn refused(path: PathBuf, reason: anyhow::Error) -> StoreError {
-        let missing = reason.chain().any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-                || e.downcast_ref::<rustix::io::Errno>() == Some(&rustix::io::Errno::NOENT)
-        });
+        let missing = reason.chain().any(|e| e.is::<crate::trusted_path::NoSuchDirectory>());
         if missing {
             StoreError::Missing { path }
         } else {
