@@ -363,3 +363,69 @@ fn open_errors_are_typed() {
             .expect("the node's engine takes portable profiles");
     }
 }
+
+/// The example host, built by `cargo test` next to this test binary's directory.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/embedder
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("examples").join("embedder"))
+        .expect("target layout");
+    assert!(
+        path.is_file(),
+        "{} not built: `cargo test` builds the examples (or run `cargo build --example embedder`)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_example_host_compiles_nothing_on_its_second_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = dir.path().join("wasm");
+    std::fs::create_dir(&wasm).expect("mkdir");
+    std::fs::write(wasm.join("get.wasm"), common::generated_component(7, 2)).expect("write");
+    let answer = wat::parse_str(r#"(module (func (export "answer") (result i32) i32.const 42))"#).expect("WAT");
+    std::fs::write(wasm.join("answer.wasm"), answer).expect("write");
+    std::fs::write(wasm.join("notes.txt"), "not wasm, not looked at").expect("write");
+    let store = dir.path().join("store");
+    let run = || {
+        let out = Command::new(example_binary())
+            .arg(&wasm)
+            .arg(&store)
+            .output()
+            .expect("run the example");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let first = run();
+    assert_eq!(first.lines().count(), 2, "{first}");
+    assert!(
+        first.contains("answer.wasm: module, compiled and stored; answer() = [I32(42)]"),
+        "{first}"
+    );
+    assert!(
+        first.contains("get.wasm: component, compiled and stored; get() = [U32(7)]"),
+        "{first}"
+    );
+    let second = run();
+    assert_eq!(second.lines().count(), 2, "{second}");
+    assert!(
+        !second.contains("compiled"),
+        "the second run compiles nothing:\n{second}"
+    );
+    assert_eq!(
+        second
+            .matches(&format!("loaded from {} (mapped)", store.display()))
+            .count(),
+        2,
+        "{second}"
+    );
+    assert!(
+        second.contains("answer() = [I32(42)]") && second.contains("get() = [U32(7)]"),
+        "{second}"
+    );
+}
