@@ -429,3 +429,33 @@ fn the_example_host_compiles_nothing_on_its_second_run() {
         "{second}"
     );
 }
+
+#[test]
+fn threads_of_one_process_share_one_store_and_compile_once() {
+    fn send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(dir.path().join("store"), &engine).expect("open");
+    send_sync_clone(&artifacts);
+    let component = common::generated_component(3, 20);
+    let barrier = std::sync::Barrier::new(8);
+    let compiled: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (artifacts, component, barrier) = (artifacts.clone(), &component, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    usize::from(
+                        artifacts
+                            .load_component(component)
+                            .expect("served")
+                            .origin
+                            .is_compiled(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("no panic")).sum()
+    });
+    assert_eq!(compiled, 1, "one thread compiled, seven loaded");
+}
