@@ -115,6 +115,7 @@ fn main() -> Result<()> {
         let module = kind == "core modules";
         let wasmtime_run = |engine: &Engine| load_files(engine, files, module);
         let door_run = |warm| door_files(&door, files, module, warm);
+        let batch_run = || door_batch(&door, files, module);
         wasmtime_run(&cache_engine)?; // fills wasmtime's cache for the modules
         wasmtime_run(&cache_engine)?;
         door_run(false)?; // fills the store
@@ -127,17 +128,23 @@ fn main() -> Result<()> {
         for _ in 0..args.reps {
             ours.push(door_run(true)?);
         }
-        let (wt, ours) = (median(wt), median(ours));
+        let mut batch = Vec::new();
+        for _ in 0..args.reps {
+            batch.push(batch_run()?);
+        }
+        let (wt, ours, batch) = (median(wt), median(ours), median(batch));
         let bytes: u64 = files
             .iter()
             .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
             .sum();
         println!(
-            "{kind}: {} files ({bytes} bytes of wasm): wasmtime_cache {:.2} ms, door (ArtifactStore, warm) {:.2} ms: {:.1}x (target >= 5)",
+            "{kind}: {} files ({bytes} bytes of wasm): wasmtime_cache {:.2} ms; door, one call each {:.2} ms: {:.1}x; door, one batch {:.2} ms: {:.1}x (target >= 5)",
             files.len(),
             ms(wt),
             ms(ours),
-            wt.as_secs_f64() / ours.as_secs_f64()
+            wt.as_secs_f64() / ours.as_secs_f64(),
+            ms(batch),
+            wt.as_secs_f64() / batch.as_secs_f64()
         );
     }
     Ok(())
@@ -211,6 +218,24 @@ fn load_files(engine: &Engine, files: &[PathBuf], module: bool) -> Result<Durati
     }
     let elapsed = t.elapsed();
     drop(kept);
+    Ok(elapsed)
+}
+
+/// Reads every file and loads them all through the embedder's door in one batch call; fails unless
+/// the store served everything.
+fn door_batch(door: &ArtifactStore, files: &[PathBuf], module: bool) -> Result<Duration> {
+    let t = Instant::now();
+    let bytes = files.iter().map(std::fs::read).collect::<std::io::Result<Vec<_>>>()?;
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    // Kept until after the clock stops, as in the other paths: dropping unmaps.
+    let (elapsed, compiled) = if module {
+        let loaded = door.modules(&refs).into_iter().collect::<Result<Vec<_>, _>>()?;
+        (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
+    } else {
+        let loaded = door.components(&refs).into_iter().collect::<Result<Vec<_>, _>>()?;
+        (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
+    };
+    ensure!(compiled == 0, "{compiled} compiled on a warm store");
     Ok(elapsed)
 }
 

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::compile::{compile, on_every_core, publish};
+use super::load::load_all;
 use super::portable::engines;
 use super::{Inner, Loaded, Origin, Writable};
 use crate::compiled::Compiled;
@@ -46,7 +47,7 @@ fn pending<T>(slots: &Slots<T>) -> Vec<Hash32> {
 /// Loads or compiles every wasm of `wasm` as `T`; one result per input, in order. The same
 /// bytes given twice are looked up and compiled once.
 pub(crate) fn fetch<T: Compiled>(inner: &Inner, wasm: &[&[u8]]) -> Vec<Result<Loaded<T>, StoreError>> {
-    let hashes: Vec<Hash32> = wasm.iter().map(|w| sha256(w)).collect();
+    let hashes = hash_all(wasm);
     let mut slots: Slots<T> = hashes
         .iter()
         .map(|h| {
@@ -96,6 +97,20 @@ pub(crate) fn fetch<T: Compiled>(inner: &Inner, wasm: &[&[u8]]) -> Vec<Result<Lo
             }
         })
         .collect()
+}
+
+/// The SHA-256 of every input, in order: on every core for a batch (the hash is most of a warm
+/// lookup's time).
+fn hash_all(wasm: &[&[u8]]) -> Vec<Hash32> {
+    // Below this, starting a thread costs more than it saves (SHA-256 runs at about 1.4 GB/s).
+    const PARALLEL_HASH_MIN_BYTES: usize = 256 * 1024;
+    if wasm.iter().map(|w| w.len()).sum::<usize>() < PARALLEL_HASH_MIN_BYTES {
+        return wasm.iter().map(|w| sha256(w)).collect();
+    }
+    let indexed: Vec<(usize, &[u8])> = wasm.iter().copied().enumerate().collect();
+    let mut hashed = on_every_core(&indexed, |(i, w)| (*i, sha256(w)));
+    hashed.sort_unstable_by_key(|(i, _)| *i);
+    hashed.into_iter().map(|(_, h)| h).collect()
 }
 
 /// Under the shared lock of the writable store: this engine's artifacts in every store, then
@@ -187,9 +202,9 @@ fn load_pending<T: Compiled>(
     slots: &mut Slots<T>,
     origin: impl Fn(std::path::PathBuf, LoadPath) -> Origin,
 ) {
-    for hash in pending(slots) {
+    for (hash, lookup) in load_all::<T>(store, &inner.engine, &pending(slots)) {
         let Some(slot) = slots.get_mut(&hash) else { continue };
-        match store.load_as::<T>(&inner.engine, &hash) {
+        match lookup {
             Lookup::Hit(value, load_path) => {
                 slot.found = Some(Ok((value, origin(store.dir().to_path_buf(), load_path))))
             }

@@ -10,6 +10,7 @@
 mod builder;
 pub(crate) mod compile;
 mod fetch;
+pub(crate) mod load;
 mod origin;
 mod portable;
 

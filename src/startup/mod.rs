@@ -16,7 +16,6 @@
 
 mod bake;
 mod compile;
-mod load;
 mod portable;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,6 +26,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::artifact_store::load::load_all;
 use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
 use crate::profile::CpuProfile;
@@ -457,7 +457,7 @@ fn load_pending(
 ) -> usize {
     let portable = profile.filter(|p| !p.is_native());
     let mut hits = 0;
-    for (hash, lookup) in load::load_all(store, engine, &pending(slots)) {
+    for (hash, lookup) in load_all::<Component>(store, engine, &pending(slots)) {
         let Some(slot) = slots.get_mut(&hash) else { continue };
         match lookup {
             Lookup::Hit(c, path) => {
