@@ -459,3 +459,34 @@ fn threads_of_one_process_share_one_store_and_compile_once() {
     });
     assert_eq!(compiled, 1, "one thread compiled, seven loaded");
 }
+
+#[test]
+fn a_portable_profile_is_baked_and_then_serves_a_store_that_lacks_native_artifacts() {
+    let Some(&portable) = CpuProfile::portable().last() else {
+        return; // no portable profile on this architecture: nothing to bake
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let wasm = common::shipped("adder");
+    let baker = ArtifactStore::builder(&path)
+        .cpu_profiles(&[portable])
+        .open(&engine)
+        .expect("open");
+    let baked = baker.load_component(&wasm).expect("served");
+    match &baked.origin {
+        Origin::Compiled {
+            stored: StoreWrite::NotStored(why),
+        } => assert!(why.contains("native"), "{why}"),
+        other => panic!("native artifacts are not stored: {other}"),
+    }
+    assert_eq!(common::artifact_count(&path), 1, "one portable artifact");
+    let host = ArtifactStore::open(&path, &engine).expect("open");
+    let loaded = host.load_component(&wasm).expect("served");
+    assert!(
+        matches!(&loaded.origin, Origin::Portable { profile, dir, .. } if *profile == portable && *dir == path),
+        "{}",
+        loaded.origin
+    );
+    assert_eq!(common::call_add(&engine, &loaded.value, 20, 22), 42);
+}
