@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `WNCART\0\x01` |
 //! | 8 | 4 | format version |
-//! | 12 | 4 | flags (bit 0: header tag is a keyed MAC) |
+//! | 12 | 4 | flags (bit 0: header tag is a keyed MAC; bit 1: the payload is a core module, not a component) |
 //! | 16 | 32 | SHA-256 of the source binary |
 //! | 48 | 16 | engine fingerprint |
 //! | 64 | 8 | payload length |
@@ -36,7 +36,7 @@ use wasmtime::Engine;
 use zerocopy::byteorder::{LE, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::key::{ArtifactKey, Fingerprint, Hash32};
+use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
 
 /// Version of this file format; part of the engine fingerprint and of every trailer. Version 2
 /// checksums plain-mode payloads with XXH3-128 instead of BLAKE3.
@@ -67,6 +67,16 @@ struct RawTrailer {
 }
 const TAGGED_LEN: usize = 112;
 const FLAG_MAC: u32 = 1;
+/// Set for a core module's artifact. Component artifacts, the only kind before modules were
+/// stored, have it clear, so they keep their format version.
+const FLAG_MODULE: u32 = 2;
+
+fn kind_flag(kind: Kind) -> u32 {
+    match kind {
+        Kind::Component => 0,
+        Kind::Module => FLAG_MODULE,
+    }
+}
 const PLAIN_TAG_CONTEXT: &str = "wasm-node-cache 2026-11-25 artifact trailer tag v1";
 
 /// How the trailer's tag is computed: a plain checksum, or a MAC under a secret key.
@@ -163,8 +173,10 @@ impl PayloadHasher {
 pub struct Trailer {
     /// Format version the artifact was written with.
     pub format_version: u32,
-    /// Flag bits; bit 0 means the tag is a keyed MAC.
+    /// Flag bits; bit 0 means the tag is a keyed MAC, bit 1 a core module.
     pub flags: u32,
+    /// Component or core module (from the flags).
+    pub kind: Kind,
     /// SHA-256 of the source Wasm binary.
     pub source_hash: Hash32,
     /// Fingerprint of the engine that compiled it.
@@ -226,6 +238,12 @@ pub enum ArtifactError {
     },
     /// The payload does not match its checksum: corrupted bytes.
     PayloadChecksum,
+    /// The artifact holds the other kind (a core module under a component's name, or the
+    /// reverse): never handed to the other kind's deserializer.
+    WrongKind {
+        /// The kind in the trailer.
+        found: Kind,
+    },
 }
 
 impl fmt::Display for ArtifactError {
@@ -264,6 +282,12 @@ impl fmt::Display for ArtifactError {
                 write!(f, "compiled by another engine (fingerprint {})", found.to_hex())
             }
             ArtifactError::PayloadChecksum => f.write_str("payload checksum mismatch: artifact bytes corrupted"),
+            ArtifactError::WrongKind { found } => {
+                write!(
+                    f,
+                    "holds a {found}, not the kind its name says: copied under the wrong name"
+                )
+            }
         }
     }
 }
@@ -317,7 +341,7 @@ pub fn encode_trailer(payload: &[u8], key: &ArtifactKey, sealer: &Sealer, create
     let mut raw = RawTrailer {
         magic: MAGIC,
         format_version: FORMAT_VERSION.into(),
-        flags: sealer.flags().into(),
+        flags: (sealer.flags() | kind_flag(key.kind)).into(),
         source_hash: key.source,
         fingerprint: key.fingerprint.0,
         payload_len: (payload.len() as u64).into(),
@@ -390,9 +414,15 @@ pub fn decode_trailer_bytes(t: &[u8; TRAILER_LEN], file_len: u64, sealer: &Seale
             actual: payload_actual,
         });
     }
+    let kind = if flags & FLAG_MODULE != 0 {
+        Kind::Module
+    } else {
+        Kind::Component
+    };
     Ok(Trailer {
         format_version,
         flags,
+        kind,
         source_hash: raw.source_hash,
         fingerprint: Fingerprint(raw.fingerprint),
         payload_len,
@@ -402,7 +432,7 @@ pub fn decode_trailer_bytes(t: &[u8; TRAILER_LEN], file_len: u64, sealer: &Seale
 }
 
 /// Checks that an authenticated trailer names `key`: an artifact copied under another hash's
-/// name, or renamed from another engine's, is refused here.
+/// name, renamed from another engine's, or from the other kind's, is refused here.
 pub fn check_binding(trailer: &Trailer, key: &ArtifactKey) -> Result<(), ArtifactError> {
     if trailer.source_hash != key.source {
         return Err(ArtifactError::WrongSource {
@@ -413,6 +443,9 @@ pub fn check_binding(trailer: &Trailer, key: &ArtifactKey) -> Result<(), Artifac
         return Err(ArtifactError::WrongFingerprint {
             found: trailer.fingerprint,
         });
+    }
+    if trailer.kind != key.kind {
+        return Err(ArtifactError::WrongKind { found: trailer.kind });
     }
     Ok(())
 }
@@ -439,6 +472,7 @@ mod tests {
         ArtifactKey {
             source: [source; 32],
             fingerprint: Fingerprint([fp; 16]),
+            kind: Kind::Component,
         }
     }
 
@@ -485,6 +519,28 @@ mod tests {
             verify(&a, &key(1, 4), &Sealer::Plain),
             Err(ArtifactError::WrongFingerprint { .. })
         ));
+    }
+
+    #[test]
+    fn bound_to_its_kind() {
+        let component = key(1, 2);
+        let module = ArtifactKey {
+            kind: Kind::Module,
+            ..component
+        };
+        for sealer in [Sealer::Plain, Sealer::Keyed([7; 32])] {
+            let m = artifact(b"x", &module, &sealer);
+            assert_eq!(verify(&m, &module, &sealer).map(|t| t.kind), Ok(Kind::Module));
+            assert_eq!(
+                verify(&m, &component, &sealer),
+                Err(ArtifactError::WrongKind { found: Kind::Module })
+            );
+            let c = artifact(b"x", &component, &sealer);
+            assert_eq!(
+                verify(&c, &module, &sealer),
+                Err(ArtifactError::WrongKind { found: Kind::Component })
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
 use crate::artifact::Sealer;
+use crate::artifact_store::{ArtifactStore, NodeStores};
 use crate::cache::{DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, StoreHandle, WasmNodeCache};
 use crate::cache::{default_store_dir, resolve_key_file};
 use crate::key::Hash32;
@@ -192,41 +193,52 @@ impl Builder {
                 .map_err(|e| format!("{e:#}")),
         };
 
-        let plan = Plan {
-            engine,
-            binary_root,
-            whitelist,
-            store,
-            read_only_stores,
-            lock_timeout: self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
-            sealer,
-            fault: self.fault,
-            progress: self.progress,
-            bake,
-        };
-        let (components, report) = crate::startup::run(&plan);
-        let store = match (&plan.store, &plan.sealer) {
+        let lock_timeout = self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT);
+        // What `prune_store` reopens later: the store as configured, whether or not this start-up
+        // could use it.
+        let handle = match (&store, &sealer) {
             (StoreChoice::Dir(dir), Ok(sealer)) => Some(StoreHandle {
                 dir: dir.clone(),
                 sealer: sealer.clone(),
-                lock_timeout: plan.lock_timeout,
+                lock_timeout,
             }),
             _ => None,
         };
+        let started = Instant::now();
+        let stores = ArtifactStore::for_node(NodeStores {
+            engine,
+            dir: match store {
+                StoreChoice::Dir(dir) => Some(dir),
+                StoreChoice::Disabled => None,
+            },
+            read_only: read_only_stores,
+            sealer,
+            lock_timeout,
+            profiles: bake,
+            fault: self.fault,
+        });
+        let plan = Plan {
+            stores,
+            binary_root,
+            whitelist,
+            progress: self.progress,
+            started,
+        };
+        let (components, report) = crate::startup::run(&plan);
         Ok(WasmNodeCache::from_parts(
-            plan.engine,
+            plan.stores.engine().clone(),
             plan.binary_root,
             plan.whitelist,
             components,
             report,
-            store,
+            handle,
         ))
     }
 }
 
 /// True when `inner` is `outer` or below it, comparing absolute, link-resolved paths where they
 /// exist.
-fn is_within(inner: &Path, outer: &Path) -> bool {
+pub(crate) fn is_within(inner: &Path, outer: &Path) -> bool {
     let resolve = |p: &Path| {
         std::fs::canonicalize(p)
             .or_else(|_| std::path::absolute(p))

@@ -1,4 +1,5 @@
-//! What names a stored artifact: the source binary's SHA-256 and the engine fingerprint.
+//! What names a stored artifact: the source binary's SHA-256, the engine fingerprint and the kind
+//! of compiled code (component or core module).
 
 use std::fmt;
 
@@ -75,6 +76,42 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// What an artifact holds: a component or a core module. The same bytes are never both (a
+/// binary's header says which it is), but the kind is part of the key and of the trailer anyway,
+/// so that no artifact is ever deserialized as the other kind, whatever its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A component (`Component::deserialize`): the node's kind.
+    Component,
+    /// A core module (`Module::deserialize`).
+    Module,
+}
+
+impl Kind {
+    /// `component` or `module`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Component => "component",
+            Kind::Module => "module",
+        }
+    }
+
+    /// The end of this kind's artifact file names.
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Component => ".cwasm",
+            Kind::Module => ".module.cwasm",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The full key of a stored artifact. The format version is folded into the fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArtifactKey {
@@ -82,18 +119,30 @@ pub struct ArtifactKey {
     pub source: Hash32,
     /// Engine fingerprint.
     pub fingerprint: Fingerprint,
+    /// Component or core module.
+    pub kind: Kind,
 }
 
 impl ArtifactKey {
-    /// The artifact's file name in the store: `<fingerprint>-<source hash>.cwasm`.
+    /// The artifact's file name in the store: `<fingerprint>-<source hash>.cwasm` for a
+    /// component, `<fingerprint>-<source hash>.module.cwasm` for a core module.
     pub fn file_name(&self) -> String {
-        format!("{}-{}.cwasm", self.fingerprint.to_hex(), hex::encode(self.source))
+        format!(
+            "{}-{}{}",
+            self.fingerprint.to_hex(),
+            hex::encode(self.source),
+            self.kind.suffix()
+        )
     }
 
     /// Inverse of [`ArtifactKey::file_name`]; `None` for any other name, including the same name
     /// in another case: only lowercase hex names are artifacts.
     pub fn from_file_name(name: &str) -> Option<ArtifactKey> {
-        let stem = name.strip_suffix(".cwasm")?;
+        // The module suffix first: it ends with the component's.
+        let (stem, kind) = match name.strip_suffix(Kind::Module.suffix()) {
+            Some(stem) => (stem, Kind::Module),
+            None => (name.strip_suffix(Kind::Component.suffix())?, Kind::Component),
+        };
         let (fp, source) = stem.split_once('-')?;
         if fp.len() != 32 || !is_hash_name(source) {
             return None;
@@ -104,6 +153,7 @@ impl ArtifactKey {
         Some(ArtifactKey {
             source: src,
             fingerprint,
+            kind,
         })
     }
 }
@@ -117,8 +167,20 @@ mod tests {
         let k = ArtifactKey {
             source: [0x5a; 32],
             fingerprint: Fingerprint([0x01; 16]),
+            kind: Kind::Component,
         };
         assert_eq!(ArtifactKey::from_file_name(&k.file_name()), Some(k));
+        let m = ArtifactKey {
+            kind: Kind::Module,
+            ..k
+        };
+        assert!(m.file_name().ends_with(".module.cwasm"), "{}", m.file_name());
+        assert_eq!(ArtifactKey::from_file_name(&m.file_name()), Some(m));
+        assert_ne!(m.file_name(), k.file_name());
+        assert_eq!(
+            ArtifactKey::from_file_name(&k.file_name().replace(".cwasm", ".other.cwasm")),
+            None
+        );
         assert_eq!(ArtifactKey::from_file_name("lock"), None);
         assert_eq!(ArtifactKey::from_file_name(".tmp-abc"), None);
         assert_eq!(

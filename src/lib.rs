@@ -11,6 +11,8 @@
 //! - [`store`]: the directory handle, its lock, atomic publication, verified loading, maintenance;
 //! - `startup`: one start-up (load, read sources, re-check under the lock, compile, publish);
 //! - [`report`]: what a start-up did;
+//! - [`ArtifactStore`]: the store's door for any wasmtime embedder (components and core modules),
+//!   on which the node's start-up is built too; [`StoreError`] its errors;
 //! - `cache`, `builder`: the public [`WasmNodeCache`] and its [`Builder`];
 //! - [`profile`]: CPU profiles, the portable engines a bake compiles for;
 //! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs;
@@ -24,10 +26,13 @@
 compile_error!("wasm-node-cache supports Unix only (Linux is where its guarantees are tested)");
 
 pub mod artifact;
+mod artifact_store;
 mod authkey;
 mod builder;
 mod cache;
+mod compiled;
 mod engine;
+mod error;
 pub mod key;
 pub mod profile;
 pub mod report;
@@ -38,6 +43,7 @@ pub mod store;
 mod trusted_path;
 mod whitelist;
 
+pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
 pub use authkey::load_key;
 pub use builder::Builder;
 pub use cache::{
@@ -45,7 +51,8 @@ pub use cache::{
     WasmNodeCache, default_store_dir, resolve_key_file, resolve_read_only_stores,
 };
 pub use engine::{init_wasm_engine, node_config};
-pub use key::{ArtifactKey, Fingerprint, Hash32, parse_hash};
+pub use error::StoreError;
+pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, parse_hash};
 pub use profile::CpuProfile;
 pub use report::{
     BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,

@@ -251,7 +251,7 @@ fn walk_components(path: &Path, create: bool) -> anyhow::Result<Walked> {
                     .map_err(io::Error::from)
                     .with_context(|| format!("cannot open {}", child.display()))?
             }
-            Err(Errno::NOENT) => bail!("{}: no such directory", child.display()),
+            Err(Errno::NOENT) => return Err(NoSuchDirectory(child).into()),
             // Non-Linux only (no O_PATH): a link refuses the open; describe it without following.
             Err(Errno::LOOP) => {
                 let st = rfs::statat(&cur.fd, &name, rfs::AtFlags::SYMLINK_NOFOLLOW)
@@ -433,3 +433,16 @@ mod tests {
         assert!(walk(&dir.path().join("rel/absent"), false).is_err());
     }
 }
+
+/// A directory on the path does not exist (and was not to be created): typed, so that callers
+/// can tell a missing store from a refused one.
+#[derive(Debug)]
+pub(crate) struct NoSuchDirectory(pub PathBuf);
+
+impl std::fmt::Display for NoSuchDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: no such directory", self.0.display())
+    }
+}
+
+impl std::error::Error for NoSuchDirectory {}

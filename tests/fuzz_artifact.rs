@@ -13,7 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use wasm_node_cache::artifact::{self, Sealer, TRAILER_LEN};
 use wasm_node_cache::store::{Lookup, Store, deadline_after};
-use wasm_node_cache::{ArtifactKey, Fingerprint};
+use wasm_node_cache::{ArtifactKey, Fingerprint, Kind};
 
 /// Counts allocations made by the current thread while counting is switched on.
 struct CountingAlloc;
@@ -55,6 +55,7 @@ fn key() -> ArtifactKey {
     ArtifactKey {
         source: [7; 32],
         fingerprint: Fingerprint([9; 16]),
+        kind: Kind::Component,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
 use wasm_node_cache::artifact::{Sealer, encode_trailer};
 use wasm_node_cache::store::{LoadPath, Rejection};
-use wasm_node_cache::{ArtifactKey, Fault, WasmNodeCache, sha256};
+use wasm_node_cache::{ArtifactKey, Fault, Kind, WasmNodeCache, sha256};
 
 use common::OTHER_UID;
 
@@ -200,6 +200,7 @@ fn a_rename_race_under_another_users_directory_never_loads_a_foreign_artifact() 
     let key = ArtifactKey {
         source: adder,
         fingerprint: fp,
+        kind: Kind::Component,
     };
     let mut forged = payload.clone();
     forged.extend_from_slice(&encode_trailer(&payload, &key, &Sealer::Plain, 0));

@@ -1,15 +1,20 @@
-//! wasmtime's own `cache` feature, warm, against a warm `WasmNodeCache` start-up, in one process on
-//! the same components:
+//! wasmtime's own `cache` feature, warm, against this crate's two doors, warm, in one process on
+//! the same bytes:
 //!
-//! - `wasmtime_cache`: read + `Component::new` of each source on an engine with wasmtime's cache,
-//!   after one run filled that cache;
-//! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified.
+//! - `wasmtime_cache`: read + `Component::new` (or `Module::new`) of each source on an engine with
+//!   wasmtime's cache, after one run filled that cache;
+//! - `warm`: a `WasmNodeCache` start-up on a warm store, every artifact fully verified;
+//! - `door`: read + `ArtifactStore::component` (or `::module`) of each source, one call each, on a
+//!   warm store, every artifact fully verified.
+//!
+//! Components are the corpus's; core modules are the core modules embedded in those components
+//! (extracted from their top-level core module sections), so they are real compiler output too.
 //!
 //! ```sh
 //! cargo run --release -p bench-compare -- --wasm-dir ../shared/corpus [--reps 31]
 //! ```
 //!
-//! Prints both medians in ms and their ratio. This is a crate of its own so that the `cache` feature
+//! Prints the medians in ms and the ratios. This is a crate of its own so that the `cache` feature
 //! never reaches the root package's builds (see ../Cargo.toml).
 
 use std::collections::HashSet;
@@ -18,9 +23,9 @@ use std::time::{Duration, Instant};
 
 // wasmtime 48's errors are its own type, converted with `anyhow::Error::from` before `.context`.
 use anyhow::{Context, Result, ensure};
-use wasm_node_cache::{Hash32, WasmNodeCache};
+use wasm_node_cache::{ArtifactStore, Hash32, WasmNodeCache};
 use wasmtime::component::Component;
-use wasmtime::{Cache, CacheConfig, Engine};
+use wasmtime::{Cache, CacheConfig, Engine, Module};
 
 /// wasmtime's cache (warm) against a warm `WasmNodeCache` start-up.
 #[derive(clap::Parser)]
@@ -99,7 +104,163 @@ fn main() -> Result<()> {
         wt_cache.as_secs_f64() / warm.as_secs_f64(),
         ms(first_fill)
     );
+
+    // The embedder's door, components and then core modules, against wasmtime's cache on the
+    // same files.
+    let modules_dir = scratch.path().join("modules");
+    let modules = extract_modules(dir, &hashes, &modules_dir)?;
+    let components: Vec<PathBuf> = hashes.iter().map(|h| dir.join(hex::encode(h))).collect();
+    let door = ArtifactStore::open(scratch.path().join("door-store"), &engine).context("open the door's store")?;
+    for (kind, files) in [("components", &components), ("core modules", &modules)] {
+        let module = kind == "core modules";
+        let wasmtime_run = |engine: &Engine| load_files(engine, files, module);
+        let door_run = |warm| door_files(&door, files, module, warm);
+        let batch_run = || door_batch(&door, files, module);
+        wasmtime_run(&cache_engine)?; // fills wasmtime's cache for the modules
+        wasmtime_run(&cache_engine)?;
+        door_run(false)?; // fills the store
+        door_run(true)?;
+        let mut wt = Vec::new();
+        for _ in 0..args.reps {
+            wt.push(wasmtime_run(&cache_engine)?);
+        }
+        let mut ours = Vec::new();
+        for _ in 0..args.reps {
+            ours.push(door_run(true)?);
+        }
+        let mut batch = Vec::new();
+        for _ in 0..args.reps {
+            batch.push(batch_run()?);
+        }
+        let (wt, ours, batch) = (median(wt), median(ours), median(batch));
+        let bytes: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        println!(
+            "{kind}: {} files ({bytes} bytes of wasm): wasmtime_cache {:.2} ms; door, one call each {:.2} ms: {:.1}x; door, one batch {:.2} ms: {:.1}x (target >= 5)",
+            files.len(),
+            ms(wt),
+            ms(ours),
+            wt.as_secs_f64() / ours.as_secs_f64(),
+            ms(batch),
+            wt.as_secs_f64() / batch.as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// Writes the core modules embedded in the components of `hashes` (their top-level core module
+/// sections) to `out`, one file each; returns their paths.
+fn extract_modules(dir: &Path, hashes: &[Hash32], out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).context("modules dir")?;
+    let mut paths = Vec::new();
+    for h in hashes {
+        let bytes = std::fs::read(dir.join(hex::encode(h)))?;
+        for (i, module) in core_module_sections(&bytes).into_iter().enumerate() {
+            let path = out.join(format!("{}-{i}.wasm", hex::encode(&h[..8])));
+            std::fs::write(&path, module)?;
+            paths.push(path);
+        }
+    }
+    ensure!(
+        !paths.is_empty(),
+        "no core module in the components of {}",
+        dir.display()
+    );
+    Ok(paths)
+}
+
+/// The payloads of a component binary's top-level core module sections (id 1): each a complete
+/// core module. Stops at the first malformed section.
+fn core_module_sections(component: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = component.get(8..).unwrap_or_default();
+    while let Some((&id, after_id)) = rest.split_first() {
+        let Some((len, after_len)) = leb128_u32(after_id) else {
+            break;
+        };
+        let Some(body) = after_len.get(..len as usize) else {
+            break;
+        };
+        if id == 1 && body.starts_with(b"\0asm\x01\0\0\0") {
+            out.push(body);
+        }
+        rest = &after_len[len as usize..];
+    }
+    out
+}
+
+/// An unsigned LEB128 u32 and the bytes after it.
+fn leb128_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value: u32 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Reads and compiles every file through wasmtime (its cache, when the engine has one).
+fn load_files(engine: &Engine, files: &[PathBuf], module: bool) -> Result<Duration> {
+    let t = Instant::now();
+    let mut kept = (Vec::new(), Vec::new());
+    for path in files {
+        let bytes = std::fs::read(path)?;
+        if module {
+            kept.0.push(Module::new(engine, &bytes).map_err(anyhow::Error::from)?);
+        } else {
+            kept.1
+                .push(Component::new(engine, &bytes).map_err(anyhow::Error::from)?);
+        }
+    }
+    let elapsed = t.elapsed();
+    drop(kept);
+    Ok(elapsed)
+}
+
+/// Reads every file and loads them all through the embedder's door in one batch call; fails unless
+/// the store served everything.
+fn door_batch(door: &ArtifactStore, files: &[PathBuf], module: bool) -> Result<Duration> {
+    let t = Instant::now();
+    let bytes = files.iter().map(std::fs::read).collect::<std::io::Result<Vec<_>>>()?;
+    let refs: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    // Kept until after the clock stops, as in the other paths: dropping unmaps.
+    let (elapsed, compiled) = if module {
+        let loaded = door.modules(&refs).into_iter().collect::<Result<Vec<_>, _>>()?;
+        (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
+    } else {
+        let loaded = door.components(&refs).into_iter().collect::<Result<Vec<_>, _>>()?;
+        (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
+    };
+    ensure!(compiled == 0, "{compiled} compiled on a warm store");
+    Ok(elapsed)
+}
+
+/// Reads every file and loads it through the embedder's door, one call each; with `expect_warm`,
+/// fails unless the store served everything.
+fn door_files(door: &ArtifactStore, files: &[PathBuf], module: bool, expect_warm: bool) -> Result<Duration> {
+    let t = Instant::now();
+    let mut kept = (Vec::new(), Vec::new());
+    let mut compiled = 0;
+    for path in files {
+        let bytes = std::fs::read(path)?;
+        if module {
+            let l = door.load_module(&bytes)?;
+            compiled += usize::from(l.origin.is_compiled());
+            kept.0.push(l.value);
+        } else {
+            let l = door.load_component(&bytes)?;
+            compiled += usize::from(l.origin.is_compiled());
+            kept.1.push(l.value);
+        }
+    }
+    let elapsed = t.elapsed();
+    drop(kept);
+    ensure!(!expect_warm || compiled == 0, "{compiled} compiled on a warm store");
+    Ok(elapsed)
 }
 
 /// Checks that every source is named by its SHA-256; returns their total size.

@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 use wasm_node_cache::profile::{ProfileStatus, profile_statuses};
 use wasm_node_cache::store::{LockState, Rejection, Store, StoredEntry};
-use wasm_node_cache::{CpuProfile, Fingerprint};
+use wasm_node_cache::{CpuProfile, Fingerprint, Kind};
 
 use super::size::format_size;
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, ReadOnlyArgs, StoreArgs, output};
@@ -56,6 +56,8 @@ pub struct StatusArgs {
 #[derive(Serialize)]
 struct Row {
     hash: String,
+    /// Component or core module.
+    kind: Kind,
     file: String,
     size: u64,
     fingerprint: String,
@@ -249,11 +251,16 @@ impl Row {
             Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
                 Some("trailer names another hash or fingerprint than the file name".into())
             }
+            Ok(t) if t.kind != entry.key.kind => Some(format!(
+                "trailer holds a {}, the file name says {}",
+                t.kind, entry.key.kind
+            )),
             Ok(_) => None,
         };
         let created_unix = trailer.ok().map(|t| t.created_unix);
         Row {
             hash: hex::encode(entry.key.source),
+            kind: entry.key.kind,
             file: entry.path.display().to_string(),
             size: entry.size,
             fingerprint: entry.key.fingerprint.to_hex(),

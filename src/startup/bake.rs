@@ -5,19 +5,25 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::compile::{on_every_core, publish};
 use super::{Plan, Progress};
 use crate::artifact::engine_fingerprint;
-use crate::key::Hash32;
+use crate::artifact_store::compile::{on_every_core, publish};
+use crate::key::{Hash32, Kind};
 use crate::profile::CpuProfile;
 use crate::report::{BakeFailure, BakeReport, StoreWrite};
 use crate::source::{SkipReason, read_verified};
 use crate::store::Store;
 
-/// Bakes every portable profile of `plan.bake` into `store` (`None`: no writable store, so each
+/// Bakes every portable profile the stores are to hold into `store` (`None`: no writable store, so each
 /// profile reports why nothing was baked). Artifacts already stored and verified are kept.
 pub(super) fn bake_profiles(plan: &Plan, store: Option<&Store>, keyed: bool, deadline: Instant) -> Vec<BakeReport> {
-    let mut profiles: Vec<CpuProfile> = plan.bake.iter().copied().filter(|p| !p.is_native()).collect();
+    let mut profiles: Vec<CpuProfile> = plan
+        .stores()
+        .profiles
+        .iter()
+        .copied()
+        .filter(|p| !p.is_native())
+        .collect();
     profiles.sort_by(|a, b| b.cmp(a));
     profiles.dedup();
     if profiles.is_empty() {
@@ -110,7 +116,7 @@ fn bake_one(
     let done = AtomicUsize::new(0);
     let results = on_every_core(&jobs, |(hash, bytes)| {
         let stored = match engine.precompile_component(bytes) {
-            Ok(artifact) => publish(&exclusive, hash, &artifact),
+            Ok(artifact) => publish(&exclusive, hash, Kind::Component, &artifact),
             Err(e) => StoreWrite::NotStored(format!("compilation failed: {e:#}")),
         };
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;

@@ -16,7 +16,6 @@
 
 mod bake;
 mod compile;
-mod load;
 mod portable;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,14 +26,15 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact::{Sealer, engine_fingerprint};
+use crate::artifact_store::load::load_all;
+use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
 use crate::profile::CpuProfile;
 use crate::report::{
     EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport, StoreHealth, StoreWrite,
 };
 use crate::source::{SkipReason, read_verified};
-use crate::store::{Fault, LoadPath, Lookup, Rejection, Store, deadline_after};
+use crate::store::{LoadPath, Lookup, Rejection, Store, deadline_after};
 use portable::Searched;
 
 /// Progress of the compile phase, for progress bars.
@@ -58,21 +58,24 @@ pub(crate) enum StoreChoice {
 
 /// Everything a start-up needs, resolved by the builder.
 pub(crate) struct Plan {
-    pub engine: Engine,
+    /// The engine and the stores (writable, read-only, MAC mode, lock timeout, CPU profiles to
+    /// store), as the embedder's door has them.
+    pub stores: ArtifactStore,
     pub binary_root: PathBuf,
     pub whitelist: HashSet<Hash32>,
-    pub store: StoreChoice,
-    /// Read-only stores, searched after the writable one, in this order.
-    pub read_only_stores: Vec<PathBuf>,
-    pub lock_timeout: Duration,
-    /// `Err` when MAC mode was asked for but the key could not be loaded: the store is then not
-    /// used at all, since nothing in it could be authenticated.
-    pub sealer: Result<Sealer, String>,
-    pub fault: Fault,
     pub progress: Option<ProgressFn>,
-    /// The CPU profiles whose artifacts this start-up stores: `native` (the node's own, the
-    /// default) and any portable profiles to bake.
-    pub bake: Vec<CpuProfile>,
+    /// When the start-up began (before its stores were opened): the report's time.
+    pub started: Instant,
+}
+
+impl Plan {
+    pub(super) fn stores(&self) -> &Inner {
+        self.stores.inner()
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.stores().engine
+    }
 }
 
 /// What became of one whitelisted hash so far.
@@ -92,11 +95,12 @@ struct Slot {
 type Slots = BTreeMap<Hash32, Slot>;
 
 pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
-    let started = Instant::now();
-    let deadline = deadline_after(plan.lock_timeout);
-    // Computed once here: every store of this start-up is opened for this one fingerprint.
-    let keyed = plan.sealer.as_ref().map(Sealer::is_keyed).unwrap_or(true);
-    let fingerprint = engine_fingerprint(&plan.engine, keyed);
+    let started = plan.started;
+    let stores = plan.stores();
+    let deadline = deadline_after(stores.lock_timeout);
+    // Computed once with the stores: every store of this start-up is opened for this one fingerprint.
+    let keyed = stores.keyed();
+    let fingerprint = stores.fingerprint;
     let mut health = StoreHealth {
         fingerprint: fingerprint.to_hex(),
         ..StoreHealth::default()
@@ -104,22 +108,21 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let mut slots: Slots = plan.whitelist.iter().map(|h| (*h, Slot::default())).collect();
     let mut components = HashMap::new();
 
-    let store = open_store(plan, fingerprint, &mut health);
-    let baked = bake::bake_profiles(plan, store.as_ref(), keyed, deadline);
+    let store = open_store(stores, &mut health);
+    let baked = bake::bake_profiles(plan, store, keyed, deadline);
     let mut can_write = store.is_some();
-    if let Some(store) = &store {
-        can_write = load_shared(store, &plan.engine, deadline, &mut slots, &mut components, &mut health);
+    if let Some(store) = store {
+        can_write = load_shared(store, plan.engine(), deadline, &mut slots, &mut components, &mut health);
     }
-    let (mut read_only, ro_stores) = load_read_only(plan, fingerprint, &mut slots, &mut components);
+    let (mut read_only, ro_stores) = load_read_only(plan, &mut slots, &mut components);
     // A bake that stores native artifacts too compiles them rather than serving its own host from
     // the portable ones it just made.
-    let bakes_native = plan.bake.contains(&CpuProfile::Native) && plan.bake.iter().any(|p| !p.is_native());
-    if !bakes_native {
+    if !stores.bakes_native() {
         load_portable(
             plan,
             keyed,
             fingerprint,
-            store.as_ref().filter(|_| can_write),
+            store.filter(|_| can_write),
             &ro_stores,
             deadline,
             &mut slots,
@@ -128,24 +131,24 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         );
     }
     for (report, store) in read_only.iter_mut().zip(&ro_stores) {
-        if let (0, Some(store)) = (report.hits, store) {
+        if let (0, Some(store)) = (report.hits, *store) {
             report.other_fingerprints = other_fingerprints_only(store);
         }
     }
-    if let Some(store) = store.as_ref().filter(|_| can_write) {
-        remove_rejected_served_elsewhere(store, &plan.engine, deadline, &slots, &mut health);
+    if let Some(store) = store.filter(|_| can_write) {
+        remove_rejected_served_elsewhere(store, plan.engine(), deadline, &slots, &mut health);
     }
 
     let sources = read_sources(plan, &pending(&slots));
     if !sources.is_empty() {
         // Without `native` among the profiles to store (a bake of portable profiles only), what
         // this host compiles for itself stays in memory.
-        let publish = can_write && plan.bake.contains(&CpuProfile::Native);
-        let store = store.as_ref().filter(|_| publish);
+        let publish = can_write && stores.profiles.contains(&CpuProfile::Native);
+        let store = store.filter(|_| publish);
         compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
     }
 
-    if let Some(store) = &store
+    if let Some(store) = store
         && let Some(mode) = store.lock_mode_repaired()
     {
         health.lock_repaired = Some(format!(
@@ -167,7 +170,7 @@ fn load_portable(
     keyed: bool,
     fingerprint: Fingerprint,
     writable: Option<&Store>,
-    ro_stores: &[Option<Store>],
+    ro_stores: &[Option<&Store>],
     deadline: Instant,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
@@ -191,12 +194,12 @@ fn load_portable(
         })
         .collect();
     searched.extend(ro_stores.iter().enumerate().filter_map(|(i, s)| {
-        s.as_ref().map(|store| Searched {
+        s.map(|store| Searched {
             store,
             read_only_index: Some(i),
         })
     }));
-    let hits = portable::load_portable(&plan.engine, keyed, fingerprint, &searched, slots, components);
+    let hits = portable::load_portable(plan.engine(), keyed, fingerprint, &searched, slots, components);
     for (i, n) in hits {
         if let Some(r) = read_only.get_mut(i) {
             r.hits += n;
@@ -251,29 +254,19 @@ fn remove_rejected_served_elsewhere(
     }
 }
 
-fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -> Option<Store> {
-    let StoreChoice::Dir(dir) = &plan.store else {
-        return None;
-    };
-    health.path = Some(dir.clone());
-    let opened = match &plan.sealer {
-        Ok(sealer) => Store::open(dir, fingerprint, sealer.clone()).map_err(|e| format!("{e:#}")),
-        Err(e) => Err(e.clone()),
-    };
-    match opened {
-        Ok(mut store) => {
-            log::debug!(
-                "artifact store {} open, fingerprint {}",
-                dir.display(),
-                store.fingerprint()
-            );
-            store.set_fault(plan.fault);
+/// The writable store the builder opened, if any; a refused one is recorded in `health`.
+fn open_store<'a>(stores: &'a Inner, health: &mut StoreHealth) -> Option<&'a Store> {
+    match &stores.writable {
+        Writable::None => None,
+        Writable::Open(store) => {
+            health.path = Some(store.dir().to_path_buf());
             Some(store)
         }
-        Err(msg) => {
-            log::warn!("writable artifact store unusable, nothing will be stored: {msg}");
-            health.read_error = Some(msg.clone());
-            health.write_error = Some(msg);
+        Writable::Refused { path, reason } => {
+            health.path = Some(path.clone());
+            log::warn!("writable artifact store unusable, nothing will be stored: {reason}");
+            health.read_error = Some(reason.clone());
+            health.write_error = Some(reason.clone());
             None
         }
     }
@@ -282,42 +275,39 @@ fn open_store(plan: &Plan, fingerprint: Fingerprint, health: &mut StoreHealth) -
 /// Phase 1b: what the writable store lacks, from each read-only store in turn (no lock: nothing
 /// ever writes them). A store that yields nothing is listed, so that a bake made for another
 /// engine is reported rather than silently ignored.
-fn load_read_only(
-    plan: &Plan,
-    fingerprint: Fingerprint,
+fn load_read_only<'a>(
+    plan: &'a Plan,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
-) -> (Vec<ReadOnlyStoreReport>, Vec<Option<Store>>) {
+) -> (Vec<ReadOnlyStoreReport>, Vec<Option<&'a Store>>) {
+    let stores = plan.stores();
     let mut reports = Vec::new();
-    let mut stores = Vec::new();
-    for dir in &plan.read_only_stores {
+    let mut opened = Vec::new();
+    for (i, ro) in stores.read_only.iter().enumerate() {
         let mut report = ReadOnlyStoreReport {
-            path: dir.clone(),
+            path: ro.path.clone(),
             ..ReadOnlyStoreReport::default()
         };
         // Everything is loaded already: nothing to look up, and nothing to warn about.
         if pending(slots).is_empty() {
             reports.push(report);
-            stores.push(None);
+            opened.push(None);
             continue;
         }
-        let opened = match &plan.sealer {
-            Ok(sealer) => Store::open_read_only(dir, fingerprint, sealer.clone()).map_err(|e| format!("{e:#}")),
-            Err(e) => Err(e.clone()),
-        };
-        match opened {
-            Ok(store) => {
-                report.hits = load_pending(&store, &plan.engine, Some(CpuProfile::Native), slots, components);
-                stores.push(Some(store));
+        match stores.read_only_store(i) {
+            Some(Ok(store)) => {
+                report.hits = load_pending(store, plan.engine(), Some(CpuProfile::Native), slots, components);
+                opened.push(Some(store));
             }
-            Err(e) => {
-                report.error = Some(e);
-                stores.push(None);
+            Some(Err(e)) => {
+                report.error = Some(e.clone());
+                opened.push(None);
             }
+            None => opened.push(None),
         }
         reports.push(report);
     }
-    (reports, stores)
+    (reports, opened)
 }
 
 /// The fingerprints of `store`'s artifacts with their counts, when none is this store's own
@@ -418,7 +408,7 @@ fn compile_and_publish(
             Err(e) => log::warn!("cannot list temporary files in {}: {e}", x.store().dir().display()),
         }
         // Another process may have compiled these while we waited for the lock.
-        load_pending(x.store(), &plan.engine, Some(CpuProfile::Native), slots, components);
+        load_pending(x.store(), plan.engine(), Some(CpuProfile::Native), slots, components);
     }
     let mut jobs = Vec::new();
     for (hash, source) in sources {
@@ -467,7 +457,7 @@ fn load_pending(
 ) -> usize {
     let portable = profile.filter(|p| !p.is_native());
     let mut hits = 0;
-    for (hash, lookup) in load::load_all(store, engine, &pending(slots)) {
+    for (hash, lookup) in load_all::<Component>(store, engine, &pending(slots)) {
         let Some(slot) = slots.get_mut(&hash) else { continue };
         match lookup {
             Lookup::Hit(c, path) => {
@@ -551,11 +541,4 @@ fn unlisted(plan: &Plan) -> Vec<Hash32> {
         })
         .filter(|h| !plan.whitelist.contains(h))
         .collect()
-}
-
-/// `available_parallelism` reads cgroup files on Linux (it showed up at 1% of a warm start-up's
-/// profile), and the answer does not change during a process's life.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }

@@ -23,7 +23,8 @@ use wasmtime::component::Component;
 use super::dir::GROUP_OR_OTHER_WRITE;
 use super::{Fault, Lookup, Rejection, Store};
 use crate::artifact::{self, ArtifactError, Sealer, TRAILER_LEN, Trailer};
-use crate::key::{ArtifactKey, Hash32};
+use crate::compiled::Compiled;
+use crate::key::{ArtifactKey, Hash32, Kind};
 
 /// How a loaded component's code reached wasmtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -75,9 +76,15 @@ enum Bytes {
 }
 
 impl Store {
-    /// Looks up, verifies and deserializes the artifact for `source`. Never reads the source binary.
+    /// Looks up, verifies and deserializes the component artifact for `source`. Never reads the
+    /// source binary.
     pub fn load(&self, engine: &Engine, source: &Hash32) -> Lookup {
-        match self.open_verified(source, &mut Vec::new()) {
+        self.load_as::<Component>(engine, source)
+    }
+
+    /// [`Store::load`] for either kind of compiled code.
+    pub(crate) fn load_as<T: Compiled>(&self, engine: &Engine, source: &Hash32) -> Lookup<T> {
+        match self.open_verified(source, T::KIND, &mut Vec::new()) {
             Ok(verified) => verified.deserialize(engine),
             Err(lookup) => lookup,
         }
@@ -86,8 +93,13 @@ impl Store {
     /// The first half of [`Store::load`]: open and fully verify, without wasmtime. Split out so
     /// that a start-up can verify on one core while it deserializes on another. `buf` is a buffer
     /// reused across calls on one thread.
-    pub(crate) fn open_verified(&self, source: &Hash32, buf: &mut Vec<u8>) -> Result<Verified, Lookup> {
-        let key = self.key(source);
+    pub(crate) fn open_verified<T>(
+        &self,
+        source: &Hash32,
+        kind: Kind,
+        buf: &mut Vec<u8>,
+    ) -> Result<Verified, Lookup<T>> {
+        let key = self.key_of(source, kind);
         let (file, trailer) = self.open_checked(&key)?;
         artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
         let bytes = match self.path_for_mode() {
@@ -131,7 +143,7 @@ impl Store {
     /// [`Store::open_checked`] for an artifact a listing just showed: absence is an error (it was
     /// removed meanwhile), not a miss.
     fn open_listed(&self, key: &ArtifactKey) -> Result<(File, Trailer), Rejection> {
-        self.open_checked(key).map_err(|lookup| match lookup {
+        self.open_checked::<Component>(key).map_err(|lookup| match lookup {
             Lookup::Rejected(r) => r,
             Lookup::Absent | Lookup::Hit(..) => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
         })
@@ -142,7 +154,7 @@ impl Store {
     /// before opening it; then reopens that inode and reads and authenticates its trailer. One
     /// `openat` more than a plain open, on the restart's hot path. Binding and payload are the
     /// caller's to check.
-    fn open_checked(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup> {
+    fn open_checked<T>(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup<T>> {
         let name = key.file_name();
         // An `O_PATH` descriptor first: a device or FIFO planted under this name is never opened.
         let (path_fd, st) = match self.dir.open_path(&name) {
@@ -197,15 +209,15 @@ impl Store {
 
 impl Verified {
     /// The second half of [`Store::load`].
-    pub(crate) fn deserialize(self, engine: &Engine) -> Lookup {
+    pub(crate) fn deserialize<T: Compiled>(self, engine: &Engine) -> Lookup<T> {
         let (result, path) = match &self.bytes {
             Bytes::Mapped(file) => (deserialize_fd(engine, file), LoadPath::Mapped),
             Bytes::Sealed(memfd) => (deserialize_fd(engine, memfd), LoadPath::Sealed),
             // SAFETY: these bytes passed every check just now (trailer tag, binding to this source
-            // hash and engine fingerprint, payload checksum, and in MAC mode the keyed MAC), so
-            // they are an artifact this engine configuration produced from whitelisted bytes; they
-            // live in this process's memory, out of reach of the store.
-            Bytes::Copied(payload) => (unsafe { Component::deserialize(engine, payload) }, LoadPath::Copied),
+            // hash, engine fingerprint and kind, payload checksum, and in MAC mode the keyed MAC),
+            // so they are an artifact this engine configuration produced, as `T`, from the bytes
+            // of that hash; they live in this process's memory, out of reach of the store.
+            Bytes::Copied(payload) => (unsafe { T::deserialize(engine, payload) }, LoadPath::Copied),
         };
         match result {
             Ok(c) => Lookup::Hit(c, path),
@@ -214,18 +226,18 @@ impl Verified {
     }
 }
 
-fn deserialize_fd(engine: &Engine, file: &File) -> wasmtime::Result<Component> {
+fn deserialize_fd<T: Compiled>(engine: &Engine, file: &File) -> wasmtime::Result<T> {
     use std::os::fd::AsRawFd;
     // Through /proc/self/fd wasmtime opens the very inode we verified, not whatever a path names
     // now, so a rename between our check and its open cannot swap the bytes.
     let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
     // SAFETY: the file behind this descriptor was fully verified just now (trailer tag, binding to
-    // this source hash and engine fingerprint, payload checksum). It is either a sealed memfd that
+    // this source hash, engine fingerprint and kind `T`, payload checksum). It is either a sealed memfd that
     // nothing can write, shrink or grow, or (plain mode) a store file that this crate never writes
     // in place and publishes with no write bit, so only root can change it under the mapping; that
     // limit is documented in SECURITY.md. wasmtime ignores the trailer after the payload (guarded
     // by tests/trailer_guard.rs).
-    unsafe { Component::deserialize_file(engine, Path::new(&proc_path)) }
+    unsafe { T::deserialize_file(engine, Path::new(&proc_path)) }
 }
 
 /// Reads and authenticates the trailer alone (positional read). `len` was checked by
@@ -270,7 +282,7 @@ fn stream_payload(
     Ok(())
 }
 
-fn copy_payload(file: &File, trailer: &Trailer, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup> {
+fn copy_payload<T>(file: &File, trailer: &Trailer, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup<T>> {
     // The length comes from an authenticated trailer that matched the file's length, which
     // `check_file_len` bounds: never a wild allocation.
     let mut payload = Vec::with_capacity(usize::try_from(trailer.payload_len).unwrap_or(0));

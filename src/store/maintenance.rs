@@ -519,6 +519,7 @@ mod tests {
         let blocked = crate::key::ArtifactKey {
             source: [2; 32],
             fingerprint: FP,
+            kind: crate::key::Kind::Component,
         };
         std::fs::create_dir(s.dir().join(blocked.file_name())).expect("mkdir");
         std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");

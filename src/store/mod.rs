@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <store>/lock                                  advisory lock (last exclusive holder's pid)
-//! <store>/<fingerprint>-<source sha256>.cwasm   artifact = wasmtime payload + trailer, mode 0444
+//! <store>/<fingerprint>-<source sha256>.cwasm   component artifact = wasmtime payload + trailer, 0444
+//! <store>/<fingerprint>-<source sha256>.module.cwasm   the same for a core module
 //! <store>/.tmp-*                                an unfinished write; removed under the exclusive lock
 //! ```
 //!
@@ -31,7 +32,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::{Sealer, engine_fingerprint};
-use crate::key::{ArtifactKey, Fingerprint, Hash32};
+use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
 pub(crate) use dir::{Dir, GROUP_OR_OTHER_WRITE, Owner, euid};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
@@ -46,10 +47,10 @@ pub use rejection::Rejection;
 /// Prefix of temporary files; never a valid artifact name.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
-/// The result of looking an artifact up.
-pub enum Lookup {
+/// The result of looking an artifact up: a component's unless `T` says otherwise.
+pub enum Lookup<T = Component> {
     /// Verified and deserialized, and how its code reached wasmtime.
-    Hit(Component, LoadPath),
+    Hit(T, LoadPath),
     /// No artifact under this key.
     Absent,
     /// An artifact exists under this key but was refused.
@@ -102,7 +103,8 @@ impl StoredEntry {
 }
 
 /// A file in the store that no version of this crate writes: not an artifact name (exactly
-/// `<32 lowercase hex>-<64 lowercase hex>.cwasm`), not the lock, not a temporary file. Listed by
+/// `<32 lowercase hex>-<64 lowercase hex>.cwasm`, or `.module.cwasm` for a core module), not the
+/// lock, not a temporary file. Listed by
 /// `verify` and `status`, removed by `prune --stale`, never loaded.
 #[derive(Debug, Clone)]
 pub struct ForeignFile {
@@ -154,13 +156,27 @@ impl Store {
     }
 
     fn open_with(dir: &Path, fingerprint: Fingerprint, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
-        let dir = Dir::open(dir, create, Owner::Me).context("refusing to use the store")?;
+        Store::open_bare(dir, fingerprint, sealer, create, false).context("refusing to use the store")
+    }
+
+    /// Opens a writable (`read_only` false, created if missing when `create`) or read-only store;
+    /// the error is the check that failed, with no context of its own (the caller says which
+    /// store it was).
+    pub(crate) fn open_bare(
+        dir: &Path,
+        fingerprint: Fingerprint,
+        sealer: Sealer,
+        create: bool,
+        read_only: bool,
+    ) -> anyhow::Result<Store> {
+        let owner = if read_only { Owner::MeOrRoot } else { Owner::Me };
+        let dir = Dir::open(dir, create && !read_only, owner)?;
         Ok(Store {
             dir: Arc::new(dir),
             fingerprint,
             sealer,
-            owner: Owner::Me,
-            read_only: false,
+            owner,
+            read_only,
             fault: Fault::None,
             lock_repaired: Arc::new(AtomicU32::new(0)),
         })
@@ -174,16 +190,7 @@ impl Store {
     /// The fingerprint is given rather than computed, because a start-up opens several stores for
     /// one engine: [`crate::artifact::engine_fingerprint`] computes it once.
     pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
-        let dir = Dir::open(dir, false, Owner::MeOrRoot).context("refusing to use the read-only store")?;
-        Ok(Store {
-            dir: Arc::new(dir),
-            fingerprint,
-            sealer,
-            owner: Owner::MeOrRoot,
-            read_only: true,
-            fault: Fault::None,
-            lock_repaired: Arc::new(AtomicU32::new(0)),
-        })
+        Store::open_bare(dir, fingerprint, sealer, false, true).context("refusing to use the read-only store")
     }
 
     /// The same directory (the same descriptor, checks and mode) for the engine with
@@ -231,17 +238,28 @@ impl Store {
         self.fault = fault;
     }
 
-    /// The key of `source` under this store's fingerprint.
+    /// The key of the component compiled from `source` under this store's fingerprint.
     pub fn key(&self, source: &Hash32) -> ArtifactKey {
+        self.key_of(source, Kind::Component)
+    }
+
+    /// The key of `source` compiled as `kind` under this store's fingerprint.
+    pub fn key_of(&self, source: &Hash32, kind: Kind) -> ArtifactKey {
         ArtifactKey {
             source: *source,
             fingerprint: self.fingerprint,
+            kind,
         }
     }
 
-    /// Path of the artifact for `source`, for messages.
+    /// Path of the component artifact for `source`, for messages.
     pub fn path_of(&self, source: &Hash32) -> PathBuf {
-        self.dir.display_path(self.key(source).file_name())
+        self.path_of_key(&self.key(source))
+    }
+
+    /// Path of the artifact for `key`, for messages.
+    pub fn path_of_key(&self, key: &ArtifactKey) -> PathBuf {
+        self.dir.display_path(key.file_name())
     }
 
     /// Every artifact file in the store, of any fingerprint, sorted by name. Temporary files, the

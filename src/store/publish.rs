@@ -11,7 +11,7 @@ use rustix::fs::OFlags;
 
 use super::{Exclusive, Fault, StoredEntry, TEMP_PREFIX};
 use crate::artifact;
-use crate::key::Hash32;
+use crate::key::{ArtifactKey, Hash32, Kind};
 
 /// Published artifacts carry no write bit for anyone: a careless `cp` over one by the node's user
 /// fails instead of changing the code of every node that mapped it. (Root ignores the mode; see
@@ -39,11 +39,23 @@ pub struct Published {
 }
 
 impl Exclusive<'_> {
-    /// Atomically publishes `payload` as the artifact for `source`. An error means nothing was
-    /// published; a failed directory fsync after the rename is reported in [`Published`].
+    /// Atomically publishes `payload` as the component artifact for `source`. An error means
+    /// nothing was published; a failed directory fsync after the rename is reported in
+    /// [`Published`].
     pub fn publish(&self, source: &Hash32, payload: &[u8]) -> io::Result<Published> {
+        self.publish_as(source, Kind::Component, payload)
+    }
+
+    /// [`Exclusive::publish`] for either kind of compiled code.
+    pub(crate) fn publish_as(&self, source: &Hash32, kind: Kind, payload: &[u8]) -> io::Result<Published> {
+        self.publish_key(&self.store.key_of(source, kind), payload)
+    }
+
+    /// Publishes `payload` under `key`, whose fingerprint may be another engine's (a portable
+    /// profile's, baked under the same lock).
+    pub(crate) fn publish_key(&self, key: &ArtifactKey, payload: &[u8]) -> io::Result<Published> {
         let store = self.store;
-        let key = store.key(source);
+        let key = *key;
         let created = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mixer;
+pub mod scenarios;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -1,10 +1,12 @@
-//! Loading many artifacts at once: verification on a helper thread, deserialization on the caller.
+//! Loading many artifacts at once, for both doors: verification on a helper thread,
+//! deserialization on the caller.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
-use super::cores;
+use super::compile::cores;
+use crate::compiled::Compiled;
 use crate::key::Hash32;
 use crate::store::{Lookup, Store, Verified};
 
@@ -22,17 +24,17 @@ const VERIFIED_QUEUE: usize = 8;
 /// Deserialization stays on one thread because two concurrent `deserialize_file` calls measured
 /// slower than one after another on two cores: each maps and mprotects, which serialises on the
 /// address-space lock and costs TLB shootdowns.
-pub(super) fn load_all(store: &Store, engine: &Engine, pending: &[Hash32]) -> Vec<(Hash32, Lookup)> {
+pub(crate) fn load_all<T: Compiled>(store: &Store, engine: &Engine, pending: &[Hash32]) -> Vec<(Hash32, Lookup<T>)> {
     if pending.len() < PARALLEL_LOAD_MIN || cores() < 2 {
-        return pending.iter().map(|h| (*h, store.load(engine, h))).collect();
+        return pending.iter().map(|h| (*h, store.load_as::<T>(engine, h))).collect();
     }
     let next = AtomicUsize::new(0);
     let claim = |buf: &mut Vec<u8>| {
         pending
             .get(next.fetch_add(1, Ordering::Relaxed))
-            .map(|h| (*h, store.open_verified(h, buf)))
+            .map(|h| (*h, store.open_verified(h, T::KIND, buf)))
     };
-    let finish = |(hash, verified): (Hash32, Result<Verified, Lookup>)| {
+    let finish = |(hash, verified): (Hash32, Result<Verified, Lookup<T>>)| {
         (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
     };
     let mut out = Vec::with_capacity(pending.len());

@@ -1,0 +1,67 @@
+//! The two kinds of compiled code a store holds, behind one trait, so that loading, compiling and
+//! publishing are written once for components and core modules.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+use crate::key::Kind;
+
+/// A wasmtime handle to compiled code of one [`Kind`].
+pub(crate) trait Compiled: Sized + Clone + Send + Sync + 'static {
+    /// The kind named in artifact keys and trailers.
+    const KIND: Kind;
+
+    /// Compiles `wasm` to wasmtime's serialized form.
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>>;
+
+    /// `Component::deserialize` or `Module::deserialize`.
+    ///
+    /// # Safety
+    /// `bytes` must be an artifact wasmtime produced for this engine's configuration (see
+    /// wasmtime's own contract for `deserialize`).
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+
+    /// `Component::deserialize_file` or `Module::deserialize_file`.
+    ///
+    /// # Safety
+    /// As for [`Compiled::deserialize`], and the file must not change while it is mapped.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self>;
+}
+
+impl Compiled for Component {
+    const KIND: Kind = Kind::Component;
+
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_component(wasm)
+    }
+
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: the caller upholds `deserialize`'s contract, which is wasmtime's.
+        unsafe { Component::deserialize(engine, bytes) }
+    }
+
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+}
+
+impl Compiled for Module {
+    const KIND: Kind = Kind::Module;
+
+    fn precompile(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Vec<u8>> {
+        engine.precompile_module(wasm)
+    }
+
+    unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        // SAFETY: the caller upholds `deserialize`'s contract, which is wasmtime's.
+        unsafe { Module::deserialize(engine, bytes) }
+    }
+
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's.
+        unsafe { Module::deserialize_file(engine, path) }
+    }
+}

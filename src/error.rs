@@ -1,0 +1,119 @@
+//! [`StoreError`]: why an [`ArtifactStore`](crate::ArtifactStore) could not be opened, or why a
+//! wasm binary could not be compiled. Each variant prints its own message once; the cause is
+//! its [`source`](std::error::Error::source), for error reporters that walk the chain.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::key::{Hash32, Kind};
+use crate::profile::CpuProfile;
+use crate::store::LockError;
+
+/// A boxed cause, as the store's internal checks report it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a store operation failed. A store that is merely damaged (a corrupt, truncated, foreign or
+/// misnamed artifact, a full disk, a lock held past the timeout while loading) is never an error:
+/// the wasm is compiled and the reason is in the result's [`Origin`](crate::Origin).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The directory does not exist (a read-only store is never created).
+    Missing {
+        /// The directory as given.
+        path: PathBuf,
+    },
+    /// The directory, an ancestor or a link on the way failed a trust check (another owner,
+    /// writable by others, not a directory...).
+    Refused {
+        /// The directory as given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: Cause,
+    },
+    /// The store's lock could not be taken.
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        source: LockError,
+    },
+    /// An I/O operation on the store failed.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("list", "remove"...).
+        op: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The MAC key file could not be used (missing, reachable by others, inside the store...).
+    Key {
+        /// The key file as given.
+        path: PathBuf,
+        /// What is wrong.
+        reason: Cause,
+    },
+    /// A CPU profile cannot be used with this engine.
+    Profile {
+        /// The profile (`None`: the list itself, for example an empty one).
+        profile: Option<CpuProfile>,
+        /// What is wrong.
+        reason: Cause,
+    },
+    /// The wasm binary is not a valid component or core module for this engine.
+    Compile {
+        /// SHA-256 of the binary.
+        hash: Hash32,
+        /// What it was compiled as.
+        kind: Kind,
+        /// wasmtime's error.
+        source: wasmtime::Error,
+    },
+}
+
+impl StoreError {
+    /// `Refused`, or `Missing` when the cause is that the directory (or an ancestor) does not exist.
+    pub(crate) fn refused(path: PathBuf, reason: anyhow::Error) -> StoreError {
+        let missing = reason.chain().any(|e| e.is::<crate::trusted_path::NoSuchDirectory>());
+        if missing {
+            StoreError::Missing { path }
+        } else {
+            StoreError::Refused {
+                path,
+                reason: reason.into(),
+            }
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Missing { path } => write!(f, "store {} does not exist", path.display()),
+            StoreError::Refused { path, .. } => write!(f, "refusing to use the store {}", path.display()),
+            StoreError::Lock { path, .. } => write!(f, "cannot take the lock {}", path.display()),
+            StoreError::Io { path, op, .. } => write!(f, "cannot {op} {}", path.display()),
+            StoreError::Key { path, .. } => write!(f, "cannot use the MAC key file {}", path.display()),
+            StoreError::Profile { profile: Some(p), .. } => write!(f, "cannot use CPU profile {p}"),
+            StoreError::Profile { profile: None, .. } => f.write_str("invalid CPU profile list"),
+            StoreError::Compile { hash, kind, .. } => {
+                write!(f, "cannot compile {} as a {kind}", hex::encode(hash))
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Missing { .. } => None,
+            StoreError::Refused { reason, .. }
+            | StoreError::Key { reason, .. }
+            | StoreError::Profile { reason, .. } => Some(reason.as_ref()),
+            StoreError::Lock { source, .. } => Some(source),
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Compile { source, .. } => Some(source.as_ref()),
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The embedder's door: `ArtifactStore` for components and core modules, across processes, with
+//! the kind bound into every artifact, and its errors matched by variant.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use wasm_node_cache::artifact::{ArtifactError, Sealer, encode_trailer, engine_fingerprint};
+use wasm_node_cache::store::{Rejection, Store, deadline_after};
+use wasm_node_cache::{ArtifactKey, ArtifactStore, CpuProfile, Kind, Origin, StoreError, StoreWrite, sha256};
+use wasmtime::{Engine, Instance, Module};
+
+/// A core module exporting `add`.
+fn core_module() -> Vec<u8> {
+    wat::parse_str(r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#)
+        .expect("WAT parses")
+}
+
+/// Calls the core module's `add`.
+fn module_add(engine: &Engine, module: &Module, a: i32, b: i32) -> i32 {
+    let mut store = wasmtime::Store::new(engine, ());
+    store.set_fuel(1_000_000).ok();
+    let instance = Instance::new(&mut store, module, &[]).expect("instantiate");
+    let add = instance
+        .get_typed_func::<(i32, i32), i32>(&mut store, "add")
+        .expect("add export");
+    add.call(&mut store, (a, b)).expect("call")
+}
+
+fn node_engine() -> Engine {
+    wasm_node_cache::init_wasm_engine().expect("engine")
+}
+
+const CHILD_ENV: &str = "WNC_EMBEDDER_CHILD_STORE";
+
+/// Runs `n` children of this test binary at once, each loading the adder component and a core
+/// module from `store`; returns how many of each were compiled and loaded in all.
+fn children_at_once(n: usize, store: &Path) -> [(usize, usize); 2] {
+    let running: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, store)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    let mut counts = [(0, 0); 2];
+    for child in running {
+        let out = child.wait_with_output().expect("child runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child failed:\n{text}"
+        );
+        for (i, kind) in ["component", "module"].into_iter().enumerate() {
+            counts[i].0 += text.matches(&format!("ORIGIN {kind} compiled")).count();
+            counts[i].1 += text.matches(&format!("ORIGIN {kind} loaded")).count();
+        }
+    }
+    counts
+}
+
+#[test]
+fn four_processes_compile_each_component_and_module_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // (compiled, loaded) for the component, then the module.
+    assert_eq!(
+        children_at_once(4, &store),
+        [(1, 3), (1, 3)],
+        "each compiled once in all four processes"
+    );
+    assert_eq!(
+        children_at_once(4, &store),
+        [(0, 4), (0, 4)],
+        "the second round loads all"
+    );
+    let names: Vec<String> = std::fs::read_dir(&store)
+        .expect("store")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cwasm"))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".module.cwasm")).count(),
+        1,
+        "{names:?}"
+    );
+}
+
+#[test]
+#[ignore = "child process of four_processes_compile_each_component_and_module_once"]
+fn child() {
+    let Some(store) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(&store, &engine).expect("open");
+    let component = artifacts.load_component(&common::shipped("adder")).expect("component");
+    let module = artifacts.load_module(&core_module()).expect("module");
+    assert_eq!(common::call_add(&engine, &component.value, 40, 2), 42);
+    assert_eq!(module_add(&engine, &module.value, 40, 2), 42);
+    for (kind, origin) in [("component", &component.origin), ("module", &module.origin)] {
+        let how = match origin {
+            Origin::Compiled {
+                stored: StoreWrite::Stored,
+            } => "compiled",
+            Origin::Store { .. } => "loaded",
+            other => panic!("unexpected origin {other}"),
+        };
+        println!("ORIGIN {kind} {how}");
+    }
+}
+
+/// Forges, with the trailer encoder, an artifact of `kind` for `source` holding `payload`, and
+/// writes it under `name` in `store`.
+fn forge(store: &Path, name: &str, source: [u8; 32], kind: Kind, payload: &[u8], engine: &Engine) {
+    let key = ArtifactKey {
+        source,
+        fingerprint: engine_fingerprint(engine, false),
+        kind,
+    };
+    let mut bytes = payload.to_vec();
+    bytes.extend_from_slice(&encode_trailer(payload, &key, &Sealer::Plain, 0));
+    let path = store.join(name);
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, bytes).expect("plant");
+    common::chmod(&path, 0o444);
+}
+
+#[test]
+fn a_module_artifact_is_never_returned_for_a_component_and_the_reverse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(&store, &engine).expect("open");
+    let (component, module) = (common::shipped("adder"), core_module());
+    let (c_hash, m_hash) = (sha256(&component), sha256(&module));
+    artifacts.component(&component).expect("component");
+    artifacts.module(&module).expect("module");
+    let key = |source, kind| ArtifactKey {
+        source,
+        fingerprint: engine_fingerprint(&engine, false),
+        kind,
+    };
+    let c_name = key(c_hash, Kind::Component).file_name();
+    let m_name = key(m_hash, Kind::Module).file_name();
+    assert!(store.join(&c_name).is_file() && store.join(&m_name).is_file());
+
+    // The module's artifact, with a trailer that names the component's hash as a module, under
+    // the component's name; and the reverse.
+    let module_payload = engine.precompile_module(&module).expect("precompile");
+    let component_payload = engine.precompile_component(&component).expect("precompile");
+    forge(&store, &c_name, c_hash, Kind::Module, &module_payload, &engine);
+    forge(&store, &m_name, m_hash, Kind::Component, &component_payload, &engine);
+    let c = artifacts.load_component(&component).expect("served");
+    assert!(
+        matches!(
+            c.rejected,
+            Some(Rejection::Format(ArtifactError::WrongKind { found: Kind::Module }))
+        ),
+        "{:?}",
+        c.rejected
+    );
+    assert!(c.origin.is_compiled(), "{}", c.origin);
+    assert_eq!(common::call_add(&engine, &c.value, 2, 3), 5);
+    let m = artifacts.load_module(&module).expect("served");
+    assert!(
+        matches!(
+            m.rejected,
+            Some(Rejection::Format(ArtifactError::WrongKind { found: Kind::Component }))
+        ),
+        "{:?}",
+        m.rejected
+    );
+    assert!(m.origin.is_compiled(), "{}", m.origin);
+    assert_eq!(module_add(&engine, &m.value, 2, 3), 5);
+
+    // A plain copy of the other kind's artifact under this kind's name: another source too.
+    std::fs::copy(store.join(&m_name), dir.path().join("module.cwasm")).expect("copy");
+    let _ = std::fs::remove_file(store.join(&c_name));
+    std::fs::copy(dir.path().join("module.cwasm"), store.join(&c_name)).expect("copy");
+    let c = artifacts.load_component(&component).expect("served");
+    assert!(c.rejected.is_some() && c.origin.is_compiled(), "{c:?}");
+    // Healed: both load from the store now.
+    assert!(matches!(
+        artifacts.load_component(&component).expect("c").origin,
+        Origin::Store { .. }
+    ));
+    assert!(matches!(
+        artifacts.load_module(&module).expect("m").origin,
+        Origin::Store { .. }
+    ));
+}
+
+#[test]
+fn module_artifacts_are_artifacts_to_listing_and_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(&store, &engine).expect("open");
+    artifacts.module(&core_module()).expect("module");
+    artifacts.component(&common::shipped("adder")).expect("component");
+    let opened = Store::open_for(&engine, &store, Sealer::Plain, false).expect("open");
+    assert!(
+        opened.foreign_files().expect("list").is_empty(),
+        "a module artifact is not foreign"
+    );
+    let entries = opened.entries().expect("list");
+    let kinds: Vec<Kind> = entries.iter().map(|e| e.key.kind).collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&Kind::Module) && kinds.contains(&Kind::Component));
+    for e in &entries {
+        assert_eq!(opened.check(&e.key).expect("verifies").kind, e.key.kind);
+    }
+    // The operator's commands agree: verify finds nothing wrong, status lists both.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .env_remove("WASM_NODE_CACHE_KEY_FILE")
+            .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
+            .output()
+            .expect("run the CLI")
+    };
+    let verify = cli(&["verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let status = cli(&["status", "--json"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(
+        text.contains("\"kind\": \"module\"") || text.contains("\"kind\":\"module\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_wasm_is_the_only_error_of_a_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(dir.path().join("store"), &engine).expect("open");
+    let module = core_module();
+    match artifacts.component(&module) {
+        Err(StoreError::Compile { hash, kind, .. }) => {
+            assert_eq!((hash, kind), (sha256(&module), Kind::Component));
+        }
+        other => panic!("expected a compile error, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        artifacts.module(b"not wasm"),
+        Err(StoreError::Compile { kind: Kind::Module, .. })
+    ));
+    // A batch: one result per input, in order, the same bytes compiled once.
+    let adder = common::shipped("adder");
+    let fib = common::shipped("fib");
+    let batch = artifacts.components(&[&adder, &module, &fib, &adder]);
+    assert_eq!(batch.len(), 4);
+    assert!(matches!(batch[1], Err(StoreError::Compile { .. })));
+    assert!(batch[3].is_ok());
+    let ok: Vec<_> = [0, 2, 3].iter().map(|&i| batch[i].as_ref().expect("valid")).collect();
+    assert_eq!(
+        (ok[0].hash, ok[1].hash, ok[2].hash),
+        (sha256(&adder), sha256(&fib), sha256(&adder))
+    );
+    assert!(ok.iter().all(|l| l.origin.is_compiled()));
+    assert_eq!(
+        common::artifact_count(&dir.path().join("store")),
+        2,
+        "the adder compiled once"
+    );
+    let again = artifacts.components(&[&adder, &fib]);
+    assert!(
+        again
+            .iter()
+            .all(|r| matches!(r, Ok(l) if matches!(l.origin, Origin::Store { .. })))
+    );
+}
+
+#[test]
+fn a_lock_held_past_the_timeout_compiles_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::builder(&path)
+        .lock_timeout(Duration::from_millis(200))
+        .open(&engine)
+        .expect("open");
+    let holder = Store::open_for(&engine, &path, Sealer::Plain, false).expect("open");
+    let held = holder
+        .lock_exclusive(deadline_after(Duration::ZERO), "hold")
+        .expect("lock");
+    let loaded = artifacts.load_component(&common::shipped("adder")).expect("served");
+    match &loaded.origin {
+        Origin::Compiled {
+            stored: StoreWrite::NotStored(why),
+        } => assert!(why.contains("lock"), "{why}"),
+        other => panic!("expected compiled, not stored: {other}"),
+    }
+    assert_eq!(common::call_add(&engine, &loaded.value, 1, 1), 2);
+    drop(held);
+    assert!(
+        artifacts
+            .load_component(&common::shipped("adder"))
+            .expect("c")
+            .origin
+            .is_compiled()
+    );
+    assert!(
+        !artifacts
+            .load_component(&common::shipped("adder"))
+            .expect("c")
+            .origin
+            .is_compiled()
+    );
+}
+
+#[test]
+fn open_errors_are_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let store = dir.path().join("store");
+    let missing = dir.path().join("no-such-bake");
+    assert!(matches!(
+        ArtifactStore::builder(&store).read_only_store(&missing).open(&engine),
+        Err(StoreError::Missing { path }) if path == missing
+    ));
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).expect("mkdir");
+    common::chmod(&loose, 0o777);
+    let refused = ArtifactStore::open(&loose, &engine).expect_err("refused");
+    assert!(
+        matches!(&refused, StoreError::Refused { path, .. } if *path == loose),
+        "{refused:?}"
+    );
+    // The cause is the source, printed once in the chain.
+    let cause = std::error::Error::source(&refused).expect("a cause").to_string();
+    assert!(cause.contains("writable by other users"), "{cause}");
+    assert!(!refused.to_string().contains(&cause), "{refused}");
+
+    let key = common::key_file(&dir.path().join("loose.key"), 1, 0o644);
+    assert!(matches!(
+        ArtifactStore::builder(&store).auth_key_file(&key).open(&engine),
+        Err(StoreError::Key { .. })
+    ));
+    assert!(matches!(
+        ArtifactStore::builder(&store).cpu_profiles(&[]).open(&engine),
+        Err(StoreError::Profile { profile: None, .. })
+    ));
+    if let Some(&portable) = CpuProfile::portable().first() {
+        assert!(matches!(
+            ArtifactStore::builder(&store).cpu_profiles(&[portable]).open(&Engine::default()),
+            Err(StoreError::Profile { profile: Some(p), .. }) if p == portable
+        ));
+        ArtifactStore::builder(&store)
+            .cpu_profiles(&[CpuProfile::Native, portable])
+            .open(&engine)
+            .expect("the node's engine takes portable profiles");
+    }
+}
+
+/// The example host, built by `cargo test` next to this test binary's directory.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/embedder
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("examples").join("embedder"))
+        .expect("target layout");
+    assert!(
+        path.is_file(),
+        "{} not built: `cargo test` builds the examples (or run `cargo build --example embedder`)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_example_host_compiles_nothing_on_its_second_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = dir.path().join("wasm");
+    std::fs::create_dir(&wasm).expect("mkdir");
+    std::fs::write(wasm.join("get.wasm"), common::generated_component(7, 2)).expect("write");
+    let answer = wat::parse_str(r#"(module (func (export "answer") (result i32) i32.const 42))"#).expect("WAT");
+    std::fs::write(wasm.join("answer.wasm"), answer).expect("write");
+    std::fs::write(wasm.join("notes.txt"), "not wasm, not looked at").expect("write");
+    let store = dir.path().join("store");
+    let run = || {
+        let out = Command::new(example_binary())
+            .arg(&wasm)
+            .arg(&store)
+            .output()
+            .expect("run the example");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let first = run();
+    assert_eq!(first.lines().count(), 2, "{first}");
+    assert!(
+        first.contains("answer.wasm: module, compiled and stored; answer() = [I32(42)]"),
+        "{first}"
+    );
+    assert!(
+        first.contains("get.wasm: component, compiled and stored; get() = [U32(7)]"),
+        "{first}"
+    );
+    let second = run();
+    assert_eq!(second.lines().count(), 2, "{second}");
+    assert!(
+        !second.contains("compiled"),
+        "the second run compiles nothing:\n{second}"
+    );
+    assert_eq!(
+        second
+            .matches(&format!("loaded from {} (mapped)", store.display()))
+            .count(),
+        2,
+        "{second}"
+    );
+    assert!(
+        second.contains("answer() = [I32(42)]") && second.contains("get() = [U32(7)]"),
+        "{second}"
+    );
+}
+
+#[test]
+fn threads_of_one_process_share_one_store_and_compile_once() {
+    fn send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(dir.path().join("store"), &engine).expect("open");
+    send_sync_clone(&artifacts);
+    let component = common::generated_component(3, 20);
+    let barrier = std::sync::Barrier::new(8);
+    let compiled: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (artifacts, component, barrier) = (artifacts.clone(), &component, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    usize::from(
+                        artifacts
+                            .load_component(component)
+                            .expect("served")
+                            .origin
+                            .is_compiled(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("no panic")).sum()
+    });
+    assert_eq!(compiled, 1, "one thread compiled, seven loaded");
+}
+
+#[test]
+fn a_portable_profile_is_baked_and_then_serves_a_store_that_lacks_native_artifacts() {
+    let Some(&portable) = CpuProfile::portable().last() else {
+        return; // no portable profile on this architecture: nothing to bake
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let wasm = common::shipped("adder");
+    let baker = ArtifactStore::builder(&path)
+        .cpu_profiles(&[portable])
+        .open(&engine)
+        .expect("open");
+    let baked = baker.load_component(&wasm).expect("served");
+    match &baked.origin {
+        Origin::Compiled {
+            stored: StoreWrite::NotStored(why),
+        } => assert!(why.contains("native"), "{why}"),
+        other => panic!("native artifacts are not stored: {other}"),
+    }
+    assert_eq!(common::artifact_count(&path), 1, "one portable artifact");
+    let host = ArtifactStore::open(&path, &engine).expect("open");
+    let loaded = host.load_component(&wasm).expect("served");
+    assert!(
+        matches!(&loaded.origin, Origin::Portable { profile, dir, .. } if *profile == portable && *dir == path),
+        "{}",
+        loaded.origin
+    );
+    assert_eq!(common::call_add(&engine, &loaded.value, 20, 22), 42);
+}
