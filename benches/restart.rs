@@ -38,7 +38,7 @@ struct Args {
     /// Repetitions of `cold` (seconds each on the real corpus)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     cold_reps: u32,
-    /// Profiling aid: run only `warm`, `warm_mac` or `floor`, `reps` times, and print its median
+    /// Profiling aid: run only `warm`, `warm_mac`, `warm_read_only`, `warm_portable` or `floor`, `reps` times, and print its median
     #[arg(long)]
     only: Option<String>,
     /// Repetitions of the fresh-process paths (each spawns a process)
@@ -96,17 +96,6 @@ fn main() {
     std::fs::create_dir(&plain).expect("mkdir plain");
     let floor_files = support::write_precompiled(&engine, &corpus, &plain);
 
-    if let Some(only) = &args.only {
-        let run = || match only.as_str() {
-            "warm" => support::start_up(&engine, &corpus, &store, None, true),
-            "warm_mac" => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
-            "floor" => support::floor(&engine, &floor_files),
-            other => panic!("--only takes warm, warm_mac or floor, not {other}"),
-        };
-        let samples: Vec<Duration> = (0..args.reps).map(|_| run()).collect();
-        println!("{only}: median {:.3} ms over {} runs", ms(median(samples)), args.reps);
-        return;
-    }
     // A container start: an empty writable store, everything in a read-only bake (the warm store).
     let empty = scratch.path().join("store-empty");
     let from_bake = || support::start_up_with(&engine, &corpus, &empty, Some(&store), None, true);
@@ -116,6 +105,19 @@ fn main() {
     let empty_portable = scratch.path().join("store-empty-portable");
     let from_portable = || support::start_up_with(&engine, &corpus, &empty_portable, Some(&portable_bake), None, true);
 
+    if let Some(only) = &args.only {
+        let run = || match only.as_str() {
+            "warm" => support::start_up(&engine, &corpus, &store, None, true),
+            "warm_mac" => support::start_up(&engine, &corpus, &mac_store, Some(&key_file), true),
+            "floor" => support::floor(&engine, &floor_files),
+            "warm_read_only" => from_bake(),
+            "warm_portable" => from_portable(),
+            other => panic!("--only takes warm, warm_mac, warm_read_only, warm_portable or floor, not {other}"),
+        };
+        let samples: Vec<Duration> = (0..args.reps).map(|_| run()).collect();
+        println!("{only}: median {:.3} ms over {} runs", ms(median(samples)), args.reps);
+        return;
+    }
     // One warm-up round so that every path starts with the same page cache and allocator state.
     support::start_up(&engine, &corpus, &store, None, true);
     from_bake();
