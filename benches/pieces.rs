@@ -42,7 +42,7 @@ fn pick_sources() -> Vec<(&'static str, Hash32, Vec<u8>)> {
 
 fn pieces(c: &mut Criterion) {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, false);
+    let fingerprint = wasm_node_cache::engine_fingerprint(&engine, false);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("store"), fingerprint, Sealer::Plain).expect("open store");
     let exclusive = store

@@ -31,6 +31,7 @@ mod authkey;
 mod builder;
 mod cache;
 mod compiled;
+mod defaults;
 mod engine;
 mod error;
 pub mod key;
@@ -46,11 +47,12 @@ mod whitelist;
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
 pub use authkey::load_key;
 pub use builder::Builder;
-pub use cache::{
+pub use cache::WasmNodeCache;
+pub use defaults::{
     DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, READ_ONLY_DIRS_ENV, STORE_DIR_ENV,
-    WasmNodeCache, default_store_dir, resolve_key_file, resolve_read_only_stores,
+    default_store_dir, resolve_key_file, resolve_read_only_stores,
 };
-pub use engine::{init_wasm_engine, node_config};
+pub use engine::{engine_fingerprint, init_wasm_engine, node_config};
 pub use error::StoreError;
 pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, parse_hash};
 pub use profile::CpuProfile;

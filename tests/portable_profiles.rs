@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, chmod};
-use wasm_node_cache::artifact::{Sealer, engine_fingerprint};
+use wasm_node_cache::artifact::Sealer;
+use wasm_node_cache::engine_fingerprint;
 use wasm_node_cache::profile::{portable_fingerprints, profile_statuses};
 use wasm_node_cache::store::{Store, deadline_after};
 use wasm_node_cache::{CpuProfile, LoadReport, Outcome, sha256};

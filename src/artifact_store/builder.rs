@@ -7,8 +7,9 @@ use std::time::Duration;
 use wasmtime::Engine;
 
 use super::{ArtifactStore, Inner, ReadOnly, Writable};
-use crate::artifact::{Sealer, engine_fingerprint};
-use crate::cache::DEFAULT_LOCK_TIMEOUT;
+use crate::artifact::Sealer;
+use crate::defaults::DEFAULT_LOCK_TIMEOUT;
+use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
 use crate::profile::CpuProfile;
 use crate::store::{Fault, Store};
@@ -99,7 +100,7 @@ impl ArtifactStoreBuilder {
         let sealer = match &self.auth_key_file {
             None => Sealer::Plain,
             Some(key) => {
-                if crate::builder::is_within(key, &self.dir) {
+                if crate::trusted_path::is_within(key, &self.dir) {
                     return Err(StoreError::Key {
                         path: key.clone(),
                         reason: "it is inside the store, where whoever can write the store could replace it".into(),

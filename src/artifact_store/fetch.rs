@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::batch::load_all;
 use super::compile::{compile, on_every_core, publish};
-use super::load::load_all;
 use super::portable::engines;
 use super::{Inner, Loaded, Origin, Writable};
 use crate::compiled::Compiled;

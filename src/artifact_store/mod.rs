@@ -7,10 +7,10 @@
 //! their batch forms) go through `fetch`; the node's start-up (`crate::startup`) takes the same
 //! stores and primitives and keeps its own hash-first flow.
 
+pub(crate) mod batch;
 mod builder;
 pub(crate) mod compile;
 mod fetch;
-pub(crate) mod load;
 mod origin;
 mod portable;
 
@@ -21,7 +21,8 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
-use crate::artifact::{Sealer, engine_fingerprint};
+use crate::artifact::Sealer;
+use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;

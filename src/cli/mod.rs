@@ -144,7 +144,7 @@ impl ReadOnlyArgs {
         }
         let sealer = key.sealer()?;
         let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
-        let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, sealer.is_keyed());
+        let fingerprint = wasm_node_cache::engine_fingerprint(&engine, sealer.is_keyed());
         Ok(dirs
             .into_iter()
             .map(|dir| {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::{Plan, Progress};
-use crate::artifact::engine_fingerprint;
 use crate::artifact_store::compile::{on_every_core, publish};
+use crate::engine::engine_fingerprint;
 use crate::key::{Hash32, Kind};
 use crate::profile::CpuProfile;
 use crate::report::{BakeFailure, BakeReport, StoreWrite};

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact_store::load::load_all;
+use crate::artifact_store::batch::load_all;
 use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
 use crate::profile::CpuProfile;
