@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::Digest;
-use wasm_node_cache::artifact::{self, Sealer};
-use wasm_node_cache::store::{Lookup, Store, deadline_after};
+use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, deadline_after};
 use wasm_node_cache::{Hash32, sha256};
 
 fn wasm_dir() -> PathBuf {

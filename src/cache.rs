@@ -9,12 +9,13 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
+use crate::artifact_store::ArtifactStore;
 use crate::builder::Builder;
 use crate::defaults::DEFAULT_WHITELIST_FILE;
+use crate::error::StoreError;
 use crate::key::Hash32;
+use crate::operator::{PruneOptions, PruneReport};
 use crate::report::LoadReport;
-use crate::store::maintenance::{PruneOptions, PruneReport};
-use crate::store::{Store, deadline_after};
 
 /// The node's cache of compiled, whitelisted Wasm components.
 ///
@@ -141,22 +142,21 @@ impl WasmNodeCache {
     /// println!("freed {} bytes in {} files", pruned.bytes_freed, pruned.removed.len());
     /// # anyhow::Ok(())
     /// ```
-    pub fn prune_store(&self) -> anyhow::Result<PruneReport> {
+    pub fn prune_store(&self) -> Result<PruneReport, StoreError> {
         let Some(handle) = &self.store else {
-            anyhow::bail!("this node uses no store (disabled, or its MAC key could not be loaded)");
+            return Err(StoreError::NoStore);
         };
-        let store = Store::open_for(&self.wasm_engine, &handle.dir, handle.sealer.clone(), false)?;
-        let current = crate::profile::portable_fingerprints(handle.sealer.is_keyed())?
-            .into_iter()
-            .map(|(_, fp)| fp)
-            .collect();
-        let options = PruneOptions {
+        let store = ArtifactStore::existing(
+            &self.wasm_engine,
+            &handle.dir,
+            handle.sealer.clone(),
+            handle.lock_timeout,
+        )?;
+        store.prune(&PruneOptions {
             stale: true,
-            current,
             keep: Some(self.wasm_hash_whitelist.clone()),
             max_size: None,
             dry_run: false,
-        };
-        store.prune(&options, deadline_after(handle.lock_timeout))
+        })
     }
 }

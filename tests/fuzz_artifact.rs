@@ -11,8 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use wasm_node_cache::artifact::{self, Sealer, TRAILER_LEN};
-use wasm_node_cache::store::{Lookup, Store, deadline_after};
+use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, TRAILER_LEN, deadline_after};
 use wasm_node_cache::{ArtifactKey, Fingerprint, Kind};
 
 /// Counts allocations made by the current thread while counting is switched on.
@@ -128,7 +127,7 @@ proptest! {
         } else {
             prop_assert_eq!(
                 result,
-                Err(artifact::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
+                Err(wasm_node_cache::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
             );
         }
     }

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
-use wasm_node_cache::artifact::{Sealer, encode_trailer};
-use wasm_node_cache::store::{LoadPath, Rejection};
+use wasm_node_cache::testing::{Sealer, encode_trailer};
 use wasm_node_cache::{ArtifactKey, Fault, Kind, WasmNodeCache, sha256};
+use wasm_node_cache::{LoadPath, Rejection};
 
 use common::OTHER_UID;
 

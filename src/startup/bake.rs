@@ -88,8 +88,9 @@ fn bake_one(
             fail_all(
                 &mut report,
                 format!(
-                    "could not take the exclusive lock on {}: {e}",
-                    store.lock_path().display()
+                    "could not take the exclusive lock on {}: {}",
+                    store.lock_path().display(),
+                    crate::serial::Chain(&e)
                 ),
             );
             return report;

@@ -345,7 +345,11 @@ fn load_shared(
             true
         }
         Err(e) => {
-            let msg = format!("could not take the shared lock on {}: {e}", store.lock_path().display());
+            let msg = format!(
+                "could not take the shared lock on {}: {}",
+                store.lock_path().display(),
+                crate::serial::Chain(&e)
+            );
             log::warn!("artifact store not read, compiling everything in memory: {msg}");
             health.read_error = Some(msg.clone());
             health.write_error = Some(msg);
@@ -387,8 +391,9 @@ fn compile_and_publish(
         Ok(x) => Some(x),
         Err(e) => {
             health.write_error = Some(format!(
-                "could not take the exclusive lock on {}: {e}; compiled in memory only",
-                store.lock_path().display()
+                "could not take the exclusive lock on {}: {}; compiled in memory only",
+                store.lock_path().display(),
+                crate::serial::Chain(&e)
             ));
             None
         }

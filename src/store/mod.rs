@@ -42,7 +42,7 @@ pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub use lock::{Exclusive, LockError, LockGuard, LockKind, LockState, deadline_after};
-pub use publish::{ARTIFACT_MODE, Published, TempCleanup};
+pub use publish::{ARTIFACT_MODE, Published};
 pub use rejection::Rejection;
 
 /// Prefix of temporary files; never a valid artifact name.
