@@ -28,7 +28,7 @@ pub enum ArtifactError {
         /// The file's length.
         len: u64,
     },
-    /// Longer than [`MAX_ARTIFACT_LEN`].
+    /// Longer than the largest artifact the loader looks at (1 GiB).
     TooLong {
         /// The file's length.
         len: u64,

@@ -13,7 +13,7 @@ use super::{Exclusive, ForeignFile, Store, StoredEntry};
 use crate::error::StoreError;
 use crate::key::Hash32;
 
-/// Why [`Store::prune`] or [`Store::clear`] removed an artifact.
+/// Why [`ArtifactStore::prune`](crate::ArtifactStore::prune) or [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PruneReason {
     /// Compiled by another engine fingerprint.
