@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::Digest;
-use wasm_node_cache::artifact::{self, Sealer};
-use wasm_node_cache::store::{Lookup, Store, deadline_after};
+use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, deadline_after};
 use wasm_node_cache::{Hash32, sha256};
 
 fn wasm_dir() -> PathBuf {
@@ -42,7 +41,7 @@ fn pick_sources() -> Vec<(&'static str, Hash32, Vec<u8>)> {
 
 fn pieces(c: &mut Criterion) {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, false);
+    let fingerprint = wasm_node_cache::engine_fingerprint(&engine, false);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("store"), fingerprint, Sealer::Plain).expect("open store");
     let exclusive = store

@@ -147,7 +147,7 @@ fn main() {
     let native = wasm_node_cache::init_wasm_engine().expect("engine");
     let profiles: Vec<CpuProfile> = CpuProfile::available()
         .into_iter()
-        .filter(|p| p.is_native() || wasm_node_cache::profile::runs_on(&p.engine().expect("engine"), &native).is_ok())
+        .filter(|p| p.is_native() || wasm_node_cache::testing::runs_on(&p.engine().expect("engine"), &native).is_ok())
         .collect();
     let linker = Linker::new(&native);
     // One instance per (profile, export), made once: only calls are timed.

@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use support::{Corpus, median, ms};
-use wasm_node_cache::artifact::TRAILER_LEN;
+use wasm_node_cache::testing::TRAILER_LEN;
 
 /// Extra core functions per generated component: about 4 KB of wasm and 20 KB of artifact each.
 const FUNCS: u32 = 40;

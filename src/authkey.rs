@@ -12,7 +12,7 @@ use crate::store::{Dir, Owner};
 /// Reads a key file: 32 raw bytes, or 64 hex digits (surrounding white space ignored).
 ///
 /// The path is walked as given and every directory and link on the way is checked as a store's
-/// are ([`crate::trusted_path`]). The file itself is found without following a link and checked on
+/// are (as the store path is walked). The file itself is found without following a link and checked on
 /// an `O_PATH` descriptor before anything is opened: a regular file, owned by this process's uid
 /// or root, with no permission bits for group or others. Only then is that inode opened and read.
 /// A key whose 32 bytes are all equal (all zeros, a file of `0xff`) is refused as not random.

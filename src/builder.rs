@@ -9,12 +9,16 @@ use wasmtime::Engine;
 
 use crate::artifact::Sealer;
 use crate::artifact_store::{ArtifactStore, NodeStores};
-use crate::cache::{DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, StoreHandle, WasmNodeCache};
-use crate::cache::{default_store_dir, resolve_key_file};
+use crate::cache::{StoreHandle, WasmNodeCache};
+use crate::defaults::{
+    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, default_store_dir, resolve_key_file,
+    resolve_read_only_stores,
+};
 use crate::key::Hash32;
 use crate::profile::CpuProfile;
 use crate::startup::{Plan, ProgressFn, StoreChoice};
 use crate::store::Fault;
+use crate::trusted_path::is_within;
 
 /// Configures a start-up. Unset fields take the defaults of [`WasmNodeCache::new`].
 ///
@@ -167,7 +171,7 @@ impl Builder {
         // `no_store()` is the node's old behaviour: no store of any kind, baked ones included.
         let read_only_stores = match self.store {
             Some(StoreChoice::Disabled) => Vec::new(),
-            _ => crate::cache::resolve_read_only_stores(self.read_only_stores),
+            _ => resolve_read_only_stores(self.read_only_stores),
         };
         let mut store = self.store.unwrap_or_else(|| StoreChoice::Dir(default_store_dir()));
         if let StoreChoice::Dir(dir) = &store
@@ -234,15 +238,4 @@ impl Builder {
             handle,
         ))
     }
-}
-
-/// True when `inner` is `outer` or below it, comparing absolute, link-resolved paths where they
-/// exist.
-pub(crate) fn is_within(inner: &Path, outer: &Path) -> bool {
-    let resolve = |p: &Path| {
-        std::fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    resolve(inner).starts_with(resolve(outer))
 }

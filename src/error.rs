@@ -1,5 +1,5 @@
 //! [`StoreError`]: why an [`ArtifactStore`](crate::ArtifactStore) could not be opened, or why a
-//! wasm binary could not be compiled. Each variant prints its own message once; the cause is
+//! wasm binary could not be compiled, or why an operator's command on a store failed. Each variant prints its own message once; the cause is
 //! its [`source`](std::error::Error::source), for error reporters that walk the chain.
 
 use std::fmt;
@@ -18,7 +18,11 @@ pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The directory does not exist (a read-only store is never created).
+    /// There is no writable store to work on: the node runs without one (disabled, or its MAC
+    /// key could not be loaded).
+    NoStore,
+    /// The directory does not exist (a read-only store, or a store opened for inspection, is
+    /// never created).
     Missing {
         /// The directory as given.
         path: PathBuf,
@@ -90,7 +94,8 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Missing { path } => write!(f, "store {} does not exist", path.display()),
+            StoreError::NoStore => f.write_str("no store is in use (disabled, or its MAC key could not be loaded)"),
+            StoreError::Missing { path } => write!(f, "store {} does not exist (no such directory)", path.display()),
             StoreError::Refused { path, .. } => write!(f, "refusing to use the store {}", path.display()),
             StoreError::Lock { path, .. } => write!(f, "cannot take the lock {}", path.display()),
             StoreError::Io { path, op, .. } => write!(f, "cannot {op} {}", path.display()),
@@ -107,7 +112,7 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StoreError::Missing { .. } => None,
+            StoreError::Missing { .. } | StoreError::NoStore => None,
             StoreError::Refused { reason, .. }
             | StoreError::Key { reason, .. }
             | StoreError::Profile { reason, .. } => Some(reason.as_ref()),

@@ -40,7 +40,7 @@ fn is_lower_hex(text: &str) -> bool {
 
 /// Identifies the engine configuration (wasmtime version, target, compiler settings, wasm
 /// features), this crate's artifact format, and the store's authentication mode. Artifacts are
-/// only ever loaded by an engine with the same fingerprint; `artifact::engine_fingerprint`
+/// only ever loaded by an engine with the same fingerprint; `engine::engine_fingerprint`
 /// computes it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 16]);

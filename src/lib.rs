@@ -5,19 +5,24 @@
 //! functions); what changes is how its `HashMap<[u8; 32], Component>` is filled. See the README,
 //! "Replacing the node's wasm.rs".
 //!
-//! Layout of the crate:
-//! - [`key`]: what names an artifact (source SHA-256, engine fingerprint);
-//! - [`artifact`]: the on-disk format and its verification (pure functions over bytes);
-//! - [`store`]: the directory handle, its lock, atomic publication, verified loading, maintenance;
-//! - `startup`: one start-up (load, read sources, re-check under the lock, compile, publish);
-//! - [`report`]: what a start-up did;
-//! - [`ArtifactStore`]: the store's door for any wasmtime embedder (components and core modules),
-//!   on which the node's start-up is built too; [`StoreError`] its errors;
-//! - `cache`, `builder`: the public [`WasmNodeCache`] and its [`Builder`];
-//! - [`profile`]: CPU profiles, the portable engines a bake compiles for;
-//! - `engine`, `whitelist`, `source`, `authkey`: the node's settings and inputs;
-//! - `trusted_path`: walking a path as given, checking every directory and link on the way, and
-//!   checking files on an `O_PATH` descriptor before opening them.
+//! Three doors, one store:
+//! - the node's: [`WasmNodeCache`] and its [`Builder`], with a [`LoadReport`];
+//! - the embedder's: [`ArtifactStore`] (components and core modules for any wasmtime engine);
+//! - the operator's: [`ArtifactStore::status`], [`ArtifactStore::verify`],
+//!   [`ArtifactStore::prune`], [`ArtifactStore::clear`], each returning a report that serializes
+//!   to the CLI's JSON.
+//!
+//! Every store operation fails with a [`StoreError`]; a damaged store is never an error for a
+//! valid wasm (it is compiled, and the report or [`Origin`] says why).
+//!
+//! Layout of the crate (private modules): `key` (what names an artifact), `artifact` (the
+//! on-disk format: `trailer` and `seal`, pure functions over bytes), `store` (the directory
+//! handle, its lock, publication, verified loading, maintenance), `artifact_store` (the
+//! embedder's door and the lookups both doors share), `startup` (the node's start-up),
+//! `operator` (status, verify, prune, clear), `report`, `cache` and `builder` (the node's door),
+//! `defaults` (default paths and environment), `engine` (the node's settings and the engine
+//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, and `trusted_path`
+//! (walking a path as given, checking every directory and link on the way).
 
 // Declared once for the whole crate: the store relies on descriptor-relative file operations
 // (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
@@ -25,35 +30,48 @@
 #[cfg(not(unix))]
 compile_error!("wasm-node-cache supports Unix only (Linux is where its guarantees are tested)");
 
-pub mod artifact;
+// Some items are used only by the test-only `testing` module.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
+mod artifact;
 mod artifact_store;
 mod authkey;
 mod builder;
 mod cache;
 mod compiled;
+mod defaults;
 mod engine;
 mod error;
-pub mod key;
-pub mod profile;
-pub mod report;
+mod key;
+mod operator;
+mod profile;
+mod report;
 mod serial;
 mod source;
 mod startup;
-pub mod store;
+// Some items are used only by the test-only `testing` module.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
+mod store;
 mod trusted_path;
 mod whitelist;
 
+pub use artifact::ArtifactError;
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
 pub use authkey::load_key;
 pub use builder::Builder;
-pub use cache::{
+pub use cache::WasmNodeCache;
+pub use defaults::{
     DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, READ_ONLY_DIRS_ENV, STORE_DIR_ENV,
-    WasmNodeCache, default_store_dir, resolve_key_file, resolve_read_only_stores,
+    default_store_dir, resolve_key_file, resolve_read_only_stores,
 };
-pub use engine::{init_wasm_engine, node_config};
+pub use engine::{engine_fingerprint, init_wasm_engine, node_config};
 pub use error::StoreError;
 pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, parse_hash};
-pub use profile::CpuProfile;
+pub use operator::{
+    ArtifactCheck, ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, PruneOptions, PruneReason,
+    PruneReport, ReadOnlyStatus, ReadOnlyVerification, RemovalFailure, RemovedArtifact, RemovedFile, StatusReport,
+    StoreStatus, StoreVerification, UtcDate, VerifyReport,
+};
+pub use profile::{CpuProfile, ProfileStatus, host_triple, profile_statuses};
 pub use report::{
     BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,
     StoreHealth, StoreWrite,
@@ -62,4 +80,21 @@ pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
 pub use startup::{Progress, ProgressFn};
 #[cfg(feature = "fault-injection")]
 pub use store::Fault;
+pub use store::{LoadPath, LockError, LockState, Rejection};
+
+/// The store's internals for tests and benches that forge trailers, open stores by hand or inject
+/// faults: only with the test-only `fault-injection` feature (the crate's dev-dependency on
+/// itself turns it on), never part of the default API.
+#[cfg(feature = "fault-injection")]
+pub mod testing {
+    pub use crate::artifact::{
+        FORMAT_VERSION, MAX_ARTIFACT_LEN, Sealer, TRAILER_LEN, Trailer, check_binding, decode_trailer, encode_trailer,
+        payload_checksum, verify,
+    };
+    pub use crate::profile::{portable_fingerprints, runs_on};
+    pub use crate::store::{
+        ARTIFACT_MODE, Exclusive, Fault, ForeignFile, LockGuard, LockKind, Lookup, Published, Store, StoredEntry,
+        TEMP_PREFIX, deadline_after,
+    };
+}
 pub use whitelist::{parse_whitelist, read_whitelist_file, whitelist_all_in_dir};

@@ -16,7 +16,7 @@ use serde::{Serialize, Serializer};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
-use crate::artifact::engine_fingerprint;
+use crate::engine::engine_fingerprint;
 use crate::engine::node_config;
 use crate::key::Fingerprint;
 

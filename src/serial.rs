@@ -38,3 +38,33 @@ pub(crate) fn opt_display<S: Serializer, T: Display>(v: &Option<T>, s: S) -> Res
 pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
+
+/// An error and each of its sources, `: `-separated: the text a log line or a JSON field needs,
+/// each cause once.
+pub(crate) fn error_chain<S: Serializer>(e: &dyn std::error::Error, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Chain(e))
+}
+
+/// Writes an error with its sources, each once.
+pub(crate) struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn fingerprint<S: Serializer>(fp: &crate::key::Fingerprint, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&fp.to_hex())
+}
+
+/// Permission bits as three or four octal digits (`444`), as `ls` and `chmod` spell them.
+pub(crate) fn octal_mode<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{mode:03o}"))
+}

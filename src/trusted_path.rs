@@ -388,6 +388,17 @@ fn proc_mounted() -> bool {
     Path::new("/proc/self/fd").is_dir()
 }
 
+/// True when `inner` is `outer` or below it, comparing absolute, link-resolved paths where they
+/// exist.
+pub(crate) fn is_within(inner: &Path, outer: &Path) -> bool {
+    let resolve = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    resolve(inner).starts_with(resolve(outer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

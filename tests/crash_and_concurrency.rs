@@ -9,8 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasm_node_cache::WasmNodeCache;
-use wasm_node_cache::artifact::Sealer;
-use wasm_node_cache::store::{Store, deadline_after};
+use wasm_node_cache::testing::{Sealer, Store, deadline_after};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasm-node-cache");
 

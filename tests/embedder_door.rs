@@ -7,8 +7,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wasm_node_cache::artifact::{ArtifactError, Sealer, encode_trailer, engine_fingerprint};
-use wasm_node_cache::store::{Rejection, Store, deadline_after};
+use wasm_node_cache::ArtifactError;
+use wasm_node_cache::Rejection;
+use wasm_node_cache::engine_fingerprint;
+use wasm_node_cache::testing::{Sealer, encode_trailer};
+use wasm_node_cache::testing::{Store, deadline_after};
 use wasm_node_cache::{ArtifactKey, ArtifactStore, CpuProfile, Kind, Origin, StoreError, StoreWrite, sha256};
 use wasmtime::{Engine, Instance, Module};
 

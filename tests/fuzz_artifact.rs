@@ -11,8 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use wasm_node_cache::artifact::{self, Sealer, TRAILER_LEN};
-use wasm_node_cache::store::{Lookup, Store, deadline_after};
+use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, TRAILER_LEN, deadline_after};
 use wasm_node_cache::{ArtifactKey, Fingerprint, Kind};
 
 /// Counts allocations made by the current thread while counting is switched on.
@@ -128,7 +127,7 @@ proptest! {
         } else {
             prop_assert_eq!(
                 result,
-                Err(artifact::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
+                Err(wasm_node_cache::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
             );
         }
     }
@@ -142,7 +141,7 @@ proptest! {
     fn the_loader_refuses_any_file_it_did_not_write(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), wasm_node_cache::artifact::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
         let source = [3u8; 32];
         std::fs::write(store.path_of(&source), &bytes).expect("write");
         match store.load(&engine, &source) {
@@ -159,7 +158,7 @@ fn the_loader_accepts_a_real_artifact_it_wrote() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(
         &dir.path().join("s"),
-        wasm_node_cache::artifact::engine_fingerprint(&engine, false),
+        wasm_node_cache::engine_fingerprint(&engine, false),
         Sealer::Plain,
     )
     .expect("store");
@@ -206,7 +205,7 @@ fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(
             &dir.path().join("s"),
-            wasm_node_cache::artifact::engine_fingerprint(&engine, false),
+            wasm_node_cache::engine_fingerprint(&engine, false),
             Sealer::Plain,
         )
         .expect("store");
@@ -233,7 +232,7 @@ proptest! {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let (_, real) = store_with_adder();
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), wasm_node_cache::artifact::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
         let mut bytes = real.clone();
         let i = at.index(bytes.len());
         bytes[i] ^= xor;

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, chmod};
-use wasm_node_cache::artifact::{Sealer, engine_fingerprint};
-use wasm_node_cache::profile::{portable_fingerprints, profile_statuses};
-use wasm_node_cache::store::{Store, deadline_after};
+use wasm_node_cache::engine_fingerprint;
+use wasm_node_cache::profile_statuses;
+use wasm_node_cache::testing::Sealer;
+use wasm_node_cache::testing::portable_fingerprints;
+use wasm_node_cache::testing::{Store, deadline_after};
 use wasm_node_cache::{CpuProfile, LoadReport, Outcome, sha256};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};

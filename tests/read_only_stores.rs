@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, chmod};
-use wasm_node_cache::store::{LoadPath, Rejection};
+use wasm_node_cache::{LoadPath, Rejection};
 
 /// A start-up of the fixture's node with `bake` as its read-only store.
 fn start_with_bake(fx: &Fixture, bake: &Path) -> wasm_node_cache::LoadReport {

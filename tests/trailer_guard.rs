@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 fn wasmtime_tolerates_a_trailer_after_the_artifact() {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
     let mut bytes = common::precompiled_adder(&engine);
-    bytes.extend_from_slice(&[0xa5; wasm_node_cache::artifact::TRAILER_LEN]);
+    bytes.extend_from_slice(&[0xa5; wasm_node_cache::testing::TRAILER_LEN]);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("with-trailer.cwasm");
     std::fs::write(&path, &bytes).expect("write");
@@ -22,7 +22,7 @@ fn wasmtime_tolerates_a_trailer_after_the_artifact() {
             "wasmtime no longer accepts trailing bytes after a precompiled artifact ({e}). \
              The store's layout (src/artifact.rs) depends on it: move the trailer into a sidecar \
              file or deserialize the payload slice with Component::deserialize (copy path), and \
-             bump artifact::FORMAT_VERSION."
+             bump the trailer's FORMAT_VERSION."
         )
     });
     assert_eq!(common::call_add(&engine, &component, 20, 22), 42);

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
-use wasm_node_cache::artifact::{Sealer, encode_trailer};
-use wasm_node_cache::store::{LoadPath, Rejection};
+use wasm_node_cache::testing::{Sealer, encode_trailer};
 use wasm_node_cache::{ArtifactKey, Fault, Kind, WasmNodeCache, sha256};
+use wasm_node_cache::{LoadPath, Rejection};
 
 use common::OTHER_UID;
 
@@ -193,7 +193,7 @@ fn a_rename_race_under_another_users_directory_never_loads_a_foreign_artifact() 
     std::fs::create_dir_all(&evil).expect("mkdir");
     chmod(&evil, 0o700);
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let fp = wasm_node_cache::artifact::engine_fingerprint(&engine, false);
+    let fp = wasm_node_cache::engine_fingerprint(&engine, false);
     let payload = engine
         .precompile_component(&common::shipped("fib"))
         .expect("precompile");

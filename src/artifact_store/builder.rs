@@ -7,8 +7,9 @@ use std::time::Duration;
 use wasmtime::Engine;
 
 use super::{ArtifactStore, Inner, ReadOnly, Writable};
-use crate::artifact::{Sealer, engine_fingerprint};
-use crate::cache::DEFAULT_LOCK_TIMEOUT;
+use crate::artifact::Sealer;
+use crate::defaults::DEFAULT_LOCK_TIMEOUT;
+use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
 use crate::profile::CpuProfile;
 use crate::store::{Fault, Store};
@@ -96,10 +97,23 @@ impl ArtifactStoreBuilder {
     /// of another architecture, or portable profiles with an engine whose settings are not the
     /// node's).
     pub fn open(self, engine: &Engine) -> Result<ArtifactStore, StoreError> {
+        self.open_with(engine, true)
+    }
+
+    /// Opens an existing store for an operator's inspection or maintenance
+    /// ([`ArtifactStore::status`], [`ArtifactStore::verify`], [`ArtifactStore::prune`],
+    /// [`ArtifactStore::clear`]): never creates it, so a mistyped path is
+    /// [`StoreError::Missing`] rather than a fresh empty store. Read-only stores are not opened
+    /// here: each report says, store by store, which could not be.
+    pub fn open_existing(self, engine: &Engine) -> Result<ArtifactStore, StoreError> {
+        self.open_with(engine, false)
+    }
+
+    fn open_with(self, engine: &Engine, create: bool) -> Result<ArtifactStore, StoreError> {
         let sealer = match &self.auth_key_file {
             None => Sealer::Plain,
             Some(key) => {
-                if crate::builder::is_within(key, &self.dir) {
+                if crate::trusted_path::is_within(key, &self.dir) {
                     return Err(StoreError::Key {
                         path: key.clone(),
                         reason: "it is inside the store, where whoever can write the store could replace it".into(),
@@ -114,9 +128,23 @@ impl ArtifactStoreBuilder {
         };
         check_profiles(&self.profiles, engine)?;
         let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
-        let mut writable = Store::open_bare(&self.dir, fingerprint, sealer.clone(), true, false)
+        let mut writable = Store::open_bare(&self.dir, fingerprint, sealer.clone(), create, false)
             .map_err(|e| StoreError::refused(self.dir.clone(), e))?;
         writable.set_fault(self.fault);
+        if !create {
+            return Ok(ArtifactStore {
+                inner: Arc::new(Inner {
+                    engine: engine.clone(),
+                    fingerprint,
+                    sealer: Ok(sealer),
+                    writable: Writable::Open(writable),
+                    read_only: self.read_only.into_iter().map(ReadOnly::new).collect(),
+                    lock_timeout: self.lock_timeout,
+                    profiles: self.profiles,
+                    portable: OnceLock::new(),
+                }),
+            });
+        }
         let read_only = self
             .read_only
             .into_iter()

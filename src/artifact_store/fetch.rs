@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::batch::load_all;
 use super::compile::{compile, on_every_core, publish};
-use super::load::load_all;
 use super::portable::engines;
 use super::{Inner, Loaded, Origin, Writable};
 use crate::compiled::Compiled;
@@ -120,7 +120,11 @@ fn load_shared<T: Compiled>(inner: &Inner, deadline: Instant, slots: &mut Slots<
         Writable::Open(store) => match store.lock_shared(deadline, "load artifacts") {
             Ok(guard) => (Some((store, guard)), None),
             Err(e) => {
-                let msg = format!("could not take the shared lock on {}: {e}", store.lock_path().display());
+                let msg = format!(
+                    "could not take the shared lock on {}: {}",
+                    store.lock_path().display(),
+                    crate::serial::Chain(&e)
+                );
                 log::warn!("artifact store not read: {msg}");
                 (None, Some(msg))
             }
@@ -240,8 +244,9 @@ fn compile_misses<T: Compiled>(
                 Ok(x) => Some(x),
                 Err(e) => {
                     not_stored = Some(format!(
-                        "could not take the exclusive lock on {}: {e}",
-                        store.lock_path().display()
+                        "could not take the exclusive lock on {}: {}",
+                        store.lock_path().display(),
+                        crate::serial::Chain(&e)
                     ));
                     None
                 }

@@ -7,10 +7,10 @@
 //! their batch forms) go through `fetch`; the node's start-up (`crate::startup`) takes the same
 //! stores and primitives and keeps its own hash-first flow.
 
+pub(crate) mod batch;
 mod builder;
 pub(crate) mod compile;
 mod fetch;
-pub(crate) mod load;
 mod origin;
 mod portable;
 
@@ -21,7 +21,8 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
-use crate::artifact::{Sealer, engine_fingerprint};
+use crate::artifact::Sealer;
+use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
@@ -92,7 +93,7 @@ pub(crate) struct ReadOnly {
 }
 
 impl ReadOnly {
-    fn new(path: PathBuf) -> ReadOnly {
+    pub(super) fn new(path: PathBuf) -> ReadOnly {
         ReadOnly {
             path,
             store: OnceLock::new(),
@@ -221,6 +222,31 @@ impl ArtifactStore {
                 portable: OnceLock::new(),
             }),
         }
+    }
+
+    /// An existing store in `sealer`'s mode, never created, with no read-only store: how a node
+    /// reopens its store to prune it.
+    pub(crate) fn existing(
+        engine: &Engine,
+        dir: &Path,
+        sealer: Sealer,
+        lock_timeout: Duration,
+    ) -> Result<ArtifactStore, StoreError> {
+        let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
+        let store = Store::open_bare(dir, fingerprint, sealer.clone(), false, false)
+            .map_err(|e| StoreError::refused(dir.to_path_buf(), e))?;
+        Ok(ArtifactStore {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                fingerprint,
+                sealer: Ok(sealer),
+                writable: Writable::Open(store),
+                read_only: Vec::new(),
+                lock_timeout,
+                profiles: vec![CpuProfile::Native],
+                portable: OnceLock::new(),
+            }),
+        })
     }
 
     pub(crate) fn inner(&self) -> &Inner {

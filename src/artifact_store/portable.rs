@@ -5,7 +5,7 @@
 use wasmtime::Engine;
 
 use super::Inner;
-use crate::artifact::engine_fingerprint;
+use crate::engine::engine_fingerprint;
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
 

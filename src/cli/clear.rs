@@ -29,10 +29,10 @@ pub struct ClearArgs {
 
 /// Runs `clear`; returns the exit status.
 pub fn run(args: ClearArgs) -> anyhow::Result<u8> {
-    let deadline = args.lock.deadline()?;
+    let timeout = args.lock.timeout()?;
     // Clearing removes every artifact whatever its mode, so it needs no key, and a missing or
     // unreadable key file must not stop an operator from emptying the store.
-    let store = args.store.open_existing(None)?;
-    let report = store.clear(deadline)?;
-    Ok(prune::print_report(&report, false))
+    let store = args.store.open_existing(None, Vec::new(), timeout)?;
+    let report = store.clear()?;
+    Ok(prune::print_report(&report))
 }

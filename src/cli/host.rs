@@ -3,8 +3,8 @@
 
 use clap::Args;
 use serde::Serialize;
-use wasm_node_cache::artifact::engine_fingerprint;
-use wasm_node_cache::profile::{ProfileStatus, host_triple, profile_statuses};
+use wasm_node_cache::engine_fingerprint;
+use wasm_node_cache::{ProfileStatus, host_triple, profile_statuses};
 
 use super::{EXIT_OK, KeyArgs};
 

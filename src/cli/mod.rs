@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wasm_node_cache::artifact::Sealer;
-use wasm_node_cache::store::{Store, deadline_after};
+use wasm_node_cache::{ArtifactStore, StoreError};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -99,24 +98,32 @@ impl StoreArgs {
     /// `key` (`--key-file`, else `$WASM_NODE_CACHE_KEY_FILE`) selects the authenticated mode, which
     /// changes the fingerprint, so it must match what the node uses or every artifact looks stale.
     /// `None` opens in plain mode whatever the environment says, for commands that never read an
-    /// artifact's contents.
-    pub fn open_existing(&self, key: Option<&KeyArgs>) -> anyhow::Result<Store> {
+    /// artifact's contents. `read_only` stores are opened by each report, which says which could
+    /// not be.
+    pub fn open_existing(
+        &self,
+        key: Option<&KeyArgs>,
+        read_only: Vec<PathBuf>,
+        lock_timeout: Duration,
+    ) -> anyhow::Result<ArtifactStore> {
         let dir = self.dir();
-        match std::fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
+        let mut builder = ArtifactStore::builder(&dir).lock_timeout(lock_timeout);
+        if let Some(file) = key.and_then(KeyArgs::resolved) {
+            builder = builder.auth_key_file(file);
+        }
+        for ro in read_only {
+            builder = builder.read_only_store(ro);
+        }
+        match builder.open_existing(&engine) {
+            Ok(store) => Ok(store),
+            Err(StoreError::Missing { .. }) => anyhow::bail!(
                 "{}: no store here (nothing was created; `wasm-node-cache warm --store {}` creates one)",
                 dir.display(),
                 dir.display()
             ),
-            Err(e) => anyhow::bail!("{}: {e}", dir.display()),
-            Ok(_) => {}
+            Err(e) => Err(e.into()),
         }
-        let sealer = match key {
-            None => Sealer::Plain,
-            Some(key) => key.sealer()?,
-        };
-        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
-        Store::open_for(&engine, &dir, sealer, false).with_context(|| dir.display().to_string())
     }
 }
 
@@ -132,26 +139,6 @@ impl ReadOnlyArgs {
     /// The read-only stores, resolved as the node resolves them.
     pub fn resolved(&self) -> Vec<PathBuf> {
         wasm_node_cache::resolve_read_only_stores(self.dirs.clone())
-    }
-
-    /// Opens each read-only store (never creating or locking anything) for this build's engine.
-    /// A store that is missing or refused is returned as its error, so that the caller reports it
-    /// and goes on with the others.
-    pub fn open(&self, key: &KeyArgs) -> anyhow::Result<Vec<(PathBuf, anyhow::Result<Store>)>> {
-        let dirs = self.resolved();
-        if dirs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sealer = key.sealer()?;
-        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
-        let fingerprint = wasm_node_cache::artifact::engine_fingerprint(&engine, sealer.is_keyed());
-        Ok(dirs
-            .into_iter()
-            .map(|dir| {
-                let store = Store::open_read_only(&dir, fingerprint, sealer.clone());
-                (dir, store)
-            })
-            .collect())
     }
 }
 
@@ -173,11 +160,6 @@ impl LockArgs {
             )
         })
     }
-
-    /// The moment the wait ends, counted from now.
-    pub fn deadline(&self) -> anyhow::Result<std::time::Instant> {
-        Ok(deadline_after(self.timeout()?))
-    }
 }
 
 /// Authenticated mode, for the subcommands that read artifacts.
@@ -192,14 +174,6 @@ impl KeyArgs {
     /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
     pub fn resolved(&self) -> Option<PathBuf> {
         wasm_node_cache::resolve_key_file(self.key_file.clone())
-    }
-
-    /// The sealer of the mode this key selects (plain without one).
-    pub fn sealer(&self) -> anyhow::Result<Sealer> {
-        Ok(match self.resolved() {
-            None => Sealer::Plain,
-            Some(path) => Sealer::Keyed(wasm_node_cache::load_key(&path)?),
-        })
     }
 }
 

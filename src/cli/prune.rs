@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use wasm_node_cache::store::maintenance::{PruneOptions, PruneReport};
+use wasm_node_cache::{PruneOptions, PruneReport};
 
 use super::size::{format_size, parse_size};
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
@@ -56,44 +56,35 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
     if !args.stale && args.whitelist.is_none() && args.max_size.is_none() {
         anyhow::bail!("prune needs at least one of --stale, --whitelist FILE, --max-size SIZE (see --help)");
     }
-    let deadline = args.lock.deadline()?;
+    let timeout = args.lock.timeout()?;
     let keep = args
         .whitelist
         .as_deref()
         .map(wasm_node_cache::read_whitelist_file)
         .transpose()?;
-    let store = args.store.open_existing(Some(&args.key))?;
-    // Portable CPU profiles of this build are current, not stale: a bake holds them for other hosts.
-    let current = if args.stale {
-        wasm_node_cache::profile::portable_fingerprints(store.is_keyed())?
-            .into_iter()
-            .map(|(_, fp)| fp)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let opts = PruneOptions {
+    let store = args.store.open_existing(Some(&args.key), Vec::new(), timeout)?;
+    let report = store.prune(&PruneOptions {
         stale: args.stale,
-        current,
         keep,
         max_size: args.max_size,
         dry_run: args.dry_run,
-    };
-    let report = store.prune(&opts, deadline)?;
-    Ok(print_report(&report, args.dry_run))
+    })?;
+    Ok(print_report(&report))
 }
 
 /// One line per removed artifact (hash, fingerprint, size, why), one per file that could not be
 /// removed, then the totals; shared with `clear`. Returns the exit status. Full paths of removed
 /// files are in the log at -v.
-pub fn print_report(report: &PruneReport, dry_run: bool) -> u8 {
+pub fn print_report(report: &PruneReport) -> u8 {
+    let dry_run = report.dry_run;
     let verb = if dry_run { "would remove" } else { "removed" };
-    for (entry, why) in &report.removed {
+    for a in &report.removed {
         println!(
-            "{verb}  {}  {}  {:>9}  {why}",
-            hex::encode(entry.key.source),
-            entry.key.fingerprint,
-            format_size(entry.size)
+            "{verb}  {}  {}  {:>9}  {}",
+            hex::encode(a.hash),
+            a.fingerprint,
+            format_size(a.size),
+            a.reason
         );
     }
     println!(
@@ -105,16 +96,10 @@ pub fn print_report(report: &PruneReport, dry_run: bool) -> u8 {
         report.kept
     );
     for f in &report.foreign_removed {
-        println!("{verb}  {}  foreign file", f.path.display());
+        println!("{verb}  {}  foreign file", f.file.display());
     }
-    for (f, e) in &report.foreign_failed {
-        println!("FAILED  {}  cannot remove: {e}", f.path.display());
-    }
-    for (entry, e) in &report.failed {
-        println!("FAILED  {}  cannot remove: {e}", entry.path.display());
-    }
-    for (path, e) in &report.temp_files_failed {
-        println!("FAILED  {}  cannot remove: {e}", path.display());
+    for f in &report.failed {
+        println!("FAILED  {}  cannot remove: {}", f.file.display(), f.error);
     }
     if report.complete() { EXIT_OK } else { EXIT_PROBLEM }
 }

@@ -3,8 +3,8 @@
 use clap::Args;
 
 use super::size::format_size;
-use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs};
-use wasm_node_cache::store::Store;
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
+use wasm_node_cache::{ReadOnlyVerification, StoreVerification};
 
 /// Text after `verify`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -45,94 +45,73 @@ pub struct VerifyArgs {
 
 /// Runs `verify`; returns the exit status.
 pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
-    let deadline = args.lock.deadline()?;
-    let store = args.store.open_existing(Some(&args.key))?;
-    // The shared lock keeps a prune from unlinking files mid-check. It is only taken when the lock
-    // file exists, because taking it would otherwise create the file, and verify writes nothing.
-    let _shared = if store.has_lock_file() {
-        Some(
-            store
-                .lock_shared(deadline, "verify the store")
-                .map_err(|e| anyhow::anyhow!("{}: cannot verify the store: {e}", store.lock_path().display()))?,
-        )
-    } else {
-        None
-    };
-    let mut bad = verify_store(&store)?;
-    for (dir, ro) in args.read_only.open(&args.key)? {
+    let timeout = args.lock.timeout()?;
+    let store = args
+        .store
+        .open_existing(Some(&args.key), args.read_only.resolved(), timeout)?;
+    let report = store.verify()?;
+    print_store(&report.store);
+    for ro in &report.read_only_stores {
         match ro {
-            Ok(ro) => bad += verify_store(&ro)?,
-            Err(e) => {
-                bad += 1;
-                println!("BAD  read-only store {}: not usable: {e:#}", dir.display());
+            ReadOnlyVerification::Checked(s) => print_store(s),
+            ReadOnlyVerification::Unusable { path, error } => {
+                println!(
+                    "BAD  read-only store {}: not usable: {}",
+                    path.display(),
+                    output::error_chain(error)
+                );
             }
         }
     }
-    Ok(if bad > 0 { EXIT_PROBLEM } else { EXIT_OK })
+    Ok(if report.problems() > 0 { EXIT_PROBLEM } else { EXIT_OK })
 }
 
-/// Checks every artifact of this engine's fingerprint in `store`, one line each, then a summary;
-/// returns how many are bad.
-fn verify_store(store: &Store) -> anyhow::Result<usize> {
-    let dir = store.dir().display().to_string();
-    let entries = store
-        .entries()
-        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
-    let (current, other): (Vec<_>, Vec<_>) = entries
-        .into_iter()
-        .partition(|e| e.key.fingerprint == store.fingerprint());
-    let mut bad = 0;
-    for entry in &current {
-        let hash = hex::encode(entry.key.source);
-        match store.check(&entry.key) {
-            Ok(_) if entry.has_write_bit() => println!(
+/// One line per artifact of this engine's fingerprint in one store, then a summary.
+fn print_store(s: &StoreVerification) {
+    let dir = s.path.display();
+    for a in &s.artifacts {
+        let hash = hex::encode(a.hash);
+        match &a.problem {
+            None if a.writable => println!(
                 "ok   {hash}  {}  but writable (mode {:03o}): run `chmod a-w {}`",
-                format_size(entry.size),
-                entry.mode,
-                entry.path.display()
+                format_size(a.size),
+                a.mode,
+                a.file.display()
             ),
-            Ok(_) => println!("ok   {hash}  {}", format_size(entry.size)),
-            Err(reason) => {
-                bad += 1;
-                // The line below already tells the operator; the log adds the path for -v.
-                log::info!("artifact {} is bad: {reason}", entry.path.display());
-                println!("BAD  {hash}  {}  {reason}", format_size(entry.size));
-            }
+            None => println!("ok   {hash}  {}", format_size(a.size)),
+            Some(reason) => println!("BAD  {hash}  {}  {reason}", format_size(a.size)),
         }
     }
     // Not loaded by anyone, but listed: an artifact name in another case once passed for the
     // current key while another file was checked.
-    let foreign = store
-        .foreign_files()
-        .map_err(|e| anyhow::anyhow!("{dir}: cannot list the store: {e}"))?;
-    for f in &foreign {
+    for f in &s.foreign_files {
         println!(
             "foreign  {}  {}  not a file of this store (never loaded; `prune --stale` removes it)",
-            f.path.display(),
+            f.file.display(),
             format_size(f.size)
         );
     }
+    let bad = s.bad();
     println!(
         "{} artifact(s) of fingerprint {} checked in {}{dir}: {} ok, {bad} bad{}{}",
-        current.len(),
-        store.fingerprint(),
-        if store.is_read_only() { "read-only store " } else { "" },
-        current.len() - bad,
-        if other.is_empty() {
+        s.artifacts.len(),
+        s.fingerprint,
+        if s.read_only { "read-only store " } else { "" },
+        s.artifacts.len() - bad,
+        if s.other_fingerprints == 0 {
             String::new()
-        } else if store.is_read_only() {
-            format!("; {} of other fingerprints not checked", other.len())
+        } else if s.read_only {
+            format!("; {} of other fingerprints not checked", s.other_fingerprints)
         } else {
             format!(
                 "; {} of other fingerprints not checked (`prune --stale` removes them)",
-                other.len()
+                s.other_fingerprints
             )
         },
-        if foreign.is_empty() {
+        if s.foreign_files.is_empty() {
             String::new()
         } else {
-            format!("; {} foreign file(s)", foreign.len())
+            format!("; {} foreign file(s)", s.foreign_files.len())
         }
     );
-    Ok(bad)
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::{Plan, Progress};
-use crate::artifact::engine_fingerprint;
 use crate::artifact_store::compile::{on_every_core, publish};
+use crate::engine::engine_fingerprint;
 use crate::key::{Hash32, Kind};
 use crate::profile::CpuProfile;
 use crate::report::{BakeFailure, BakeReport, StoreWrite};
@@ -88,8 +88,9 @@ fn bake_one(
             fail_all(
                 &mut report,
                 format!(
-                    "could not take the exclusive lock on {}: {e}",
-                    store.lock_path().display()
+                    "could not take the exclusive lock on {}: {}",
+                    store.lock_path().display(),
+                    crate::serial::Chain(&e)
                 ),
             );
             return report;

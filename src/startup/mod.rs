@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact_store::load::load_all;
+use crate::artifact_store::batch::load_all;
 use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
 use crate::profile::CpuProfile;
@@ -345,7 +345,11 @@ fn load_shared(
             true
         }
         Err(e) => {
-            let msg = format!("could not take the shared lock on {}: {e}", store.lock_path().display());
+            let msg = format!(
+                "could not take the shared lock on {}: {}",
+                store.lock_path().display(),
+                crate::serial::Chain(&e)
+            );
             log::warn!("artifact store not read, compiling everything in memory: {msg}");
             health.read_error = Some(msg.clone());
             health.write_error = Some(msg);
@@ -387,8 +391,9 @@ fn compile_and_publish(
         Ok(x) => Some(x),
         Err(e) => {
             health.write_error = Some(format!(
-                "could not take the exclusive lock on {}: {e}; compiled in memory only",
-                store.lock_path().display()
+                "could not take the exclusive lock on {}: {}; compiled in memory only",
+                store.lock_path().display(),
+                crate::serial::Chain(&e)
             ));
             None
         }

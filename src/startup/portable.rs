@@ -9,7 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::{Slots, load_pending, pending};
-use crate::artifact::engine_fingerprint;
+use crate::engine::engine_fingerprint;
 use crate::key::{Fingerprint, Hash32};
 use crate::profile::CpuProfile;
 use crate::store::Store;

@@ -78,7 +78,7 @@ impl std::fmt::Display for LockError {
                 }
                 Ok(())
             }
-            LockError::Io(e) => write!(f, "cannot lock: {e}"),
+            LockError::Io(_) => f.write_str("the lock file could not be opened or locked"),
             LockError::ReadOnlyStore => f.write_str("a read-only store is never written"),
             LockError::Untrusted { path, cause } => {
                 write!(

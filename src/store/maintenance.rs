@@ -9,12 +9,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
-use anyhow::Context;
-
 use super::{Exclusive, ForeignFile, Store, StoredEntry};
+use crate::error::StoreError;
 use crate::key::Hash32;
 
-/// Why [`Store::prune`] or [`Store::clear`] removed an artifact.
+/// Why [`ArtifactStore::prune`](crate::ArtifactStore::prune) or [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PruneReason {
     /// Compiled by another engine fingerprint.
@@ -36,6 +35,12 @@ impl PruneReason {
             PruneReason::OverBudget => "over size budget",
             PruneReason::Cleared => "cleared",
         }
+    }
+}
+
+impl serde::Serialize for PruneReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -100,15 +105,13 @@ impl Store {
     ///
     /// Order: artifacts of other fingerprints (`stale`), then those not in `keep`, then the oldest
     /// of the rest until they fit `max_size`.
-    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> anyhow::Result<PruneReport> {
+    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> Result<PruneReport, StoreError> {
         let exclusive = if opts.dry_run {
             None
         } else {
             Some(self.exclusive(deadline, "prune the store")?)
         };
-        let entries = self
-            .entries()
-            .with_context(|| format!("{}: cannot list the store", self.dir().display()))?;
+        let entries = self.entries().map_err(|e| self.io_error("list", e))?;
         let mut remove = Vec::new();
         let mut rest = Vec::new();
         for entry in entries {
@@ -138,8 +141,7 @@ impl Store {
         }
         let kept = rest.len();
         let foreign = if opts.stale {
-            self.foreign_files()
-                .with_context(|| format!("{}: cannot list the store", self.dir().display()))?
+            self.foreign_files().map_err(|e| self.io_error("list", e))?
         } else {
             Vec::new()
         };
@@ -159,18 +161,27 @@ impl Store {
     /// Removes every artifact (any fingerprint) and leftover temporary files, under the exclusive
     /// lock. The directory and its lock file stay: a node waiting on the lock keeps waiting on the
     /// same file.
-    pub fn clear(&self, deadline: Instant) -> anyhow::Result<PruneReport> {
+    pub fn clear(&self, deadline: Instant) -> Result<PruneReport, StoreError> {
         let exclusive = self.exclusive(deadline, "clear the store")?;
-        let entries = self
-            .entries()
-            .with_context(|| format!("{}: cannot list the store", self.dir().display()))?;
+        let entries = self.entries().map_err(|e| self.io_error("list", e))?;
         let remove = entries.into_iter().map(|e| (e, PruneReason::Cleared)).collect();
         exclusive.remove_all(remove, 0)
     }
 
-    fn exclusive(&self, deadline: Instant, purpose: &str) -> anyhow::Result<Exclusive<'_>> {
+    fn exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, StoreError> {
         self.lock_exclusive(deadline, purpose)
-            .with_context(|| format!("{}: cannot {purpose}", self.lock_path().display()))
+            .map_err(|source| StoreError::Lock {
+                path: self.lock_path(),
+                source,
+            })
+    }
+
+    fn io_error(&self, op: &'static str, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.dir().to_path_buf(),
+            op,
+            source,
+        }
     }
 }
 
@@ -211,7 +222,7 @@ impl Exclusive<'_> {
     }
 
     /// Unlinks `remove` and the temporary files, going on past each file it cannot remove.
-    fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> anyhow::Result<PruneReport> {
+    fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> Result<PruneReport, StoreError> {
         let dir = self.store().dir().to_path_buf();
         let mut report = PruneReport {
             kept,
@@ -235,14 +246,9 @@ impl Exclusive<'_> {
             }
         }
         if !report.removed.is_empty() {
-            self.store()
-                .dir
-                .sync()
-                .with_context(|| format!("{}: cannot sync the directory", dir.display()))?;
+            self.store().dir.sync().map_err(|e| self.store().io_error("sync", e))?;
         }
-        let temps = self
-            .remove_temp_files()
-            .with_context(|| format!("{}: cannot list temporary files", dir.display()))?;
+        let temps = self.remove_temp_files().map_err(|e| self.store().io_error("list", e))?;
         if temps.removed > 0 {
             log::info!(
                 "removed {} leftover temporary file(s) in {}",
@@ -469,9 +475,17 @@ mod tests {
         let held = s.lock_shared(t(), "test").expect("shared");
         let err = s
             .clear(crate::store::deadline_after(Duration::from_millis(50)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("lock"), "{err}");
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Lock {
+                    source: crate::store::LockError::TimedOut { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert_eq!(left(&s), vec![1], "nothing removed without the lock");
         drop(held);
         assert_eq!(s.clear(t()).expect("clear").removed.len(), 1);

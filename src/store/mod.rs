@@ -31,7 +31,8 @@ use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact::{Sealer, engine_fingerprint};
+use crate::artifact::Sealer;
+use crate::engine::engine_fingerprint;
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
 pub(crate) use dir::{Dir, GROUP_OR_OTHER_WRITE, Owner, euid};
 #[cfg(not(feature = "fault-injection"))]
@@ -41,7 +42,7 @@ pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub use lock::{Exclusive, LockError, LockGuard, LockKind, LockState, deadline_after};
-pub use publish::{ARTIFACT_MODE, Published, TempCleanup};
+pub use publish::{ARTIFACT_MODE, Published};
 pub use rejection::Rejection;
 
 /// Prefix of temporary files; never a valid artifact name.
@@ -188,7 +189,7 @@ impl Store {
     /// pruned or cleaned, so it works on a read-only file system with no lock file.
     ///
     /// The fingerprint is given rather than computed, because a start-up opens several stores for
-    /// one engine: [`crate::artifact::engine_fingerprint`] computes it once.
+    /// one engine: [`crate::engine::engine_fingerprint`] computes it once.
     pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
         Store::open_bare(dir, fingerprint, sealer, false, true).context("refusing to use the read-only store")
     }

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use wasm_node_cache::artifact::ArtifactError;
-use wasm_node_cache::store::Rejection;
+use wasm_node_cache::{ArtifactError, Rejection};
 use wasm_node_cache::{ArtifactStore, Fault, Hash32, Origin, Outcome, StoreWrite, sha256};
 use wasmtime::component::Component;
 

@@ -1,0 +1,74 @@
+//! Where things are when nobody says: the node's default paths, the store directory's default,
+//! and the environment variables that override them. The node's builder and the CLI resolve
+//! through here, so an operator's command sees what the node sees.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default binary root, relative to the working directory (where the node has always kept its
+/// components).
+pub const DEFAULT_BINARY_ROOT: &str = "./config/wasm";
+/// Default whitelist file, relative to the working directory.
+pub const DEFAULT_WHITELIST_FILE: &str = "./config/wasm.conf";
+/// Environment variable that overrides the default store directory.
+pub const STORE_DIR_ENV: &str = "WASM_NODE_CACHE_DIR";
+/// Environment variable naming the MAC key file; setting it turns the authenticated mode on.
+pub const KEY_FILE_ENV: &str = "WASM_NODE_CACHE_KEY_FILE";
+/// Environment variable listing read-only stores (colon-separated), searched after the writable
+/// store: artifacts baked into a container image.
+pub const READ_ONLY_DIRS_ENV: &str = "WASM_NODE_CACHE_READ_ONLY_DIRS";
+/// Default wait for the store's lock before compiling in memory instead.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The MAC key file to use: `explicit` if given, else `$WASM_NODE_CACHE_KEY_FILE` if set and not
+/// empty, else none (plain mode). The builder and the CLI resolve it the same way, so operators'
+/// commands see the same fingerprint as the node.
+pub fn resolve_key_file(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        std::env::var_os(KEY_FILE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// The read-only stores to search: `explicit` if any are given, else the colon-separated
+/// `$WASM_NODE_CACHE_READ_ONLY_DIRS` (empty entries ignored). The builder and the CLI resolve them
+/// the same way.
+pub fn resolve_read_only_stores(explicit: Vec<PathBuf>) -> Vec<PathBuf> {
+    if !explicit.is_empty() {
+        return explicit;
+    }
+    std::env::var_os(READ_ONLY_DIRS_ENV)
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The default store directory: `$WASM_NODE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasm-node-cache`,
+/// else `$HOME/.cache/wasm-node-cache`, else `<temp dir>/wasm-node-cache-<uid>`.
+///
+/// `$XDG_CACHE_HOME` and `$HOME` are used only when they are directories owned by this process's
+/// uid: a root node started through `sudo -E` keeps the invoking user's `$HOME`, and a store below
+/// a directory that user owns is one that user could swap (the store's own checks would then
+/// refuse it, and the node would compile at every start).
+pub fn default_store_dir() -> PathBuf {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = non_empty(STORE_DIR_ENV) {
+        return dir;
+    }
+    // Walked and checked as a store path is, links included: a `$HOME` reached through a link
+    // another user owns does not qualify.
+    let owned_by_me = |p: &Path| {
+        crate::trusted_path::walk(p, false).is_ok_and(|w| w.check_final_dir(crate::store::Owner::Me).is_ok())
+    };
+    if let Some(xdg) = non_empty("XDG_CACHE_HOME").filter(|p| owned_by_me(p)) {
+        return xdg.join("wasm-node-cache");
+    }
+    if let Some(home) = non_empty("HOME").filter(|p| owned_by_me(p)) {
+        return home.join(".cache").join("wasm-node-cache");
+    }
+    std::env::temp_dir().join(format!("wasm-node-cache-{}", crate::store::euid()))
+}

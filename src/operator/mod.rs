@@ -1,0 +1,164 @@
+//! The operator's door: what a store holds ([`ArtifactStore::status`]), whether every artifact a
+//! start-up would load is sound ([`ArtifactStore::verify`]), and removal
+//! ([`ArtifactStore::prune`], [`ArtifactStore::clear`]). Each returns a typed report that
+//! serializes to the CLI's JSON; the CLI only renders them.
+
+mod prune;
+mod status;
+mod verify;
+
+use crate::artifact_store::ArtifactStore;
+use crate::error::StoreError;
+use crate::store::{Store, deadline_after};
+pub use prune::{PruneOptions, PruneReason, PruneReport, RemovalFailure, RemovedArtifact, RemovedFile};
+pub use status::{
+    ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, ReadOnlyStatus, StatusReport, StoreStatus,
+    UtcDate,
+};
+pub use verify::{ArtifactCheck, ReadOnlyVerification, StoreVerification, VerifyReport};
+
+impl ArtifactStore {
+    /// What the writable store and each read-only store hold, from file names and trailers only
+    /// (no payload hashing); takes no lock and changes nothing. A read-only store that is missing
+    /// or refused is reported in place ([`ReadOnlyStatus::Unusable`]).
+    ///
+    /// Errors: [`StoreError::NoStore`] without a writable store, [`StoreError::Io`] when a store
+    /// cannot be listed, [`StoreError::Profile`] when this build's profile engines cannot be built.
+    pub fn status(&self) -> Result<StatusReport, StoreError> {
+        let writable = self.operated_store()?;
+        let read_only = self.open_read_only();
+        let inner = self.inner();
+        let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
+        let profiles = status::Profiles::if_needed(&inner.engine, inner.keyed(), stores)?;
+        let store = StoreStatus::collect(writable, &profiles)?;
+        let read_only_stores = read_only
+            .into_iter()
+            .map(
+                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, &profiles)) {
+                    Ok(status) => ReadOnlyStatus::Open(status),
+                    Err(error) => ReadOnlyStatus::Unusable {
+                        path,
+                        read_only: true,
+                        error,
+                    },
+                },
+            )
+            .collect();
+        Ok(StatusReport {
+            store,
+            read_only_stores,
+        })
+    }
+
+    /// Checks every artifact of this engine's fingerprint in every store exactly as a start-up
+    /// does (owner and mode, trailer, binding to its name, payload checksum); changes nothing.
+    /// Holds the writable store's shared lock while checking it (as a loading node does), if the
+    /// store has a lock file, waiting at most the lock timeout.
+    ///
+    /// Errors: [`StoreError::Lock`] when the lock is not obtained, [`StoreError::Io`] when a store
+    /// cannot be listed, [`StoreError::NoStore`] without a writable store.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let writable = self.operated_store()?;
+        // The shared lock keeps a prune from unlinking files mid-check. It is only taken when the
+        // lock file exists, because taking it would otherwise create the file.
+        let _shared = if writable.has_lock_file() {
+            let deadline = deadline_after(self.inner().lock_timeout);
+            Some(
+                writable
+                    .lock_shared(deadline, "verify the store")
+                    .map_err(|source| StoreError::Lock {
+                        path: writable.lock_path(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        let store = StoreVerification::check(writable)?;
+        let read_only_stores = self
+            .open_read_only()
+            .into_iter()
+            .map(
+                |(path, opened)| match opened.and_then(|ro| StoreVerification::check(&ro)) {
+                    Ok(checked) => ReadOnlyVerification::Checked(checked),
+                    Err(error) => ReadOnlyVerification::Unusable { path, error },
+                },
+            )
+            .collect();
+        Ok(VerifyReport {
+            store,
+            read_only_stores,
+        })
+    }
+
+    /// Removes what `options` selects from the writable store, and leftover temporary files,
+    /// under its exclusive lock (waiting at most the lock timeout). Only unlinks: a node that
+    /// loaded a removed artifact keeps running it. In a dry run nothing is locked or removed.
+    ///
+    /// Order: artifacts of other fingerprints and files that are not the store's (`stale`; this
+    /// build's portable CPU profiles are kept), then hashes outside `keep`, then the oldest of
+    /// the rest until they fit `max_size`.
+    ///
+    /// Errors: [`StoreError::Lock`], [`StoreError::Io`] (listing, syncing the directory),
+    /// [`StoreError::Profile`], [`StoreError::NoStore`]. A file that cannot be removed is not an
+    /// error: it is in [`PruneReport::failed`] and the rest are still removed.
+    pub fn prune(&self, options: &PruneOptions) -> Result<PruneReport, StoreError> {
+        let store = self.operated_store()?;
+        // Portable CPU profiles of this build are current, not stale: a bake holds them for
+        // other hosts.
+        let current = if options.stale {
+            crate::profile::portable_fingerprints(store.is_keyed())
+                .map_err(|e| StoreError::Profile {
+                    profile: None,
+                    reason: e.into(),
+                })?
+                .into_iter()
+                .map(|(_, fp)| fp)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let selection = crate::store::maintenance::PruneOptions {
+            stale: options.stale,
+            current,
+            keep: options.keep.clone(),
+            max_size: options.max_size,
+            dry_run: options.dry_run,
+        };
+        let report = store.prune(&selection, deadline_after(self.inner().lock_timeout))?;
+        Ok(PruneReport::from_removal(report, options.dry_run))
+    }
+
+    /// Removes every artifact (any fingerprint) and leftover temporary files from the writable
+    /// store, under its exclusive lock. The directory, its lock file and files that are not the
+    /// store's stay.
+    ///
+    /// Errors as [`ArtifactStore::prune`]'s.
+    pub fn clear(&self) -> Result<PruneReport, StoreError> {
+        let store = self.operated_store()?;
+        let report = store.clear(deadline_after(self.inner().lock_timeout))?;
+        Ok(PruneReport::from_removal(report, false))
+    }
+
+    /// The writable store, which every operator command works on.
+    fn operated_store(&self) -> Result<&Store, StoreError> {
+        self.inner().writable_store().ok_or(StoreError::NoStore)
+    }
+
+    /// Each read-only store, opened afresh so that a failure is reported with its typed cause.
+    fn open_read_only(&self) -> Vec<(std::path::PathBuf, Result<Store, StoreError>)> {
+        let inner = self.inner();
+        inner
+            .read_only
+            .iter()
+            .map(|ro| {
+                let opened = match &inner.sealer {
+                    Ok(sealer) => Store::open_bare(&ro.path, inner.fingerprint, sealer.clone(), false, true)
+                        .map_err(|e| StoreError::refused(ro.path.clone(), e)),
+                    Err(_) => Err(StoreError::NoStore),
+                };
+                (ro.path.clone(), opened)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,383 @@
+//! [`ArtifactStore::status`](crate::ArtifactStore::status): what a store holds, read-only and
+//! quick (trailers only, no payload hashing), as `status` and `status --json` show it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::key::{Fingerprint, Hash32, Kind};
+use crate::profile::{CpuProfile, ProfileStatus};
+use crate::serial;
+use crate::store::{LockState, Rejection, Store, StoredEntry};
+
+/// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: the writable store, then
+/// each read-only store in the same form. Serializes as `status --json`'s object.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    /// The writable store (its fields at the top level of the JSON object).
+    #[serde(flatten)]
+    pub store: StoreStatus,
+    /// Each read-only store, in the order configured.
+    pub read_only_stores: Vec<ReadOnlyStatus>,
+}
+
+impl StatusReport {
+    /// How many read-only stores could not be opened.
+    pub fn unusable_read_only(&self) -> usize {
+        self.read_only_stores
+            .iter()
+            .filter(|r| matches!(r, ReadOnlyStatus::Unusable { .. }))
+            .count()
+    }
+}
+
+/// A read-only store: what it holds, or why it could not be opened.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ReadOnlyStatus {
+    /// Opened and listed.
+    Open(StoreStatus),
+    /// Missing or refused.
+    Unusable {
+        /// The directory as configured.
+        #[serde(serialize_with = "serial::path")]
+        path: PathBuf,
+        /// Always true (so that every store object of the JSON has the field).
+        read_only: bool,
+        /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]);
+        /// JSON: the error and its causes as one line.
+        #[serde(serialize_with = "serial::error_chain")]
+        error: StoreError,
+    },
+}
+
+/// One store as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct StoreStatus {
+    /// The directory, as opened.
+    #[serde(serialize_with = "serial::path")]
+    pub path: PathBuf,
+    /// True for a read-only store.
+    pub read_only: bool,
+    /// Who holds the lock, probed without waiting; `None` for a read-only store, never locked.
+    pub lock: Option<LockState>,
+    /// This build's engine fingerprint in the store's mode.
+    #[serde(serialize_with = "serial::fingerprint")]
+    pub fingerprint: Fingerprint,
+    /// True in MAC mode.
+    pub keyed: bool,
+    /// Artifact files, of any fingerprint.
+    pub artifacts: usize,
+    /// Of them, artifacts of this build (its engine's or a portable profile's).
+    pub current: usize,
+    /// Of `current`, artifacts of a portable CPU profile.
+    pub portable: usize,
+    /// Artifacts of other fingerprints.
+    pub stale: usize,
+    /// Artifacts with a bad trailer (not counting the other MAC mode's) or refused by the loader.
+    pub bad_or_refused: usize,
+    /// Artifacts anyone has write permission on.
+    pub writable: usize,
+    /// Sum of the artifacts' sizes.
+    pub total_bytes: u64,
+    /// Unfinished temporary files.
+    pub temp_files: usize,
+    /// Each fingerprint present with its number of files: this engine's first, then its portable
+    /// profiles best first, then stale ones.
+    pub fingerprints: Vec<FingerprintStatus>,
+    /// Every artifact, sorted by file name.
+    pub entries: Vec<ArtifactStatus>,
+    /// Files that are not the store's: never loaded, removed by `prune --stale`.
+    pub foreign_files: Vec<ForeignFileStatus>,
+}
+
+/// One artifact file as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct ArtifactStatus {
+    /// SHA-256 of the source, from the file name.
+    #[serde(serialize_with = "serial::hex")]
+    pub hash: Hash32,
+    /// Component or core module, from the file name.
+    pub kind: Kind,
+    /// The file.
+    #[serde(serialize_with = "serial::path")]
+    pub file: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// The fingerprint in the file name.
+    #[serde(serialize_with = "serial::fingerprint")]
+    pub fingerprint: Fingerprint,
+    /// Of this build: its engine's fingerprint or one of its portable CPU profiles'.
+    pub current: bool,
+    /// The CPU profile of a current artifact (`native` for this engine's own).
+    pub profile: Option<CpuProfile>,
+    /// When it was published, from its trailer (seconds since the Unix epoch).
+    pub created_unix: Option<u64>,
+    /// The same as a UTC date.
+    #[serde(serialize_with = "serial::opt_display")]
+    pub created: Option<UtcDate>,
+    /// Why the trailer check failed: not intact, or naming another hash, fingerprint or kind.
+    #[serde(serialize_with = "serial::opt_display")]
+    pub header_error: Option<HeaderProblem>,
+    /// The trailer is of the other authentication mode: not a defect, just not checkable here.
+    pub other_mode: bool,
+    /// Owner uid.
+    pub uid: u32,
+    /// Permission bits (JSON: octal text).
+    #[serde(serialize_with = "serial::octal_mode")]
+    pub mode: u32,
+    /// Anyone has write permission.
+    pub writable: bool,
+    /// Why the loader refuses the file before reading it (foreign owner, writable by others).
+    #[serde(serialize_with = "serial::opt_display")]
+    pub refused: Option<Rejection>,
+}
+
+/// Why an artifact's trailer does not fit its file name.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HeaderProblem {
+    /// The trailer is not intact (or of the other MAC mode: see [`ArtifactStatus::other_mode`]).
+    Trailer(Rejection),
+    /// The trailer names another hash or fingerprint than the file name.
+    NamesAnother,
+    /// The trailer holds another kind than the file name says.
+    KindMismatch {
+        /// The kind in the trailer.
+        trailer: Kind,
+        /// The kind the file name says.
+        name: Kind,
+    },
+}
+
+impl fmt::Display for HeaderProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderProblem::Trailer(r) => r.fmt(f),
+            HeaderProblem::NamesAnother => f.write_str("trailer names another hash or fingerprint than the file name"),
+            HeaderProblem::KindMismatch { trailer, name } => {
+                write!(f, "trailer holds a {trailer}, the file name says {name}")
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, shown as `YYYY-MM-DD HH:MM:SS UTC` (no time-zone database, the
+/// same on every node of a fleet), or the raw number when beyond the calendar's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcDate(pub u64);
+
+impl fmt::Display for UtcDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match i64::try_from(self.0)
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        {
+            Some(t) => write!(f, "{}", t.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            None => write!(f, "{} s after the epoch", self.0),
+        }
+    }
+}
+
+/// A fingerprint a store holds, with its number of files.
+#[derive(Debug, Serialize)]
+pub struct FingerprintStatus {
+    /// The fingerprint.
+    #[serde(serialize_with = "serial::fingerprint")]
+    pub fingerprint: Fingerprint,
+    /// Artifact files under it.
+    pub files: usize,
+    /// This build's engine's.
+    pub current: bool,
+    /// The CPU profile of this build the fingerprint belongs to, if any.
+    pub profile: Option<CpuProfile>,
+    /// For a profile: whether this CPU runs its code (wasmtime's check).
+    pub runs_here: Option<bool>,
+    /// For a profile this CPU cannot run: wasmtime's reason, in its words.
+    pub refused: Option<String>,
+}
+
+/// A file in the store that is neither an artifact, the lock nor a temp file.
+#[derive(Debug, Serialize)]
+pub struct ForeignFileStatus {
+    /// The file.
+    #[serde(serialize_with = "serial::path")]
+    pub file: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// True for a directory (which `prune` cannot unlink).
+    pub directory: bool,
+}
+
+/// This build's CPU profiles with their fingerprints, computed only when some store holds an
+/// artifact of a fingerprint other than the engine's own (it builds an engine per profile).
+pub(crate) struct Profiles(Vec<ProfileStatus>);
+
+impl Profiles {
+    /// The profiles, when some store of `stores` holds a fingerprint other than the engine's own.
+    pub(crate) fn if_needed<'a>(
+        engine: &wasmtime::Engine,
+        keyed: bool,
+        stores: impl Iterator<Item = &'a Store> + Clone,
+    ) -> Result<Profiles, StoreError> {
+        let foreign = stores.clone().any(|s| {
+            s.fingerprints_present()
+                .is_ok_and(|fps| fps.iter().any(|fp| *fp != s.fingerprint()))
+        });
+        if !foreign {
+            return Ok(Profiles(Vec::new()));
+        }
+        let statuses = crate::profile::profile_statuses(engine, keyed).map_err(|e| StoreError::Profile {
+            profile: None,
+            reason: e.into(),
+        })?;
+        Ok(Profiles(statuses))
+    }
+
+    fn of(&self, fp: &Fingerprint) -> Option<&ProfileStatus> {
+        let hex = fp.to_hex();
+        self.0.iter().find(|p| p.fingerprint == hex)
+    }
+}
+
+impl StoreStatus {
+    pub(crate) fn collect(store: &Store, profiles: &Profiles) -> Result<StoreStatus, StoreError> {
+        let path = store.dir().to_path_buf();
+        let list_error = |source| StoreError::Io {
+            path: path.clone(),
+            op: "list",
+            source,
+        };
+        let lock = if store.is_read_only() {
+            None
+        } else {
+            Some(store.lock_state().map_err(|source| StoreError::Io {
+                path: store.lock_path(),
+                op: "probe the lock",
+                source,
+            })?)
+        };
+        let entries = store.entries().map_err(list_error)?;
+        let temp_files = store.temp_file_count().map_err(list_error)?;
+        let mut counts: BTreeMap<Fingerprint, usize> = BTreeMap::new();
+        for e in &entries {
+            *counts.entry(e.key.fingerprint).or_default() += 1;
+        }
+        let mut fingerprints: Vec<FingerprintStatus> = counts
+            .into_iter()
+            .map(|(fp, files)| {
+                let profile = profiles.of(&fp);
+                let native = fp == store.fingerprint();
+                FingerprintStatus {
+                    fingerprint: fp,
+                    files,
+                    current: native,
+                    profile: profile.map(|p| p.profile).or(native.then_some(CpuProfile::Native)),
+                    runs_here: profile.map(|p| p.runs_here),
+                    refused: profile.and_then(|p| p.refused.clone()),
+                }
+            })
+            .collect();
+        // This engine's first, then its portable profiles best first, then stale ones.
+        fingerprints.sort_by_key(|f| (!f.current, f.profile.is_none(), std::cmp::Reverse(f.profile)));
+        let foreign_files = store
+            .foreign_files()
+            .map_err(list_error)?
+            .into_iter()
+            .map(|f| ForeignFileStatus {
+                file: f.path,
+                size: f.size,
+                directory: f.is_dir,
+            })
+            .collect();
+        let rows: Vec<ArtifactStatus> = entries
+            .into_iter()
+            .map(|entry| ArtifactStatus::collect(store, profiles, entry))
+            .collect();
+        let current = rows.iter().filter(|r| r.current).count();
+        let portable = rows
+            .iter()
+            .filter(|r| r.profile.is_some_and(|p| !p.is_native()))
+            .count();
+        Ok(StoreStatus {
+            path,
+            read_only: store.is_read_only(),
+            lock,
+            fingerprint: store.fingerprint(),
+            keyed: store.is_keyed(),
+            artifacts: rows.len(),
+            current,
+            portable,
+            stale: rows.len() - current,
+            bad_or_refused: rows
+                .iter()
+                .filter(|r| (r.header_error.is_some() && !r.other_mode) || r.refused.is_some())
+                .count(),
+            writable: rows.iter().filter(|r| r.writable).count(),
+            total_bytes: rows.iter().map(|r| r.size).sum(),
+            temp_files,
+            fingerprints,
+            entries: rows,
+            foreign_files,
+        })
+    }
+}
+
+impl ArtifactStatus {
+    fn collect(store: &Store, profiles: &Profiles, entry: StoredEntry) -> ArtifactStatus {
+        let refused = entry.trust_problem(|uid| store.trusts_owner(uid));
+        let trailer = store.read_trailer(&entry.key);
+        let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
+        let header_error = match &trailer {
+            Err(e) => Some(HeaderProblem::Trailer(e.clone())),
+            Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
+                Some(HeaderProblem::NamesAnother)
+            }
+            Ok(t) if t.kind != entry.key.kind => Some(HeaderProblem::KindMismatch {
+                trailer: t.kind,
+                name: entry.key.kind,
+            }),
+            Ok(_) => None,
+        };
+        let created_unix = trailer.ok().map(|t| t.created_unix);
+        let native = entry.key.fingerprint == store.fingerprint();
+        ArtifactStatus {
+            hash: entry.key.source,
+            kind: entry.key.kind,
+            file: entry.path.clone(),
+            size: entry.size,
+            fingerprint: entry.key.fingerprint,
+            current: native || profiles.of(&entry.key.fingerprint).is_some(),
+            profile: if native {
+                Some(CpuProfile::Native)
+            } else {
+                profiles.of(&entry.key.fingerprint).map(|p| p.profile)
+            },
+            created_unix,
+            created: created_unix.map(UtcDate),
+            header_error,
+            other_mode,
+            uid: entry.uid,
+            mode: entry.mode,
+            writable: entry.has_write_bit(),
+            refused,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UtcDate;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(UtcDate(0).to_string(), "1970-01-01 00:00:00 UTC");
+        assert_eq!(UtcDate(951_782_400).to_string(), "2000-02-29 00:00:00 UTC");
+        assert_eq!(UtcDate(1_700_000_000).to_string(), "2023-11-14 22:13:20 UTC");
+        assert_eq!(UtcDate(4_102_444_799).to_string(), "2099-12-31 23:59:59 UTC");
+        assert_eq!(UtcDate(u64::MAX).to_string(), format!("{} s after the epoch", u64::MAX));
+    }
+}

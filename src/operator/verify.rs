@@ -1,0 +1,153 @@
+//! [`ArtifactStore::verify`](crate::ArtifactStore::verify): the full check of every artifact this
+//! engine would load, exactly as a start-up checks it; changes nothing.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::status::ForeignFileStatus;
+use crate::error::StoreError;
+use crate::key::{Fingerprint, Hash32, Kind};
+use crate::serial;
+use crate::store::{Rejection, Store};
+
+/// What [`ArtifactStore::verify`](crate::ArtifactStore::verify) found: the writable store, then
+/// each read-only store.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    /// The writable store.
+    pub store: StoreVerification,
+    /// Each read-only store, in the order configured.
+    pub read_only_stores: Vec<ReadOnlyVerification>,
+}
+
+impl VerifyReport {
+    /// Bad artifacts in every store, plus read-only stores that could not be opened: zero when
+    /// everything a node would load is sound.
+    pub fn problems(&self) -> usize {
+        self.store.bad()
+            + self
+                .read_only_stores
+                .iter()
+                .map(|r| match r {
+                    ReadOnlyVerification::Checked(s) => s.bad(),
+                    ReadOnlyVerification::Unusable { .. } => 1,
+                })
+                .sum::<usize>()
+    }
+}
+
+/// A read-only store: its check, or why it could not be opened.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ReadOnlyVerification {
+    /// Opened and checked.
+    Checked(StoreVerification),
+    /// Missing or refused.
+    Unusable {
+        /// The directory as configured.
+        #[serde(serialize_with = "serial::path")]
+        path: PathBuf,
+        /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]).
+        #[serde(serialize_with = "serial::error_chain")]
+        error: StoreError,
+    },
+}
+
+/// One store's check.
+#[derive(Debug, Serialize)]
+pub struct StoreVerification {
+    /// The directory, as opened.
+    #[serde(serialize_with = "serial::path")]
+    pub path: PathBuf,
+    /// True for a read-only store.
+    pub read_only: bool,
+    /// The fingerprint whose artifacts were checked (this build's engine, in the store's mode).
+    #[serde(serialize_with = "serial::fingerprint")]
+    pub fingerprint: Fingerprint,
+    /// Every artifact of that fingerprint, sorted by file name, with its verdict.
+    pub artifacts: Vec<ArtifactCheck>,
+    /// Artifacts of other fingerprints: counted, not checked (never loaded by this engine).
+    pub other_fingerprints: usize,
+    /// Files that are not the store's: never loaded, removed by `prune --stale`.
+    pub foreign_files: Vec<ForeignFileStatus>,
+}
+
+impl StoreVerification {
+    /// How many artifacts failed the check.
+    pub fn bad(&self) -> usize {
+        self.artifacts.iter().filter(|a| a.problem.is_some()).count()
+    }
+
+    pub(crate) fn check(store: &Store) -> Result<StoreVerification, StoreError> {
+        let list_error = |source| StoreError::Io {
+            path: store.dir().to_path_buf(),
+            op: "list",
+            source,
+        };
+        let entries = store.entries().map_err(list_error)?;
+        let (current, other): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|e| e.key.fingerprint == store.fingerprint());
+        let artifacts = current
+            .into_iter()
+            .map(|entry| {
+                let problem = store.check(&entry.key).err();
+                if let Some(reason) = &problem {
+                    log::info!("artifact {} is bad: {reason}", entry.path.display());
+                }
+                ArtifactCheck {
+                    hash: entry.key.source,
+                    kind: entry.key.kind,
+                    writable: entry.has_write_bit(),
+                    file: entry.path,
+                    size: entry.size,
+                    mode: entry.mode,
+                    problem,
+                }
+            })
+            .collect();
+        let foreign_files = store
+            .foreign_files()
+            .map_err(list_error)?
+            .into_iter()
+            .map(|f| ForeignFileStatus {
+                file: f.path,
+                size: f.size,
+                directory: f.is_dir,
+            })
+            .collect();
+        Ok(StoreVerification {
+            path: store.dir().to_path_buf(),
+            read_only: store.is_read_only(),
+            fingerprint: store.fingerprint(),
+            artifacts,
+            other_fingerprints: other.len(),
+            foreign_files,
+        })
+    }
+}
+
+/// One artifact's verdict.
+#[derive(Debug, Serialize)]
+pub struct ArtifactCheck {
+    /// SHA-256 of the source.
+    #[serde(serialize_with = "serial::hex")]
+    pub hash: Hash32,
+    /// Component or core module.
+    pub kind: Kind,
+    /// The file.
+    #[serde(serialize_with = "serial::path")]
+    pub file: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (JSON: octal text).
+    #[serde(serialize_with = "serial::octal_mode")]
+    pub mode: u32,
+    /// Passes, but anyone has write permission: a write into a loaded artifact changes the nodes
+    /// running it.
+    pub writable: bool,
+    /// Why a start-up would refuse it; `None` when it is sound.
+    #[serde(serialize_with = "serial::opt_display")]
+    pub problem: Option<Rejection>,
+}

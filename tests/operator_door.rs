@@ -1,0 +1,99 @@
+//! The operator's door (`status`, `verify`, `prune`, `clear` on `ArtifactStore`): its errors are
+//! typed and matched by variant, never by their text.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use wasm_node_cache::testing::{Sealer, Store, deadline_after};
+use wasm_node_cache::{ArtifactStore, LockError, PruneOptions, StoreError, engine_fingerprint};
+use wasmtime::Engine;
+
+#[test]
+fn verify_of_a_missing_store_is_missing_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no-store-here");
+    let err = ArtifactStore::builder(&path)
+        .open_existing(&Engine::default())
+        .and_then(|s| s.verify())
+        .expect_err("no store");
+    assert!(matches!(err, StoreError::Missing { .. }), "{err:?}");
+    assert!(!path.exists(), "an operator's command never creates a store");
+}
+
+#[test]
+fn a_store_writable_by_others_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    std::fs::create_dir(&path).expect("mkdir");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = ArtifactStore::builder(&path)
+        .open_existing(&Engine::default())
+        .expect_err("refused");
+    assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+    let err = ArtifactStore::open(&path, &Engine::default()).expect_err("refused");
+    assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+}
+
+#[test]
+fn a_held_lock_is_a_lock_error_with_its_cause_printed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = Engine::default();
+    let store = ArtifactStore::builder(&path)
+        .lock_timeout(Duration::from_millis(50))
+        .open(&engine)
+        .expect("open");
+    // Another holder of the exclusive lock: a second open file description, as another process has.
+    let holder = Store::open(&path, engine_fingerprint(&engine, false), Sealer::Plain).expect("open");
+    let _held = holder
+        .lock_exclusive(deadline_after(Duration::from_secs(5)), "test")
+        .expect("exclusive");
+    for err in [
+        store.verify().map(|_| ()).expect_err("verify waits, then gives up"),
+        store.clear().map(|_| ()).expect_err("clear waits, then gives up"),
+        store
+            .prune(&PruneOptions {
+                stale: true,
+                ..PruneOptions::default()
+            })
+            .map(|_| ())
+            .expect_err("prune waits, then gives up"),
+    ] {
+        assert!(
+            matches!(
+                err,
+                StoreError::Lock {
+                    source: LockError::TimedOut { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // The outer message does not repeat the cause it returns as its source.
+        let outer = err.to_string();
+        let cause = std::error::Error::source(&err).expect("a source").to_string();
+        assert!(!outer.contains(&cause), "{outer} / {cause}");
+    }
+    // A dry run takes no lock.
+    let dry = store
+        .prune(&PruneOptions {
+            stale: true,
+            dry_run: true,
+            ..PruneOptions::default()
+        })
+        .expect("a dry run needs no lock");
+    assert!(dry.dry_run && dry.removed.is_empty());
+}
+
+#[test]
+fn a_node_without_a_store_has_nothing_to_prune() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = wasm_node_cache::WasmNodeCache::builder()
+        .binary_root(dir.path())
+        .whitelist(Default::default())
+        .no_store()
+        .build()
+        .expect("start-up");
+    let err = node.prune_store().expect_err("no store");
+    assert!(matches!(err, StoreError::NoStore), "{err:?}");
+}
