@@ -296,7 +296,14 @@ fn load_read_only<'a>(
         }
         match stores.read_only_store(i) {
             Some(Ok(store)) => {
-                report.hits = load_pending(store, plan.engine(), Some(CpuProfile::Native), slots, components);
+                // A bake of portable profiles only holds nothing under this engine's fingerprint:
+                // one listing then saves a pass of failed opens over every pending hash.
+                let has_native = store
+                    .fingerprints_present()
+                    .map_or(true, |fps| fps.contains(&store.fingerprint()));
+                if has_native {
+                    report.hits = load_pending(store, plan.engine(), Some(CpuProfile::Native), slots, components);
+                }
                 opened.push(Some(store));
             }
             Some(Err(e)) => {
