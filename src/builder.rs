@@ -187,14 +187,14 @@ impl Builder {
         let key_file = resolve_key_file(self.auth_key_file);
         let sealer = match (&key_file, &store) {
             (None, _) => Ok(Sealer::Plain),
-            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(format!(
-                "MAC key file {} is inside the store {}; whoever can write the store could replace it",
-                key.display(),
-                dir.display()
-            )),
+            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(crate::authkey::KeyError::InsideStore {
+                path: key.clone(),
+                store: dir.clone(),
+            }
+            .to_string()),
             (Some(key), _) => crate::authkey::load_key(key)
                 .map(Sealer::Keyed)
-                .map_err(|e| format!("{e:#}")),
+                .map_err(|e| crate::serial::Chain(&e).to_string()),
         };
 
         let lock_timeout = self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT);

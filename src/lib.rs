@@ -43,6 +43,7 @@ mod engine;
 mod error;
 mod key;
 mod operator;
+mod path_refusal;
 mod profile;
 mod report;
 mod serial;
@@ -56,7 +57,7 @@ mod whitelist;
 
 pub use artifact::ArtifactError;
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
-pub use authkey::load_key;
+pub use authkey::{KeyError, load_key};
 pub use builder::Builder;
 pub use cache::WasmNodeCache;
 pub use defaults::{
@@ -71,6 +72,7 @@ pub use operator::{
     PruneReport, ReadOnlyStatus, ReadOnlyVerification, RemovalFailure, RemovedArtifact, RemovedFile, StatusReport,
     StoreStatus, StoreVerification, UtcDate, VerifyReport,
 };
+pub use path_refusal::PathRefusal;
 pub use profile::{CpuProfile, ProfileStatus, host_triple, profile_statuses};
 pub use report::{
     BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,

@@ -8,6 +8,7 @@ use wasmtime::Engine;
 
 use super::{ArtifactStore, Inner, ReadOnly, Writable};
 use crate::artifact::Sealer;
+use crate::authkey::KeyError;
 use crate::defaults::DEFAULT_LOCK_TIMEOUT;
 use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
@@ -116,12 +117,15 @@ impl ArtifactStoreBuilder {
                 if crate::trusted_path::is_within(key, &self.dir) {
                     return Err(StoreError::Key {
                         path: key.clone(),
-                        reason: "it is inside the store, where whoever can write the store could replace it".into(),
+                        reason: KeyError::InsideStore {
+                            path: key.clone(),
+                            store: self.dir.clone(),
+                        },
                     });
                 }
-                let bytes = crate::authkey::load_key(key).map_err(|e| StoreError::Key {
+                let bytes = crate::authkey::load_key(key).map_err(|reason| StoreError::Key {
                     path: key.clone(),
-                    reason: e.into(),
+                    reason,
                 })?;
                 Sealer::Keyed(bytes)
             }

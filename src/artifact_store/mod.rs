@@ -144,11 +144,12 @@ impl Inner {
     /// Read-only store `i`, opened (and checked) at its first use.
     pub fn read_only_store(&self, i: usize) -> Option<&Result<Store, String>> {
         let ro = self.read_only.get(i)?;
-        Some(ro.store.get_or_init(|| match &self.sealer {
-            Ok(sealer) => {
-                Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()).map_err(|e| format!("{e:#}"))
+        Some(ro.store.get_or_init(|| {
+            match &self.sealer {
+                Ok(sealer) => Store::open_read_only(&ro.path, self.fingerprint, sealer.clone())
+                    .map_err(|e| crate::serial::Chain(&e).to_string()),
+                Err(e) => Err(e.clone()),
             }
-            Err(e) => Err(e.clone()),
         }))
     }
 
@@ -206,7 +207,7 @@ impl ArtifactStore {
                 }
                 Err(e) => Writable::Refused {
                     path,
-                    reason: format!("{e:#}"),
+                    reason: crate::serial::Chain(&e).to_string(),
                 },
             },
         };
