@@ -8,11 +8,8 @@ use std::path::PathBuf;
 use crate::authkey::KeyError;
 use crate::key::{Hash32, Kind};
 use crate::path_refusal::PathRefusal;
-use crate::profile::CpuProfile;
+use crate::profile::{CpuProfile, ProfileError};
 use crate::store::LockError;
-
-/// A boxed cause, as the store's internal checks report it.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a store operation failed. A store that is merely damaged (a corrupt, truncated, foreign or
 /// misnamed artifact, a full disk, a lock held past the timeout while loading) is never an error:
@@ -62,10 +59,11 @@ pub enum StoreError {
     },
     /// A CPU profile cannot be used with this engine.
     Profile {
-        /// The profile (`None`: the list itself, for example an empty one).
+        /// The profile (`None`: the list itself, for example an empty one, or every profile of
+        /// this build).
         profile: Option<CpuProfile>,
-        /// What is wrong.
-        reason: Cause,
+        /// What is wrong, typed.
+        reason: ProfileError,
     },
     /// The wasm binary is not a valid component or core module for this engine.
     Compile {
@@ -112,7 +110,7 @@ impl std::error::Error for StoreError {
             StoreError::Missing { .. } | StoreError::NoStore => None,
             StoreError::Refused { reason, .. } => Some(reason),
             StoreError::Key { reason, .. } => Some(reason),
-            StoreError::Profile { reason, .. } => Some(reason.as_ref()),
+            StoreError::Profile { reason, .. } => Some(reason),
             StoreError::Lock { source, .. } => Some(source),
             StoreError::Io { source, .. } => Some(source),
             StoreError::Compile { source, .. } => Some(source.as_ref()),

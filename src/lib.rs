@@ -44,6 +44,7 @@ mod error;
 mod key;
 mod operator;
 mod path_refusal;
+mod problem;
 mod profile;
 mod report;
 mod serial;
@@ -66,14 +67,15 @@ pub use defaults::{
 };
 pub use engine::{engine_fingerprint, init_wasm_engine, node_config};
 pub use error::StoreError;
-pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, parse_hash};
+pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, ParseHashError, parse_hash};
 pub use operator::{
     ArtifactCheck, ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, PruneOptions, PruneReason,
     PruneReport, ReadOnlyStatus, ReadOnlyVerification, RemovalFailure, RemovedArtifact, RemovedFile, StatusReport,
     StoreStatus, StoreVerification, UtcDate, VerifyReport,
 };
 pub use path_refusal::PathRefusal;
-pub use profile::{CpuProfile, ProfileStatus, host_triple, profile_statuses};
+pub use problem::{ProblemKind, StoreProblem};
+pub use profile::{CpuProfile, ProfileError, ProfileStatus, host_triple, profile_statuses};
 pub use report::{
     BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,
     StoreHealth, StoreWrite,
@@ -99,4 +101,4 @@ pub mod testing {
         TEMP_PREFIX, deadline_after,
     };
 }
-pub use whitelist::{parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
+pub use whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};

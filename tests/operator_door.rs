@@ -214,3 +214,66 @@ fn a_node_without_a_store_has_nothing_to_prune() {
     let err = node.prune_store().expect_err("no store");
     assert!(matches!(err, StoreError::NoStore), "{err:?}");
 }
+
+#[test]
+fn profile_whitelist_and_hash_errors_are_typed() {
+    use wasm_node_cache::{BadLineCause, CpuProfile, ParseHashError, ProfileError, WhitelistError};
+    assert!(matches!(
+        "x86-64-v9".parse::<CpuProfile>(),
+        Err(ProfileError::Unknown { name }) if name == "x86-64-v9"
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = ArtifactStore::builder(dir.path().join("store"))
+        .cpu_profiles(&[])
+        .open(&Engine::default())
+        .expect_err("refused");
+    assert!(
+        matches!(
+            &err,
+            StoreError::Profile {
+                profile: None,
+                reason: ProfileError::EmptyList
+            }
+        ),
+        "{err:?}"
+    );
+    // The node's builder keeps its anyhow signature; the typed cause is still there.
+    let Err(err) = wasm_node_cache::WasmNodeCache::builder()
+        .no_store()
+        .whitelist(Default::default())
+        .cpu_profiles(Vec::new())
+        .build()
+    else {
+        panic!("an empty profile list is refused");
+    };
+    assert!(
+        matches!(err.downcast_ref::<ProfileError>(), Some(ProfileError::EmptyList)),
+        "{err:?}"
+    );
+
+    let conf = dir.path().join("wasm.conf");
+    std::fs::write(&conf, format!("{}\nzz{}\n", "ab".repeat(32), "cd".repeat(31))).expect("write");
+    let err = wasm_node_cache::read_whitelist_file(&conf).expect_err("bad line");
+    assert!(
+        matches!(
+            &err,
+            WhitelistError::BadLine {
+                line: 2,
+                cause: BadLineCause::NotAHash(ParseHashError::NotHex { .. }),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        wasm_node_cache::read_whitelist_file(dir.path()),
+        Err(WhitelistError::NotRegularFile {
+            kind: "a directory",
+            ..
+        })
+    ));
+    assert!(matches!(
+        wasm_node_cache::read_whitelist_file(&dir.path().join("absent.conf")),
+        Err(WhitelistError::Io { op: "read", .. })
+    ));
+}

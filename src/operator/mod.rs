@@ -108,10 +108,7 @@ impl ArtifactStore {
         // other hosts.
         let current = if options.stale {
             crate::profile::portable_fingerprints(store.is_keyed())
-                .map_err(|e| StoreError::Profile {
-                    profile: None,
-                    reason: e.into(),
-                })?
+                .map_err(|reason| StoreError::Profile { profile: None, reason })?
                 .into_iter()
                 .map(|(_, fp)| fp)
                 .collect()
