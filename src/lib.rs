@@ -21,8 +21,10 @@
 //! embedder's door and the lookups both doors share), `startup` (the node's start-up),
 //! `operator` (status, verify, prune, clear), `report`, `cache` and `builder` (the node's door),
 //! `defaults` (default paths and environment), `engine` (the node's settings and the engine
-//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, and `trusted_path`
-//! (walking a path as given, checking every directory and link on the way).
+//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, `trusted_path`
+//! (walking a path as given, checking every directory and link on the way) with `path_refusal`
+//! (why it refused), `error` ([`StoreError`]) and `problem` ([`StoreProblem`], a failure as a
+//! report holds it).
 
 // Declared once for the whole crate: the store relies on descriptor-relative file operations
 // (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
