@@ -1,13 +1,133 @@
 //! The secret key of the authenticated (MAC) mode: 32 bytes, in a file outside the store that only
 //! its owner can read.
 
+use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use rustix::fs::{FileType, OFlags};
 
+use crate::path_refusal::PathRefusal;
 use crate::store::{Dir, Owner};
+
+/// Why a MAC key file could not be used. Each variant names the file.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The file's directory, an ancestor or a link on the way failed a trust check.
+    Refused {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong on the way.
+        reason: PathRefusal,
+    },
+    /// The file is a symbolic link: a key file is never reached through a link.
+    Symlink {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The file is not a regular file (a directory, FIFO, device...).
+    NotRegularFile {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The file is owned by a user who is neither this process's nor root.
+    OwnedByOther {
+        /// The key file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Group or others have some permission on the file.
+    AccessibleToOthers {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It holds neither 32 raw bytes nor 64 hex digits.
+    BadLength {
+        /// The key file.
+        path: PathBuf,
+        /// Bytes found (up to 1024 are read).
+        len: usize,
+    },
+    /// Its 32 bytes are all equal (all zeros, a file of `0xff`): not a random key.
+    NotRandom {
+        /// The key file.
+        path: PathBuf,
+        /// The byte repeated.
+        byte: u8,
+    },
+    /// The key file lies inside the store, where whoever can write the store could replace it.
+    InsideStore {
+        /// The key file.
+        path: PathBuf,
+        /// The store.
+        store: PathBuf,
+    },
+    /// Opening or reading the file failed.
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What was being done ("open", "read").
+        op: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Refused { path, .. } => write!(f, "MAC key file {} cannot be reached safely", path.display()),
+            KeyError::Symlink { path } => write!(
+                f,
+                "MAC key file {} is a symbolic link; the key file is never reached through a link",
+                path.display()
+            ),
+            KeyError::NotRegularFile { path } => write!(f, "MAC key file {} is not a regular file", path.display()),
+            KeyError::OwnedByOther { path, uid } => write!(
+                f,
+                "MAC key file {} is owned by uid {uid}, neither this process's uid {} nor root",
+                path.display(),
+                crate::store::euid()
+            ),
+            KeyError::AccessibleToOthers { path, mode } => write!(
+                f,
+                "MAC key file {} is accessible to other users (mode {mode:03o}); run `chmod 600` on it",
+                path.display()
+            ),
+            KeyError::BadLength { path, len } => write!(
+                f,
+                "MAC key file {} must hold 32 raw bytes or 64 hex digits ({len} bytes found)",
+                path.display()
+            ),
+            KeyError::NotRandom { path, byte } => write!(
+                f,
+                "MAC key file {} is not random: all 32 bytes are 0x{byte:02x}; write 32 bytes from /dev/urandom into it",
+                path.display()
+            ),
+            KeyError::InsideStore { path, store } => write!(
+                f,
+                "MAC key file {} is inside the store {}; whoever can write the store could replace it",
+                path.display(),
+                store.display()
+            ),
+            KeyError::Io { path, op, .. } => write!(f, "cannot {op} the MAC key file {}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Io { source, .. } => Some(source),
+            KeyError::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
 
 /// Reads a key file: 32 raw bytes, or 64 hex digits (surrounding white space ignored).
 ///
@@ -16,32 +136,35 @@ use crate::store::{Dir, Owner};
 /// an `O_PATH` descriptor before anything is opened: a regular file, owned by this process's uid
 /// or root, with no permission bits for group or others. Only then is that inode opened and read.
 /// A key whose 32 bytes are all equal (all zeros, a file of `0xff`) is refused as not random.
-pub fn load_key(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let what = || format!("MAC key file {}", path.display());
-    let parent = Dir::parent_of(path).with_context(what)?;
-    let (fd, st) = parent.dir.open_path(&parent.name).with_context(what)?;
+pub fn load_key(path: &Path) -> Result<[u8; 32], KeyError> {
+    let file_path = || path.to_path_buf();
+    let io = |op, source| KeyError::Io {
+        path: file_path(),
+        op,
+        source,
+    };
+    let parent = Dir::parent_of(path).map_err(|reason| KeyError::Refused {
+        path: file_path(),
+        reason,
+    })?;
+    let (fd, st) = parent.dir.open_path(&parent.name).map_err(|e| io("open", e))?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => {}
-        FileType::Symlink => bail!(
-            "{} is a symbolic link; the key file is never reached through a link",
-            what()
-        ),
-        _ => bail!("{} is not a regular file", what()),
+        FileType::Symlink => return Err(KeyError::Symlink { path: file_path() }),
+        _ => return Err(KeyError::NotRegularFile { path: file_path() }),
     }
     if !Owner::MeOrRoot.allows(st.st_uid) {
-        bail!(
-            "{} is owned by uid {}, neither this process's uid {} nor root",
-            what(),
-            st.st_uid,
-            crate::store::euid()
-        );
+        return Err(KeyError::OwnedByOther {
+            path: file_path(),
+            uid: st.st_uid,
+        });
     }
     let mode = st.st_mode & 0o777;
     if mode & 0o077 != 0 {
-        bail!(
-            "{} is accessible to other users (mode {mode:03o}); run `chmod 600` on it",
-            what()
-        );
+        return Err(KeyError::AccessibleToOthers {
+            path: file_path(),
+            mode,
+        });
     }
     let file = parent
         .dir
@@ -51,33 +174,31 @@ pub fn load_key(path: &Path) -> anyhow::Result<[u8; 32]> {
             &st,
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
         )
-        .with_context(what)?;
+        .map_err(|e| io("open", e))?;
     let mut bytes = Vec::with_capacity(65);
     // A key is 32 or 64 bytes plus white space; reading a little more only to say it is too long.
-    file.take(1024).read_to_end(&mut bytes).with_context(what)?;
-    let key = parse_key(&bytes).with_context(what)?;
+    file.take(1024).read_to_end(&mut bytes).map_err(|e| io("read", e))?;
+    let key = parse_key(&bytes).ok_or(KeyError::BadLength {
+        path: file_path(),
+        len: bytes.len(),
+    })?;
     if key.iter().all(|b| *b == key[0]) {
-        bail!(
-            "{} is not random: all 32 bytes are 0x{:02x}; write 32 bytes from /dev/urandom into it",
-            what(),
-            key[0]
-        );
+        return Err(KeyError::NotRandom {
+            path: file_path(),
+            byte: key[0],
+        });
     }
     Ok(key)
 }
 
-fn parse_key(bytes: &[u8]) -> anyhow::Result<[u8; 32]> {
+fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
     if bytes.len() == 32 {
-        let mut key = [0u8; 32];
         key.copy_from_slice(bytes);
-        return Ok(key);
+        return Some(key);
     }
     let text = std::str::from_utf8(bytes).map(str::trim).unwrap_or("");
-    let mut key = [0u8; 32];
-    if text.len() == 64 && hex::decode_to_slice(text, &mut key).is_ok() {
-        return Ok(key);
-    }
-    bail!("must hold 32 raw bytes or 64 hex digits ({} bytes found)", bytes.len())
+    (text.len() == 64 && hex::decode_to_slice(text, &mut key).is_ok()).then_some(key)
 }
 
 #[cfg(test)]
@@ -95,9 +216,16 @@ mod tests {
     #[test]
     fn keys_of_all_equal_bytes_are_refused_as_not_random() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for bytes in [vec![0u8; 32], vec![0xff; 32], "00".repeat(32).into_bytes()] {
-            let err = format!("{:#}", load_key(&write_key(dir.path(), &bytes)).unwrap_err());
-            assert!(err.contains("not random"), "{err}");
+        for (bytes, repeated) in [
+            (vec![0u8; 32], 0u8),
+            (vec![0xff; 32], 0xff),
+            ("00".repeat(32).into_bytes(), 0),
+        ] {
+            let err = load_key(&write_key(dir.path(), &bytes)).unwrap_err();
+            assert!(
+                matches!(err, KeyError::NotRandom { byte, .. } if byte == repeated),
+                "{err:?}"
+            );
         }
         let good: Vec<u8> = (0..32).collect();
         assert_eq!(load_key(&write_key(dir.path(), &good)).expect("loads").to_vec(), good);

@@ -9,12 +9,15 @@ use wasmtime::Engine;
 
 use crate::artifact::Sealer;
 use crate::artifact_store::{ArtifactStore, NodeStores};
+use crate::authkey::KeyError;
 use crate::cache::{StoreHandle, WasmNodeCache};
 use crate::defaults::{
     DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, default_store_dir, resolve_key_file,
     resolve_read_only_stores,
 };
+use crate::error::StoreError;
 use crate::key::Hash32;
+use crate::problem::StoreProblem;
 use crate::profile::CpuProfile;
 use crate::startup::{Plan, ProgressFn, StoreChoice};
 use crate::store::Fault;
@@ -162,7 +165,7 @@ impl Builder {
         };
         let bake = self.cpu_profiles.unwrap_or_else(|| vec![CpuProfile::Native]);
         if bake.is_empty() {
-            anyhow::bail!("no CPU profile to store: the list needs at least one (native is the node's own)");
+            return Err(crate::profile::ProfileError::EmptyList.into());
         }
         let engine = match self.engine {
             Some(e) => e,
@@ -187,14 +190,19 @@ impl Builder {
         let key_file = resolve_key_file(self.auth_key_file);
         let sealer = match (&key_file, &store) {
             (None, _) => Ok(Sealer::Plain),
-            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(format!(
-                "MAC key file {} is inside the store {}; whoever can write the store could replace it",
-                key.display(),
-                dir.display()
-            )),
-            (Some(key), _) => crate::authkey::load_key(key)
-                .map(Sealer::Keyed)
-                .map_err(|e| format!("{e:#}")),
+            (Some(key), StoreChoice::Dir(dir)) if is_within(key, dir) => Err(StoreProblem::of(&StoreError::Key {
+                path: key.clone(),
+                reason: KeyError::InsideStore {
+                    path: key.clone(),
+                    store: dir.clone(),
+                },
+            })),
+            (Some(key), _) => crate::authkey::load_key(key).map(Sealer::Keyed).map_err(|reason| {
+                StoreProblem::of(&StoreError::Key {
+                    path: key.clone(),
+                    reason,
+                })
+            }),
         };
 
         let lock_timeout = self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT);

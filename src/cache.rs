@@ -81,7 +81,9 @@ impl WasmNodeCache {
 
     /// Reads the whitelist from `./config/wasm.conf`: one 64-hex SHA-256 per line, `#` comments.
     pub fn get_wasm_hash_whitelist() -> anyhow::Result<HashSet<Hash32>> {
-        crate::whitelist::read_whitelist_file(Path::new(DEFAULT_WHITELIST_FILE))
+        Ok(crate::whitelist::read_whitelist_file(Path::new(
+            DEFAULT_WHITELIST_FILE,
+        ))?)
     }
 
     /// The node's engine with its determinism settings.

@@ -5,12 +5,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::authkey::KeyError;
 use crate::key::{Hash32, Kind};
-use crate::profile::CpuProfile;
+use crate::path_refusal::PathRefusal;
+use crate::profile::{CpuProfile, ProfileError};
 use crate::store::LockError;
-
-/// A boxed cause, as the store's internal checks report it.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a store operation failed. A store that is merely damaged (a corrupt, truncated, foreign or
 /// misnamed artifact, a full disk, a lock held past the timeout while loading) is never an error:
@@ -32,8 +31,8 @@ pub enum StoreError {
     Refused {
         /// The directory as given.
         path: PathBuf,
-        /// What is wrong.
-        reason: Cause,
+        /// What is wrong, typed: match on it to tell another owner from loose permissions.
+        reason: PathRefusal,
     },
     /// The store's lock could not be taken.
     Lock {
@@ -55,15 +54,16 @@ pub enum StoreError {
     Key {
         /// The key file as given.
         path: PathBuf,
-        /// What is wrong.
-        reason: Cause,
+        /// What is wrong, typed.
+        reason: KeyError,
     },
     /// A CPU profile cannot be used with this engine.
     Profile {
-        /// The profile (`None`: the list itself, for example an empty one).
+        /// The profile (`None`: the list itself, for example an empty one, or every profile of
+        /// this build).
         profile: Option<CpuProfile>,
-        /// What is wrong.
-        reason: Cause,
+        /// What is wrong, typed.
+        reason: ProfileError,
     },
     /// The wasm binary is not a valid component or core module for this engine.
     Compile {
@@ -78,15 +78,10 @@ pub enum StoreError {
 
 impl StoreError {
     /// `Refused`, or `Missing` when the cause is that the directory (or an ancestor) does not exist.
-    pub(crate) fn refused(path: PathBuf, reason: anyhow::Error) -> StoreError {
-        let missing = reason.chain().any(|e| e.is::<crate::trusted_path::NoSuchDirectory>());
-        if missing {
-            StoreError::Missing { path }
-        } else {
-            StoreError::Refused {
-                path,
-                reason: reason.into(),
-            }
+    pub(crate) fn refused(path: PathBuf, reason: PathRefusal) -> StoreError {
+        match reason {
+            PathRefusal::Missing { .. } => StoreError::Missing { path },
+            reason => StoreError::Refused { path, reason },
         }
     }
 }
@@ -113,9 +108,9 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Missing { .. } | StoreError::NoStore => None,
-            StoreError::Refused { reason, .. }
-            | StoreError::Key { reason, .. }
-            | StoreError::Profile { reason, .. } => Some(reason.as_ref()),
+            StoreError::Refused { reason, .. } => Some(reason),
+            StoreError::Key { reason, .. } => Some(reason),
+            StoreError::Profile { reason, .. } => Some(reason),
             StoreError::Lock { source, .. } => Some(source),
             StoreError::Io { source, .. } => Some(source),
             StoreError::Compile { source, .. } => Some(source.as_ref()),

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use anyhow::{Context, bail};
-
 /// A SHA-256 digest: the name of a Wasm source binary.
 pub type Hash32 = [u8; 32];
 
@@ -15,17 +13,49 @@ pub type Hash32 = [u8; 32];
 /// assert_eq!(h, [0xab; 32]);
 /// assert!(wasm_node_cache::parse_hash("xyz").is_err());
 /// ```
-pub fn parse_hash(text: &str) -> anyhow::Result<Hash32> {
+pub fn parse_hash(text: &str) -> Result<Hash32, ParseHashError> {
     if text.len() != 64 {
-        bail!(
-            "{text:?} is not a SHA-256: expected 64 hex digits, found {} characters",
-            text.len()
-        );
+        return Err(ParseHashError::WrongLength {
+            text: text.to_owned(),
+            len: text.len(),
+        });
     }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).with_context(|| format!("{text:?} is not a SHA-256: not hexadecimal"))?;
+    hex::decode_to_slice(text, &mut out).map_err(|_| ParseHashError::NotHex { text: text.to_owned() })?;
     Ok(out)
 }
+
+/// Why a text is not a SHA-256 ([`parse_hash`]). Each variant holds the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseHashError {
+    /// Not 64 characters long.
+    WrongLength {
+        /// The text.
+        text: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// 64 characters, not all hexadecimal digits.
+    NotHex {
+        /// The text.
+        text: String,
+    },
+}
+
+impl fmt::Display for ParseHashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseHashError::WrongLength { text, len } => write!(
+                f,
+                "{text:?} is not a SHA-256: expected 64 hex digits, found {len} characters"
+            ),
+            ParseHashError::NotHex { text } => write!(f, "{text:?} is not a SHA-256: not hexadecimal"),
+        }
+    }
+}
+
+impl std::error::Error for ParseHashError {}
 
 /// True when `name` is a source binary's file name: 64 lowercase hex digits, the only spelling
 /// under which a binary is ever looked up (`hex::encode`). An uppercase name would be whitelisted
@@ -207,9 +237,14 @@ mod tests {
 
     #[test]
     fn parse_hash_errors_name_the_text() {
-        let e = parse_hash("nothex").unwrap_err().to_string();
-        assert!(e.contains("nothex"), "{e}");
-        let e = parse_hash(&"g".repeat(64)).unwrap_err().to_string();
-        assert!(e.contains("not hexadecimal"), "{e}");
+        let e = parse_hash("nothex").unwrap_err();
+        assert!(
+            matches!(&e, ParseHashError::WrongLength { text, len: 6 } if text == "nothex"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("nothex"), "{e}");
+        let e = parse_hash(&"g".repeat(64)).unwrap_err();
+        assert!(matches!(&e, ParseHashError::NotHex { .. }), "{e:?}");
+        assert!(e.to_string().contains("not hexadecimal"), "{e}");
     }
 }

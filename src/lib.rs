@@ -21,8 +21,10 @@
 //! embedder's door and the lookups both doors share), `startup` (the node's start-up),
 //! `operator` (status, verify, prune, clear), `report`, `cache` and `builder` (the node's door),
 //! `defaults` (default paths and environment), `engine` (the node's settings and the engine
-//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, and `trusted_path`
-//! (walking a path as given, checking every directory and link on the way).
+//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, `trusted_path`
+//! (walking a path as given, checking every directory and link on the way) with `path_refusal`
+//! (why it refused), `error` ([`StoreError`]) and `problem` ([`StoreProblem`], a failure as a
+//! report holds it).
 
 // Declared once for the whole crate: the store relies on descriptor-relative file operations
 // (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
@@ -43,6 +45,8 @@ mod engine;
 mod error;
 mod key;
 mod operator;
+mod path_refusal;
+mod problem;
 mod profile;
 mod report;
 mod serial;
@@ -56,7 +60,7 @@ mod whitelist;
 
 pub use artifact::ArtifactError;
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
-pub use authkey::load_key;
+pub use authkey::{KeyError, load_key};
 pub use builder::Builder;
 pub use cache::WasmNodeCache;
 pub use defaults::{
@@ -65,13 +69,15 @@ pub use defaults::{
 };
 pub use engine::{engine_fingerprint, init_wasm_engine, node_config};
 pub use error::StoreError;
-pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, parse_hash};
+pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, ParseHashError, parse_hash};
 pub use operator::{
     ArtifactCheck, ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, PruneOptions, PruneReason,
     PruneReport, ReadOnlyStatus, ReadOnlyVerification, RemovalFailure, RemovedArtifact, RemovedFile, StatusReport,
     StoreStatus, StoreVerification, UtcDate, VerifyReport,
 };
-pub use profile::{CpuProfile, ProfileStatus, host_triple, profile_statuses};
+pub use path_refusal::PathRefusal;
+pub use problem::{ProblemKind, StoreProblem};
+pub use profile::{CpuProfile, ProfileError, ProfileStatus, host_triple, profile_statuses};
 pub use report::{
     BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,
     StoreHealth, StoreWrite,
@@ -97,4 +103,4 @@ pub mod testing {
         TEMP_PREFIX, deadline_after,
     };
 }
-pub use whitelist::{parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
+pub use whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};

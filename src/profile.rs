@@ -88,15 +88,19 @@ impl CpuProfile {
     /// The engine configuration of this profile: exactly [`node_config`] for `native`; for a
     /// portable profile the same plus this binary's triple as an explicit target (no feature
     /// detection) and the profile's flags.
-    pub fn config(self) -> anyhow::Result<Config> {
+    pub fn config(self) -> Result<Config, ProfileError> {
         let mut config = node_config();
         if self.is_native() {
             return Ok(config);
         }
         if !PORTABLE.contains(&self) {
-            anyhow::bail!("{}", not_here(self.name()));
+            return Err(ProfileError::NotThisArchitecture {
+                name: self.name().to_owned(),
+            });
         }
-        config.target(&host_triple())?;
+        config
+            .target(&host_triple())
+            .map_err(|source| ProfileError::Engine { profile: self, source })?;
         for flag in self.cranelift_flags() {
             // SAFETY: these are Cranelift's own x86 presets and ISA feature flags: they only choose
             // which instructions the compiler may emit. Code using a feature the running CPU lacks
@@ -110,8 +114,8 @@ impl CpuProfile {
     }
 
     /// A new engine for this profile.
-    pub fn engine(self) -> anyhow::Result<Engine> {
-        Engine::new(&self.config()?).map_err(|e| anyhow::anyhow!("cannot create the {} engine: {e:#}", self.name()))
+    pub fn engine(self) -> Result<Engine, ProfileError> {
+        Engine::new(&self.config()?).map_err(|source| ProfileError::Engine { profile: self, source })
     }
 }
 
@@ -128,9 +132,9 @@ impl Serialize for CpuProfile {
 }
 
 impl FromStr for CpuProfile {
-    type Err = String;
+    type Err = ProfileError;
 
-    fn from_str(text: &str) -> Result<CpuProfile, String> {
+    fn from_str(text: &str) -> Result<CpuProfile, ProfileError> {
         let all = [
             CpuProfile::Native,
             CpuProfile::X86_64V2,
@@ -139,21 +143,73 @@ impl FromStr for CpuProfile {
         ];
         match all.into_iter().find(|p| p.name() == text) {
             Some(p) if CpuProfile::available().contains(&p) => Ok(p),
-            Some(_) => Err(not_here(text)),
-            None => Err(format!(
-                "unknown CPU profile {text:?}; this binary has: {}",
-                names(&CpuProfile::available())
-            )),
+            Some(_) => Err(ProfileError::NotThisArchitecture { name: text.to_owned() }),
+            None => Err(ProfileError::Unknown { name: text.to_owned() }),
         }
     }
 }
 
-fn not_here(name: &str) -> String {
-    format!(
-        "CPU profile {name:?} is not one of this architecture ({}); this binary has: {}",
-        std::env::consts::ARCH,
-        names(&CpuProfile::available())
-    )
+/// Why a CPU profile, or a list of them, cannot be used.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// No profile has this name.
+    Unknown {
+        /// The name as given.
+        name: String,
+    },
+    /// The profile is not one of this architecture's (an x86-64 level on another CPU family).
+    NotThisArchitecture {
+        /// The profile's name.
+        name: String,
+    },
+    /// The list of profiles to store is empty: it needs at least one (`native` is the engine's
+    /// own).
+    EmptyList,
+    /// Portable profiles compile with the node's engine settings, and the engine given has
+    /// others.
+    EngineSettingsDiffer {
+        /// The portable profile asked for.
+        profile: CpuProfile,
+    },
+    /// wasmtime could not configure or create the profile's engine.
+    Engine {
+        /// The profile.
+        profile: CpuProfile,
+        /// wasmtime's error.
+        source: wasmtime::Error,
+    },
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let have = names(&CpuProfile::available());
+        match self {
+            ProfileError::Unknown { name } => write!(f, "unknown CPU profile {name:?}; this binary has: {have}"),
+            ProfileError::NotThisArchitecture { name } => write!(
+                f,
+                "CPU profile {name:?} is not one of this architecture ({}); this binary has: {have}",
+                std::env::consts::ARCH
+            ),
+            ProfileError::EmptyList => {
+                f.write_str("the list is empty; it needs at least one profile (native is this engine's own)")
+            }
+            ProfileError::EngineSettingsDiffer { profile } => write!(
+                f,
+                "portable profile {profile} compiles with the node's engine settings, and this engine's differ"
+            ),
+            ProfileError::Engine { profile, .. } => write!(f, "cannot create the {profile} engine"),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProfileError::Engine { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
 }
 
 fn names(profiles: &[CpuProfile]) -> String {
@@ -175,7 +231,8 @@ pub struct ProfileStatus {
     pub fingerprint: String,
     /// True when the node's engine accepts this profile's code.
     pub runs_here: bool,
-    /// Why not, in wasmtime's words, when it does not.
+    /// Why not, in wasmtime's words, when it does not (text: wasmtime gives no stable kinds for
+    /// it).
     pub refused: Option<String>,
 }
 
@@ -183,7 +240,7 @@ pub struct ProfileStatus {
 /// fingerprint in the given authentication mode and whether `native` accepts its code. Whether it
 /// runs is wasmtime's own check: a tiny component compiled by the profile's engine is deserialized
 /// by `native`.
-pub fn profile_statuses(native: &Engine, keyed: bool) -> anyhow::Result<Vec<ProfileStatus>> {
+pub fn profile_statuses(native: &Engine, keyed: bool) -> Result<Vec<ProfileStatus>, ProfileError> {
     let mut out = vec![ProfileStatus {
         profile: CpuProfile::Native,
         fingerprint: engine_fingerprint(native, keyed).to_hex(),
@@ -205,7 +262,7 @@ pub fn profile_statuses(native: &Engine, keyed: bool) -> anyhow::Result<Vec<Prof
 
 /// The fingerprints of this architecture's portable profiles in the given mode: artifacts stored
 /// under them are current for this build, not stale.
-pub fn portable_fingerprints(keyed: bool) -> anyhow::Result<Vec<(CpuProfile, Fingerprint)>> {
+pub fn portable_fingerprints(keyed: bool) -> Result<Vec<(CpuProfile, Fingerprint)>, ProfileError> {
     PORTABLE
         .iter()
         .map(|&p| Ok((p, engine_fingerprint(&p.engine()?, keyed))))
@@ -232,10 +289,19 @@ mod tests {
     #[test]
     fn names_round_trip_and_errors_list_what_exists() {
         for p in CpuProfile::available() {
-            assert_eq!(p.name().parse::<CpuProfile>(), Ok(p));
+            assert_eq!(p.name().parse::<CpuProfile>().ok(), Some(p));
         }
         let e = "x86-64-v9".parse::<CpuProfile>().unwrap_err();
-        assert!(e.contains("x86-64-v9") && e.contains("native"), "{e}");
+        assert!(
+            matches!(&e, ProfileError::Unknown { name } if name == "x86-64-v9"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("native"), "{e}");
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(matches!(
+            "x86-64-v2".parse::<CpuProfile>(),
+            Err(ProfileError::NotThisArchitecture { .. })
+        ));
     }
 
     #[test]

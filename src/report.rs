@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::key::Hash32;
+use crate::problem::StoreProblem;
 use crate::profile::CpuProfile;
 use crate::source::SkipReason;
 use crate::store::{LoadPath, Rejection};
@@ -88,9 +89,9 @@ pub enum StoreWrite {
     Stored,
     /// Renamed into place and loadable, but the directory's fsync failed: a crash of the machine
     /// could still lose it (then the next start compiles it again).
-    DurabilityNotConfirmed(String),
+    DurabilityNotConfirmed(StoreProblem),
     /// Not published; the next start compiles it again.
-    NotStored(String),
+    NotStored(StoreProblem),
 }
 
 impl EntryReport {
@@ -134,15 +135,15 @@ pub struct StoreHealth {
     /// The engine fingerprint (hex) artifacts were looked up under.
     pub fingerprint: String,
     /// Why the store could not be read, if it could not (then everything was compiled).
-    pub read_error: Option<String>,
+    pub read_error: Option<StoreProblem>,
     /// Why the store could not be written, if it could not (then compiled artifacts live only in
     /// memory and the next start compiles them again).
-    pub write_error: Option<String>,
+    pub write_error: Option<StoreProblem>,
     /// Artifacts written in this start-up (including those whose durability is not confirmed).
     pub written: usize,
     /// Why the directory's fsync after publishing failed, if it did: the artifacts were stored,
     /// but a crash of the machine could still lose them.
-    pub durability_error: Option<String>,
+    pub durability_error: Option<StoreProblem>,
     /// Rejected artifacts removed from this store because another store served their component
     /// (otherwise every start would reject them again).
     pub rejected_removed: usize,
@@ -181,7 +182,7 @@ pub struct ReadOnlyStoreReport {
     #[serde(serialize_with = "crate::serial::path")]
     pub path: PathBuf,
     /// Why the store could not be used, if it could not.
-    pub error: Option<String>,
+    pub error: Option<StoreProblem>,
     /// Components loaded from it.
     pub hits: usize,
     /// When the store holds artifacts only for other engine fingerprints (a bake made on another
@@ -258,7 +259,7 @@ pub struct BakeReport {
     /// Components that could not be baked, and why.
     pub failed: Vec<BakeFailure>,
     /// Why a directory fsync after publishing failed, if one did (the artifacts are stored).
-    pub durability_error: Option<String>,
+    pub durability_error: Option<StoreProblem>,
 }
 
 /// A component a bake could not compile or store for a profile.
@@ -268,7 +269,7 @@ pub struct BakeFailure {
     #[serde(serialize_with = "crate::serial::hex")]
     pub hash: Hash32,
     /// Why.
-    pub reason: String,
+    pub reason: StoreProblem,
 }
 
 impl LoadReport {

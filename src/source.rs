@@ -30,7 +30,8 @@ pub enum SkipReason {
         /// The SHA-256 the file's bytes have.
         actual: Hash32,
     },
-    /// wasmtime refused to compile the binary.
+    /// wasmtime refused to compile the binary. The text is wasmtime's own error with its
+    /// causes: wasmtime gives no stable kinds to match on, so it stays words for people.
     CompileFailed(String),
 }
 

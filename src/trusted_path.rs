@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, bail};
+use crate::path_refusal::PathRefusal;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
@@ -79,10 +79,11 @@ pub(crate) struct Walked {
 }
 
 impl Walked {
-    fn root() -> anyhow::Result<Walked> {
-        let fd = rfs::open("/", path_flags() | OFlags::DIRECTORY, Mode::empty()).context("cannot open /")?;
+    fn root() -> Result<Walked, PathRefusal> {
+        let fd = rfs::open("/", path_flags() | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| PathRefusal::io("/", "open", e))?;
         Ok(Walked {
-            stat: rfs::fstat(&fd).context("cannot stat /")?,
+            stat: rfs::fstat(&fd).map_err(|e| PathRefusal::io("/", "stat", e))?,
             fd,
             path: PathBuf::from("/"),
         })
@@ -99,63 +100,51 @@ impl Walked {
 
     /// A directory that may be passed through: owned by root or us, and nobody else can rename
     /// or replace its entries.
-    pub fn check_passable(&self) -> anyhow::Result<()> {
+    pub fn check_passable(&self) -> Result<(), PathRefusal> {
         let (uid, mode) = (self.stat.st_uid, self.mode());
+        let path = || self.path.clone();
         if !Owner::MeOrRoot.allows(uid) {
-            bail!(
-                "{} is owned by uid {uid}, neither root nor this process's uid {}: that user could swap the directories below it",
-                self.path.display(),
-                euid()
-            );
+            return Err(PathRefusal::AncestorOwnedByOther { path: path(), uid });
         }
         if mode & GROUP_OR_OTHER_WRITE != 0 && mode & STICKY == 0 {
-            bail!(
-                "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`",
-                self.path.display(),
-                self.path.display()
-            );
+            return Err(PathRefusal::AncestorWritableByOthers { path: path(), mode });
         }
         Ok(())
     }
 
     /// The final directory of a walk: owned as `owner` requires and writable by nobody else.
-    pub fn check_final_dir(&self, owner: Owner) -> anyhow::Result<()> {
+    pub fn check_final_dir(&self, owner: Owner) -> Result<(), PathRefusal> {
         let (uid, mode) = (self.stat.st_uid, self.mode());
+        let path = || self.path.clone();
         if !self.is_dir() {
-            bail!("{} is not a directory", self.path.display());
+            return Err(PathRefusal::NotADirectory { path: path() });
         }
         if !owner.allows(uid) {
-            bail!(
-                "{} is owned by uid {uid}, not by this process's uid {}{}",
-                self.path.display(),
-                euid(),
-                if owner == Owner::MeOrRoot { " or root" } else { "" }
-            );
+            return Err(PathRefusal::OwnedByOther {
+                path: path(),
+                uid,
+                root_allowed: owner == Owner::MeOrRoot,
+            });
         }
         if mode & GROUP_OR_OTHER_WRITE != 0 {
-            bail!(
-                "{} is writable by other users (mode {mode:03o}); run `chmod go-w {}`",
-                self.path.display(),
-                self.path.display()
-            );
+            return Err(PathRefusal::WritableByOthers { path: path(), mode });
         }
         Ok(())
     }
 
     /// A link found in this (checked) directory may be followed: owned by root or us, and in a
     /// sticky directory by us or the directory's owner (the kernel's `protected_symlinks` rule).
-    fn check_link(&self, link: &Path, st: &Stat) -> anyhow::Result<()> {
+    fn check_link(&self, link: &Path, st: &Stat) -> Result<(), PathRefusal> {
         let uid = st.st_uid;
         let sticky = self.mode() & STICKY != 0;
         // In a sticky directory the directory's owner is root or us (it passed its own check).
         let allowed = Owner::MeOrRoot.allows(uid) && (!sticky || uid == euid() || uid == self.stat.st_uid);
         if !allowed {
-            bail!(
-                "{} is a symbolic link owned by uid {uid}, neither root nor this process's uid {}{}: that user could point it anywhere; it is never followed",
-                link.display(),
-                euid(),
-                if sticky { " in a sticky directory" } else { "" }
-            );
+            return Err(PathRefusal::LinkOwnedByOther {
+                path: link.to_path_buf(),
+                uid,
+                sticky,
+            });
         }
         Ok(())
     }
@@ -170,7 +159,7 @@ impl Walked {
     /// Creates `name` (0700) below this checked directory and fsyncs this directory so the new
     /// entry survives a crash. A directory made meanwhile by a concurrent start-up is fine: the
     /// walk checks it like any other.
-    fn make_child(&self, name: &OsStr) -> anyhow::Result<()> {
+    fn make_child(&self, name: &OsStr) -> Result<(), PathRefusal> {
         let path = self.path.join(name);
         match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
@@ -181,11 +170,11 @@ impl Walked {
                     Mode::empty(),
                 )
                 .and_then(|fd| rfs::fsync(&fd));
-                synced
-                    .with_context(|| format!("cannot fsync {} after creating {}", self.path.display(), path.display()))
+                // The new entry is `path`; what could not be synced is its parent.
+                synced.map_err(|e| PathRefusal::io(&self.path, "fsync", e))
             }
             Err(Errno::EXIST) => Ok(()),
-            Err(e) => Err(io::Error::from(e)).with_context(|| format!("cannot create {}", path.display())),
+            Err(e) => Err(PathRefusal::io(path, "create", e)),
         }
     }
 }
@@ -194,16 +183,18 @@ impl Walked {
 /// the module's documentation). The final component is followed if it is a link and returned
 /// unchecked, for the caller's own check ([`Walked::check_final_dir`]). With `create`, missing
 /// directories are made `0700`.
-pub(crate) fn walk(path: &Path, create: bool) -> anyhow::Result<Walked> {
+pub(crate) fn walk(path: &Path, create: bool) -> Result<Walked, PathRefusal> {
     walk_components(path, create)
 }
 
 /// Walks the parent of `path` as [`walk`] does, checks it as a directory that may be passed
 /// through, and returns it with the final name, which is not looked at: the caller opens it
 /// relative to the parent ([`open_path`]) and checks what it finds.
-pub(crate) fn walk_parent(path: &Path) -> anyhow::Result<(Walked, OsString)> {
+pub(crate) fn walk_parent(path: &Path) -> Result<(Walked, OsString), PathRefusal> {
     let Some(name) = path.file_name() else {
-        bail!("{}: not a file path", path.display());
+        return Err(PathRefusal::NotAFilePath {
+            path: path.to_path_buf(),
+        });
     };
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -211,32 +202,31 @@ pub(crate) fn walk_parent(path: &Path) -> anyhow::Result<(Walked, OsString)> {
     };
     let walked = walk_components(parent, false)?;
     if !walked.is_dir() {
-        bail!("{} is not a directory", walked.path.display());
+        return Err(PathRefusal::NotADirectory { path: walked.path });
     }
     walked.check_passable()?;
     Ok((walked, name.to_os_string()))
 }
 
-fn walk_components(path: &Path, create: bool) -> anyhow::Result<Walked> {
+fn walk_components(path: &Path, create: bool) -> Result<Walked, PathRefusal> {
     // `absolute` only prepends the working directory; `..` and links stay for the walk.
-    let abs = std::path::absolute(path).with_context(|| format!("{}: cannot make absolute", path.display()))?;
+    let abs = std::path::absolute(path).map_err(|e| PathRefusal::io(path, "make absolute", e))?;
     let mut todo: VecDeque<OsString> = VecDeque::new();
     push_components(&mut todo, &abs);
     let mut cur = Walked::root()?;
     let mut links = 0;
     while let Some(name) = todo.pop_front() {
         if !cur.is_dir() {
-            bail!("{}: {}", cur.path.display(), io::Error::from(Errno::NOTDIR));
+            return Err(PathRefusal::NotADirectory { path: cur.path });
         }
         cur.check_passable()?;
         if name == ".." {
             let fd = rfs::openat(&cur.fd, c"..", path_flags() | OFlags::DIRECTORY, Mode::empty())
-                .map_err(io::Error::from)
-                .with_context(|| format!("cannot open {}/..", cur.path.display()))?;
+                .map_err(|e| PathRefusal::io(cur.path.join(".."), "open", e))?;
             let mut up = cur.path.clone();
             up.pop();
             cur = Walked {
-                stat: rfs::fstat(&fd).with_context(|| format!("cannot stat {}", up.display()))?,
+                stat: rfs::fstat(&fd).map_err(|e| PathRefusal::io(&up, "stat", e))?,
                 fd,
                 path: up,
             };
@@ -247,37 +237,31 @@ fn walk_components(path: &Path, create: bool) -> anyhow::Result<Walked> {
             Ok(found) => found,
             Err(Errno::NOENT) if create => {
                 cur.make_child(&name)?;
-                cur.open_child(&name)
-                    .map_err(io::Error::from)
-                    .with_context(|| format!("cannot open {}", child.display()))?
+                cur.open_child(&name).map_err(|e| PathRefusal::io(&child, "open", e))?
             }
-            Err(Errno::NOENT) => return Err(NoSuchDirectory(child).into()),
+            Err(Errno::NOENT) => return Err(PathRefusal::Missing { path: child }),
             // Non-Linux only (no O_PATH): a link refuses the open; describe it without following.
             Err(Errno::LOOP) => {
                 let st = rfs::statat(&cur.fd, &name, rfs::AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(io::Error::from)
-                    .with_context(|| format!("cannot stat {}", child.display()))?;
+                    .map_err(|e| PathRefusal::io(&child, "stat", e))?;
                 let fd = rfs::openat(&cur.fd, c".", path_flags() | OFlags::DIRECTORY, Mode::empty())
-                    .map_err(io::Error::from)
-                    .with_context(|| format!("cannot open {}", cur.path.display()))?;
+                    .map_err(|e| PathRefusal::io(&cur.path, "open", e))?;
                 (fd, st)
             }
-            Err(e) => return Err(io::Error::from(e)).with_context(|| format!("cannot open {}", child.display())),
+            Err(e) => return Err(PathRefusal::io(&child, "open", e)),
         };
         if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
             cur.check_link(&child, &st)?;
             links += 1;
             if links > MAX_LINKS {
-                bail!(
-                    "{}: more than {MAX_LINKS} symbolic links to follow (a loop?)",
-                    path.display()
-                );
+                return Err(PathRefusal::TooManyLinks {
+                    path: path.to_path_buf(),
+                });
             }
-            let target =
-                read_link(&cur, &fd, &name).with_context(|| format!("cannot read the link {}", child.display()))?;
+            let target = read_link(&cur, &fd, &name).map_err(|e| PathRefusal::io(&child, "read the link", e))?;
             let target = Path::new(OsStr::from_bytes(&target));
             if target.as_os_str().is_empty() {
-                bail!("{} is an empty symbolic link", child.display());
+                return Err(PathRefusal::EmptyLink { path: child });
             }
             let mut spliced = VecDeque::new();
             push_components(&mut spliced, target);
@@ -426,11 +410,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         symlink("loop2", dir.path().join("loop1")).expect("symlink");
         symlink("loop1", dir.path().join("loop2")).expect("symlink");
-        let err = format!("{:#}", walk(&dir.path().join("loop1/x"), false).err().expect("refused"));
+        let err = walk(&dir.path().join("loop1/x"), false).err().expect("refused");
         assert!(
-            err.contains("more than 40 symbolic links") && err.contains("loop1"),
-            "{err}"
+            matches!(&err, PathRefusal::TooManyLinks { path } if path.ends_with("loop1/x")),
+            "{err:?}"
         );
+        assert!(err.to_string().contains("loop1"), "{err}");
     }
 
     #[test]
@@ -444,16 +429,3 @@ mod tests {
         assert!(walk(&dir.path().join("rel/absent"), false).is_err());
     }
 }
-
-/// A directory on the path does not exist (and was not to be created): typed, so that callers
-/// can tell a missing store from a refused one.
-#[derive(Debug)]
-pub(crate) struct NoSuchDirectory(pub PathBuf);
-
-impl std::fmt::Display for NoSuchDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: no such directory", self.0.display())
-    }
-}
-
-impl std::error::Error for NoSuchDirectory {}

@@ -1,14 +1,104 @@
 //! The whitelist: which source hashes the node may run, read from `config/wasm.conf`.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use rustix::fs::FileType;
 
-use crate::key::{Hash32, parse_hash};
+use crate::key::{Hash32, ParseHashError, parse_hash};
 use crate::trusted_path::{Fallback, open_path_following, reopen_read};
+
+/// Why a whitelist could not be read. Each variant names the file (or the origin given to
+/// [`parse_whitelist`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum WhitelistError {
+    /// A line is not a SHA-256 (after its comment and surrounding white space are removed).
+    BadLine {
+        /// The file, or the origin given to [`parse_whitelist`].
+        origin: String,
+        /// Line number, from 1.
+        line: usize,
+        /// The line as written (trimmed; invalid UTF-8 replaced).
+        text: String,
+        /// What is wrong with it.
+        cause: BadLineCause,
+    },
+    /// The whitelist is not a regular file (a FIFO that would block the start-up forever, a
+    /// directory, a device...).
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead: `a FIFO`, `a directory`, `a device`, `a socket`.
+        kind: &'static str,
+    },
+    /// A directory given to [`whitelist_all_in_dir`] holds no file named by a 64-hex SHA-256.
+    NoHashNamedFiles {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Opening, reading or listing failed.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("read", "list").
+        op: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Why a whitelist line is bad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadLineCause {
+    /// The part before `#` is not UTF-8 text.
+    NotUtf8(std::str::Utf8Error),
+    /// It is not a SHA-256.
+    NotAHash(ParseHashError),
+}
+
+impl fmt::Display for WhitelistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WhitelistError::BadLine { origin, line, text, .. } => {
+                write!(f, "{origin}:{line}: bad whitelist entry {text:?}")
+            }
+            WhitelistError::NotRegularFile { path, kind } => write!(
+                f,
+                "whitelist {} is not a regular file ({kind}); it must be a file of hashes",
+                path.display()
+            ),
+            WhitelistError::NoHashNamedFiles { dir } => {
+                write!(f, "{} holds no file named by a 64-hex SHA-256", dir.display())
+            }
+            WhitelistError::Io { path, op, .. } => write!(f, "cannot {op} whitelist {}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for WhitelistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WhitelistError::BadLine { cause, .. } => Some(cause),
+            WhitelistError::Io { source, .. } => Some(source),
+            WhitelistError::NotRegularFile { .. } | WhitelistError::NoHashNamedFiles { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for BadLineCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadLineCause::NotUtf8(e) => write!(f, "not UTF-8 text: {e}"),
+            BadLineCause::NotAHash(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BadLineCause {}
 
 /// Parses a whitelist: one 64-hex SHA-256 per line; `#` starts a comment; blank lines are ignored.
 /// An invalid line is an error naming `origin`, the line number and the text.
@@ -18,39 +108,31 @@ use crate::trusted_path::{Fallback, open_path_following, reopen_read};
 /// let set = wasm_node_cache::parse_whitelist(&text, "wasm.conf").unwrap();
 /// assert!(set.contains(&[0x0f; 32]));
 /// ```
-pub fn parse_whitelist(text: &str, origin: &str) -> anyhow::Result<HashSet<Hash32>> {
+pub fn parse_whitelist(text: &str, origin: &str) -> Result<HashSet<Hash32>, WhitelistError> {
     parse_whitelist_bytes(text.as_bytes(), origin)
 }
 
 /// [`parse_whitelist`] over the file's bytes: a leading UTF-8 byte-order mark is skipped (editors
 /// on Windows write one), and comments may hold any bytes (a Latin-1 name in a comment is not an
 /// error); the part of a line before `#` must be UTF-8 text.
-fn parse_whitelist_bytes(bytes: &[u8], origin: &str) -> anyhow::Result<HashSet<Hash32>> {
+fn parse_whitelist_bytes(bytes: &[u8], origin: &str) -> Result<HashSet<Hash32>, WhitelistError> {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let mut set = HashSet::new();
     for (index, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let bad = |cause| WhitelistError::BadLine {
+            origin: origin.to_owned(),
+            line: index + 1,
+            text: String::from_utf8_lossy(raw).trim().to_owned(),
+            cause,
+        };
         let code = raw.split(|b| *b == b'#').next().unwrap_or_default();
         let line = std::str::from_utf8(code)
-            .map_err(|e| anyhow::anyhow!("not UTF-8 text: {e}"))
-            .with_context(|| {
-                format!(
-                    "{origin}:{}: bad whitelist entry {:?}",
-                    index + 1,
-                    String::from_utf8_lossy(raw).trim()
-                )
-            })?
+            .map_err(|e| bad(BadLineCause::NotUtf8(e)))?
             .trim();
         if line.is_empty() {
             continue;
         }
-        let hash = parse_hash(line).with_context(|| {
-            format!(
-                "{origin}:{}: bad whitelist entry {:?}",
-                index + 1,
-                String::from_utf8_lossy(raw).trim()
-            )
-        })?;
-        set.insert(hash);
+        set.insert(parse_hash(line).map_err(|e| bad(BadLineCause::NotAHash(e)))?);
     }
     Ok(set)
 }
@@ -64,21 +146,24 @@ const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 /// error naming it, at once. A link is followed (a `wasm.conf` mounted from a Kubernetes ConfigMap
 /// is one); an attacker who can change the whitelist already controls what the node runs
 /// (SECURITY.md, out of scope).
-pub fn read_whitelist_file(path: &Path) -> anyhow::Result<HashSet<Hash32>> {
-    let what = || format!("cannot read whitelist {}", path.display());
-    let (fd, st) = open_path_following(path).with_context(what)?;
+pub fn read_whitelist_file(path: &Path) -> Result<HashSet<Hash32>, WhitelistError> {
+    let io = |source| WhitelistError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source,
+    };
+    let (fd, st) = open_path_following(path).map_err(io)?;
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind != FileType::RegularFile {
-        bail!(
-            "whitelist {} is not a regular file ({}); it must be a file of hashes",
-            path.display(),
-            describe(kind)
-        );
+        return Err(WhitelistError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: describe(kind),
+        });
     }
     let mut bytes = Vec::new();
     reopen_read(&fd, &st, Fallback::Path(path))
         .and_then(|mut f| f.read_to_end(&mut bytes))
-        .with_context(what)?;
+        .map_err(io)?;
     parse_whitelist_bytes(&bytes, &path.display().to_string())
 }
 
@@ -93,19 +178,24 @@ fn describe(kind: FileType) -> &'static str {
 }
 
 /// Every file in `dir` whose name is 64 lowercase hex digits, as a whitelist (the CLI's `--all-in-dir`).
-pub fn whitelist_all_in_dir(dir: &Path) -> anyhow::Result<HashSet<Hash32>> {
+pub fn whitelist_all_in_dir(dir: &Path) -> Result<HashSet<Hash32>, WhitelistError> {
+    let io = |source| WhitelistError::Io {
+        path: dir.to_path_buf(),
+        op: "list",
+        source,
+    };
     let mut set = HashSet::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
         if let Some(name) = entry.file_name().to_str()
             && crate::key::is_hash_name(name)
+            && let Ok(hash) = parse_hash(name)
         {
-            set.insert(parse_hash(name)?);
+            set.insert(hash);
         }
     }
     if set.is_empty() {
-        bail!("{} holds no file named by a 64-hex SHA-256", dir.display());
+        return Err(WhitelistError::NoHashNamedFiles { dir: dir.to_path_buf() });
     }
     Ok(set)
 }
@@ -134,8 +224,12 @@ mod tests {
         assert!(set.contains(&[0xab; 32]) && set.contains(&[0xcd; 32]) && set.len() == 2);
         // Outside a comment the same byte is still a bad line, named by its number.
         bytes.extend_from_slice(b"\xe9\n");
-        let err = format!("{:#}", parse_whitelist_bytes(&bytes, "w").unwrap_err());
-        assert!(err.contains("w:5"), "{err}");
+        let err = parse_whitelist_bytes(&bytes, "w").unwrap_err();
+        assert!(
+            matches!(&err, WhitelistError::BadLine { origin, line: 5, cause: BadLineCause::NotUtf8(_), .. } if origin == "w"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("w:5"), "{err}");
     }
 
     #[test]
@@ -143,15 +237,47 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("wasm.conf");
         rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).expect("mkfifo");
-        let err = format!("{:#}", read_whitelist_file(&fifo).unwrap_err());
-        assert!(err.contains("wasm.conf") && err.contains("FIFO"), "{err}");
+        let err = read_whitelist_file(&fifo).unwrap_err();
+        assert!(
+            matches!(&err, WhitelistError::NotRegularFile { path, kind: "a FIFO" } if *path == fifo),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn bad_line_names_file_line_and_text() {
         let text = format!("{}\n# ok\nnot-a-hash\n", "ab".repeat(32));
-        let err = format!("{:#}", parse_whitelist(&text, "config/wasm.conf").unwrap_err());
-        assert!(err.contains("config/wasm.conf:3"), "{err}");
-        assert!(err.contains("not-a-hash"), "{err}");
+        let err = parse_whitelist(&text, "config/wasm.conf").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WhitelistError::BadLine {
+                    origin,
+                    line: 3,
+                    text,
+                    cause: BadLineCause::NotAHash(ParseHashError::WrongLength { .. }),
+                } if origin == "config/wasm.conf" && text == "not-a-hash"
+            ),
+            "{err:?}"
+        );
+        let shown = crate::serial::Chain(&err).to_string();
+        assert!(
+            shown.contains("config/wasm.conf:3") && shown.contains("not-a-hash"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_directory_without_hash_named_files_is_typed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("README"), b"").expect("write");
+        assert!(matches!(
+            whitelist_all_in_dir(dir.path()),
+            Err(WhitelistError::NoHashNamedFiles { .. })
+        ));
+        assert!(matches!(
+            whitelist_all_in_dir(&dir.path().join("absent")),
+            Err(WhitelistError::Io { op: "list", .. })
+        ));
     }
 }

@@ -420,3 +420,50 @@ fn the_default_store_is_never_below_another_users_home() {
         "nothing created in their home"
     );
 }
+
+/// A bake's portable artifacts are this build's too (served to hosts of other CPUs): `verify`
+/// checks them as it checks native ones, instead of counting them as other fingerprints.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn verify_checks_a_bakes_portable_artifacts_and_names_a_corrupt_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let v = site.json(&["warm", "--cpu-profile", "x86-64-v2", "--json"]);
+    assert_eq!(v["baked"][0]["written"], 3, "{v}");
+    let out = site.run(&["verify"]);
+    assert_ok(&out, &["verify"]);
+    let stdout = text(&out.stdout);
+    let ok: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ok")).collect();
+    assert_eq!(ok.len(), 3, "{stdout}");
+    assert!(ok.iter().all(|l| l.contains("(x86-64-v2)")), "{stdout}");
+    assert!(stdout.contains("3 ok, 0 bad"), "{stdout}");
+    assert!(
+        !stdout.contains("other fingerprints"),
+        "none is left unchecked: {stdout}"
+    );
+
+    let victim = &site.hashes[1];
+    let path = std::fs::read_dir(&site.store)
+        .expect("store")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().contains(victim.as_str()))
+        .expect("the victim's portable artifact");
+    let mut bytes = std::fs::read(&path).expect("read artifact");
+    // Mid-file is payload: the trailer is the last 128 bytes.
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(&path, &bytes).expect("corrupt artifact");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+
+    let out = site.run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let bad: Vec<&str> = stdout.lines().filter(|l| l.starts_with("BAD")).collect();
+    assert_eq!(bad.len(), 1, "{stdout}");
+    assert!(
+        bad[0].contains(victim.as_str()) && bad[0].contains("x86-64-v2") && bad[0].contains("checksum"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 ok, 1 bad"), "{stdout}");
+}

@@ -221,7 +221,7 @@ fn hung_lock_holder_delays_the_start_up_but_never_blocks_it() {
     holder.wait().expect("reap");
     let v = json_of(&output);
     assert_eq!(count(&v, "compiled"), 3, "{v}");
-    let write_error = v["store"]["write_error"].as_str().unwrap_or_default();
+    let write_error = v["store"]["write_error"]["message"].as_str().unwrap_or_default();
     assert!(write_error.contains("lock still held"), "{v}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -250,7 +250,8 @@ fn all_lock_waits_of_a_start_up_share_one_deadline() {
     assert!(
         r.store
             .write_error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("lock still held")),
         "{r}"
     );

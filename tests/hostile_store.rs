@@ -37,7 +37,12 @@ fn store_writable_by_others_is_never_loaded_from() {
         let cache = fx.start();
         let r = cache.report();
         assert_eq!((r.from_store, r.compiled), (0, 3), "mode {loose:o}\n{r}");
-        let err = r.store.read_error.as_deref().unwrap_or_default();
+        let err = r
+            .store
+            .read_error
+            .as_ref()
+            .map(|p| p.message.as_str())
+            .unwrap_or_default();
         assert!(
             err.contains("writable by other users") && err.contains(&format!("{loose:03o}")),
             "{err}"
@@ -71,7 +76,8 @@ fn store_owned_by_another_user_is_never_loaded_from() {
     assert!(
         r.store
             .read_error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("owned by uid 65534")),
         "{r}"
     );
@@ -95,7 +101,8 @@ fn store_path_that_is_a_link_is_followed_and_its_target_checked() {
     assert!(
         r.store
             .read_error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("writable by other users")),
         "{r}"
     );
@@ -243,7 +250,12 @@ fn full_disk_starts_the_node_and_damages_nothing_stored() {
     let cache = cache.expect("node starts on a full disk");
     let r = cache.report();
     assert_eq!((r.from_store, r.compiled, r.rejected), (1, 2, 0), "{r}");
-    let err = r.store.write_error.as_deref().unwrap_or_default();
+    let err = r
+        .store
+        .write_error
+        .as_ref()
+        .map(|p| p.message.as_str())
+        .unwrap_or_default();
     assert!(err.contains("No space left on device"), "{r}");
     assert_eq!(
         std::fs::read(common::artifact_of(&store, &adder)).expect("read"),
@@ -294,7 +306,8 @@ fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
     assert!(
         r.store
             .write_error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("Read-only file system")),
         "{r}"
     );

@@ -118,6 +118,12 @@ fn error_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The message of the store problem (`{"kind", "message"}`) at `pointer`: it names the path and
+/// the cause.
+fn problem_of<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    error_of(v, &format!("{pointer}/message"))
+}
+
 #[test]
 #[ignore = "needs root: plants a link owned by uid 65534"]
 fn a_link_owned_by_another_user_never_redirects_the_store() {
@@ -125,17 +131,17 @@ fn a_link_owned_by_another_user_never_redirects_the_store() {
     let planted = Planted::new(&fx, store_leftovers);
     let v = warm(&fx, &["--store".as_ref(), planted.link.join("store").as_os_str()]);
     assert_eq!(v["compiled"], 3, "{v}");
-    let e = error_of(&v, "/store/read_error");
+    let e = problem_of(&v, "/store/read_error");
     assert!(e.contains("65534"), "{v}");
     // The link itself, as the store path: refused the same way.
     let v = warm(&fx, &["--store".as_ref(), planted.link.as_os_str()]);
-    assert!(error_of(&v, "/store/read_error").contains("65534"), "{v}");
+    assert!(problem_of(&v, "/store/read_error").contains("65534"), "{v}");
     // Their link in a directory of root's (chowned there): refused for its owner alone.
     let loose_link = fx.dir.path().join("their-link");
     symlink(&planted.target, &loose_link).expect("symlink");
     give_to_other_uid(&loose_link);
     let v = warm(&fx, &["--store".as_ref(), loose_link.as_os_str()]);
-    let e = error_of(&v, "/store/read_error");
+    let e = problem_of(&v, "/store/read_error");
     assert!(e.contains("symbolic link owned by uid 65534"), "{v}");
     planted.assert_untouched();
     // The same target reached without the foreign link is a fine store.
@@ -167,7 +173,7 @@ fn a_link_owned_by_another_user_never_redirects_a_read_only_store() {
         (Some(0), Some(3)),
         "{v}"
     );
-    assert!(error_of(&v, "/read_only_stores/0/error").contains("65534"), "{v}");
+    assert!(problem_of(&v, "/read_only_stores/0/error").contains("65534"), "{v}");
     planted.assert_untouched();
 }
 
@@ -189,7 +195,7 @@ fn a_key_file_reached_through_another_users_link_is_refused() {
         ],
     );
     assert_eq!(v["compiled"], 3, "{v}");
-    let e = error_of(&v, "/store/read_error");
+    let e = problem_of(&v, "/store/read_error");
     assert!(e.contains("MAC key file") && e.contains("65534"), "{v}");
     assert_eq!(common::artifact_count(&own), 0, "nothing stored without a trusted key");
     planted.assert_untouched();
@@ -223,7 +229,7 @@ fn the_default_store_never_follows_a_link_another_user_planted_in_tmp() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(error_of(&v, "/store/path"), link.to_str().expect("utf-8"), "{v}");
-    let e = error_of(&v, "/store/read_error");
+    let e = problem_of(&v, "/store/read_error");
     assert!(e.contains("symbolic link owned by uid 65534"), "{v}");
     assert_eq!(v["compiled"], 3, "{v}");
     assert_eq!(snapshot(&target), before, "the link's target was touched");
@@ -242,7 +248,7 @@ fn a_hard_linked_lock_file_is_left_byte_for_byte_unchanged() {
     std::fs::hard_link(&victim, store.join("lock")).expect("hard link");
     let v = warm(&fx, &["--store".as_ref(), store.as_os_str()]);
     assert_eq!(v["compiled"], 3, "the node starts: {v}");
-    let e = error_of(&v, "/store/read_error");
+    let e = problem_of(&v, "/store/read_error");
     assert!(e.contains("lock") && e.contains("2 hard links"), "{v}");
     assert_eq!(std::fs::read(&victim).expect("read"), precious);
     assert_eq!(

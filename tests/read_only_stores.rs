@@ -152,7 +152,11 @@ fn with_no_writable_store_the_bake_serves_and_the_rest_is_compiled_in_memory() {
     assert_eq!(r.store.written, 0);
     assert!(r.to_string().contains("store NOT WRITTEN"), "{r}");
     assert!(
-        r.store.write_error.as_deref().is_some_and(|e| e.contains("not-a-dir")),
+        r.store
+            .write_error
+            .as_ref()
+            .map(|p| p.message.as_str())
+            .is_some_and(|e| e.contains("not-a-dir")),
         "{r}"
     );
     assert_eq!(common::node_add(&cache, 5, 5), 10);
@@ -188,7 +192,8 @@ fn a_bake_is_checked_like_the_writable_store() {
     assert!(
         r.read_only[0]
             .error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("writable by other users")),
         "{r}"
     );

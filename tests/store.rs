@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Fixture, call_add, call_fib, call_fnv1a};
-use wasm_node_cache::{Fault, Outcome, SkipReason, StoreWrite, WasmNodeCache, sha256};
+use wasm_node_cache::{Fault, Outcome, ProblemKind, SkipReason, StoreWrite, WasmNodeCache, sha256};
 use wasmtime::component::Component;
 
 fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
@@ -281,8 +281,16 @@ fn store_that_cannot_be_created_still_starts_the_node() {
     assert!(
         health
             .read_error
-            .as_deref()
+            .as_ref()
+            .map(|p| p.message.as_str())
             .is_some_and(|e| e.contains("a-file") && e.contains("Not a directory")),
+        "{health:?}"
+    );
+    assert!(
+        health
+            .read_error
+            .as_ref()
+            .is_some_and(|p| p.kind == ProblemKind::Refused),
         "{health:?}"
     );
     assert!(cache.report().to_string().contains("store NOT WRITTEN"));
@@ -296,7 +304,8 @@ fn store_write_failure_starts_the_node_and_says_so() {
         let cache = fx.builder().fault(fault).build().expect("node starts");
         assert_counts(&cache, 0, 3, 0, 0);
         let err = cache.report().store.write_error.clone().expect("write error reported");
-        assert!(err.contains("cannot write"), "{err}");
+        assert!(err.kind == ProblemKind::Write, "{err:?}");
+        assert!(err.message.contains("cannot write"), "{err}");
         assert_runs_like_fresh(&cache);
         let leftovers: Vec<_> = std::fs::read_dir(&fx.store)
             .expect("store")
@@ -318,12 +327,16 @@ fn a_failed_directory_fsync_after_the_rename_reports_stored_durability_not_confi
     assert_eq!(r.store.written, 3, "the artifacts are in place: {r}");
     assert_eq!(r.store.write_error, None, "not a failure to store: {r}");
     assert!(
-        r.store.durability_error.as_deref().is_some_and(|e| e.contains("fsync")),
+        r.store
+            .durability_error
+            .as_ref()
+            .map(|p| p.message.as_str())
+            .is_some_and(|e| e.contains("fsync")),
         "{r}"
     );
     for e in &r.entries {
         assert!(
-            matches!(&e.stored, Some(StoreWrite::DurabilityNotConfirmed(why)) if why.contains("renamed into place")),
+            matches!(&e.stored, Some(StoreWrite::DurabilityNotConfirmed(why)) if why.kind == ProblemKind::Durability && why.message.contains("renamed into place")),
             "{r}"
         );
     }

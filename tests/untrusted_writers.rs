@@ -219,7 +219,8 @@ fn a_rename_race_under_another_users_directory_never_loads_a_foreign_artifact() 
         assert!(
             r.store
                 .read_error
-                .as_deref()
+                .as_ref()
+                .map(|p| p.message.as_str())
                 .is_some_and(|e| e.contains(&OTHER_UID.to_string())),
             "store under another user's directory accepted: {r}"
         );

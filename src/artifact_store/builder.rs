@@ -8,10 +8,11 @@ use wasmtime::Engine;
 
 use super::{ArtifactStore, Inner, ReadOnly, Writable};
 use crate::artifact::Sealer;
+use crate::authkey::KeyError;
 use crate::defaults::DEFAULT_LOCK_TIMEOUT;
 use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
-use crate::profile::CpuProfile;
+use crate::profile::{CpuProfile, ProfileError};
 use crate::store::{Fault, Store};
 
 /// Configures an [`ArtifactStore`]; [`ArtifactStoreBuilder::open`] checks everything and opens it.
@@ -116,12 +117,15 @@ impl ArtifactStoreBuilder {
                 if crate::trusted_path::is_within(key, &self.dir) {
                     return Err(StoreError::Key {
                         path: key.clone(),
-                        reason: "it is inside the store, where whoever can write the store could replace it".into(),
+                        reason: KeyError::InsideStore {
+                            path: key.clone(),
+                            store: self.dir.clone(),
+                        },
                     });
                 }
-                let bytes = crate::authkey::load_key(key).map_err(|e| StoreError::Key {
+                let bytes = crate::authkey::load_key(key).map_err(|reason| StoreError::Key {
                     path: key.clone(),
-                    reason: e.into(),
+                    reason,
                 })?;
                 Sealer::Keyed(bytes)
             }
@@ -180,7 +184,7 @@ fn check_profiles(profiles: &[CpuProfile], engine: &Engine) -> Result<(), StoreE
     if profiles.is_empty() {
         return Err(StoreError::Profile {
             profile: None,
-            reason: "the list is empty; it needs at least one profile (native is this engine's own)".into(),
+            reason: ProfileError::EmptyList,
         });
     }
     let mut node_like = None;
@@ -188,13 +192,15 @@ fn check_profiles(profiles: &[CpuProfile], engine: &Engine) -> Result<(), StoreE
         if !CpuProfile::portable().contains(&profile) {
             return Err(StoreError::Profile {
                 profile: Some(profile),
-                reason: format!("not a profile of this architecture ({})", std::env::consts::ARCH).into(),
+                reason: ProfileError::NotThisArchitecture {
+                    name: profile.name().to_owned(),
+                },
             });
         }
         if !*node_like.get_or_insert_with(|| super::portable::is_node_engine(engine)) {
             return Err(StoreError::Profile {
                 profile: Some(profile),
-                reason: "portable profiles compile with the node's engine settings, and this engine's differ".into(),
+                reason: ProfileError::EngineSettingsDiffer { profile },
             });
         }
     }

@@ -8,6 +8,7 @@ use wasmtime::Engine;
 
 use crate::compiled::Compiled;
 use crate::key::{Hash32, Kind};
+use crate::problem::{ProblemKind, StoreProblem};
 use crate::report::StoreWrite;
 use crate::store::Exclusive;
 
@@ -26,15 +27,21 @@ pub(crate) fn publish(x: &Exclusive<'_>, source: &Hash32, kind: Kind, artifact: 
     match x.publish_as(source, kind, artifact) {
         Ok(p) => match p.durability_error {
             None => StoreWrite::Stored,
-            Some(e) => StoreWrite::DurabilityNotConfirmed(format!(
-                "{} was renamed into place, but fsync of {} failed: {e}",
-                p.path.display(),
-                x.store().dir().display()
+            Some(e) => StoreWrite::DurabilityNotConfirmed(StoreProblem::new(
+                ProblemKind::Durability,
+                format!(
+                    "{} was renamed into place, but fsync of {} failed: {e}",
+                    p.path.display(),
+                    x.store().dir().display()
+                ),
             )),
         },
-        Err(e) => StoreWrite::NotStored(format!(
-            "cannot write {}: {e}",
-            x.store().path_of_key(&x.store().key_of(source, kind)).display()
+        Err(e) => StoreWrite::NotStored(StoreProblem::new(
+            ProblemKind::Write,
+            format!(
+                "cannot write {}: {e}",
+                x.store().path_of_key(&x.store().key_of(source, kind)).display()
+            ),
         )),
     }
 }

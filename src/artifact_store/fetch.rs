@@ -21,6 +21,7 @@ use super::{Inner, Loaded, Origin, Writable};
 use crate::compiled::Compiled;
 use crate::error::StoreError;
 use crate::key::{ArtifactKey, Hash32};
+use crate::problem::{ProblemKind, StoreProblem};
 use crate::profile::CpuProfile;
 use crate::report::StoreWrite;
 use crate::source::sha256;
@@ -115,28 +116,39 @@ fn hash_all(wasm: &[&[u8]]) -> Vec<Hash32> {
 
 /// Under the shared lock of the writable store: this engine's artifacts in every store, then
 /// portable ones. Returns why nothing compiled now can be stored, if that is already known.
-fn load_shared<T: Compiled>(inner: &Inner, deadline: Instant, slots: &mut Slots<T>) -> Option<String> {
+fn load_shared<T: Compiled>(inner: &Inner, deadline: Instant, slots: &mut Slots<T>) -> Option<StoreProblem> {
     let (writable, mut not_stored) = match &inner.writable {
         Writable::Open(store) => match store.lock_shared(deadline, "load artifacts") {
             Ok(guard) => (Some((store, guard)), None),
             Err(e) => {
-                let msg = format!(
-                    "could not take the shared lock on {}: {}",
-                    store.lock_path().display(),
-                    crate::serial::Chain(&e)
+                let problem = StoreProblem::new(
+                    ProblemKind::Lock,
+                    format!(
+                        "could not take the shared lock on {}: {}",
+                        store.lock_path().display(),
+                        crate::serial::Chain(&e)
+                    ),
                 );
-                log::warn!("artifact store not read: {msg}");
-                (None, Some(msg))
+                log::warn!("artifact store not read: {problem}");
+                (None, Some(problem))
             }
         },
         Writable::Refused { path, reason } => (
             None,
-            Some(format!("the store {} is not used: {reason}", path.display())),
+            Some(StoreProblem::new(
+                reason.kind,
+                format!("the store {} is not used: {reason}", path.display()),
+            )),
         ),
-        Writable::None => (None, Some("no writable store".to_owned())),
+        Writable::None => (None, Some(StoreProblem::new(ProblemKind::NoStore, "no writable store"))),
     };
     if !inner.profiles.contains(&CpuProfile::Native) {
-        not_stored.get_or_insert_with(|| "the native profile is not among the CPU profiles to store".to_owned());
+        not_stored.get_or_insert_with(|| {
+            StoreProblem::new(
+                ProblemKind::NativeNotStored,
+                "the native profile is not among the CPU profiles to store",
+            )
+        });
     }
     let mut stores: Vec<&Store> = Vec::new();
     if let Some((store, _)) = &writable {
@@ -232,7 +244,7 @@ fn load_pending<T: Compiled>(
 fn compile_misses<T: Compiled>(
     inner: &Inner,
     deadline: Instant,
-    mut not_stored: Option<String>,
+    mut not_stored: Option<StoreProblem>,
     sources: &BTreeMap<Hash32, &[u8]>,
     slots: &mut Slots<T>,
 ) {
@@ -243,10 +255,13 @@ fn compile_misses<T: Compiled>(
             match store.lock_exclusive(deadline, &purpose) {
                 Ok(x) => Some(x),
                 Err(e) => {
-                    not_stored = Some(format!(
-                        "could not take the exclusive lock on {}: {}",
-                        store.lock_path().display(),
-                        crate::serial::Chain(&e)
+                    not_stored = Some(StoreProblem::new(
+                        ProblemKind::Lock,
+                        format!(
+                            "could not take the exclusive lock on {}: {}",
+                            store.lock_path().display(),
+                            crate::serial::Chain(&e)
+                        ),
                     ));
                     None
                 }
@@ -274,7 +289,11 @@ fn compile_misses<T: Compiled>(
         let result = compile::<T>(&inner.engine, wasm).map(|(value, artifact)| {
             let stored = match publish_native {
                 Some(x) => publish(x, hash, T::KIND, &artifact),
-                None => StoreWrite::NotStored(not_stored.clone().unwrap_or_default()),
+                None => StoreWrite::NotStored(
+                    not_stored
+                        .clone()
+                        .unwrap_or_else(|| StoreProblem::new(ProblemKind::NoStore, "no writable store")),
+                ),
             };
             (value, Origin::Compiled { stored })
         });

@@ -25,6 +25,7 @@ use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
 use crate::key::Fingerprint;
+use crate::problem::StoreProblem;
 use crate::profile::CpuProfile;
 use crate::store::{Fault, Store};
 pub use builder::ArtifactStoreBuilder;
@@ -81,7 +82,7 @@ pub(crate) enum Writable {
         /// The directory as given.
         path: PathBuf,
         /// Why, for the node's report.
-        reason: String,
+        reason: StoreProblem,
     },
 }
 
@@ -89,7 +90,7 @@ pub(crate) enum Writable {
 /// store never walks its path).
 pub(crate) struct ReadOnly {
     pub path: PathBuf,
-    store: OnceLock<Result<Store, String>>,
+    store: OnceLock<Result<Store, StoreProblem>>,
 }
 
 impl ReadOnly {
@@ -107,7 +108,7 @@ pub(crate) struct Inner {
     pub fingerprint: Fingerprint,
     /// `Err` when MAC mode was asked for but the key could not be loaded: no store is then used,
     /// since nothing in one could be authenticated.
-    pub sealer: Result<Sealer, String>,
+    pub sealer: Result<Sealer, StoreProblem>,
     pub writable: Writable,
     pub read_only: Vec<ReadOnly>,
     pub lock_timeout: Duration,
@@ -142,11 +143,11 @@ impl Inner {
     }
 
     /// Read-only store `i`, opened (and checked) at its first use.
-    pub fn read_only_store(&self, i: usize) -> Option<&Result<Store, String>> {
+    pub fn read_only_store(&self, i: usize) -> Option<&Result<Store, StoreProblem>> {
         let ro = self.read_only.get(i)?;
         Some(ro.store.get_or_init(|| match &self.sealer {
             Ok(sealer) => {
-                Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()).map_err(|e| format!("{e:#}"))
+                Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()).map_err(|e| StoreProblem::of(&e))
             }
             Err(e) => Err(e.clone()),
         }))
@@ -166,7 +167,7 @@ pub(crate) struct NodeStores {
     /// `None`: no store.
     pub dir: Option<PathBuf>,
     pub read_only: Vec<PathBuf>,
-    pub sealer: Result<Sealer, String>,
+    pub sealer: Result<Sealer, StoreProblem>,
     pub lock_timeout: Duration,
     pub profiles: Vec<CpuProfile>,
     pub fault: Fault,
@@ -206,7 +207,7 @@ impl ArtifactStore {
                 }
                 Err(e) => Writable::Refused {
                     path,
-                    reason: format!("{e:#}"),
+                    reason: StoreProblem::of(&e),
                 },
             },
         };

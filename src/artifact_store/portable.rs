@@ -32,7 +32,7 @@ pub(crate) fn engines(inner: &Inner) -> &[ProfileEngine] {
                     engine,
                 }),
                 Err(e) => {
-                    log::warn!("portable artifacts of {profile} not used: {e:#}");
+                    log::warn!("portable artifacts of {profile} not used: {}", crate::serial::Chain(&e));
                     None
                 }
             })

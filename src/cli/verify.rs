@@ -12,7 +12,8 @@ Examples:
   wasm-node-cache verify
   wasm-node-cache verify --store /var/cache/node-wasm || wasm-node-cache prune --stale --store /var/cache/node-wasm
 
-Checks every artifact of this build's engine fingerprint exactly as a start-up does: a regular file
+Checks every artifact of this build's engine fingerprint, and of its portable CPU profiles (a bake's,
+served to hosts of other CPUs), exactly as a start-up does: a regular file
 owned by this uid and writable by nobody else, trailer, binding to the hash and fingerprint in its
 file name, and the checksum of the whole payload. An artifact that passes but has a write bit
 is flagged (a write into a loaded artifact changes the nodes running it). Prints one line per
@@ -66,7 +67,16 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     Ok(if report.problems() > 0 { EXIT_PROBLEM } else { EXIT_OK })
 }
 
-/// One line per artifact of this engine's fingerprint in one store, then a summary.
+/// `  (x86-64-v2)` for a portable profile's artifact, nothing for a native one.
+fn profile_note(a: &wasm_node_cache::ArtifactCheck) -> String {
+    if a.profile.is_native() {
+        String::new()
+    } else {
+        format!("  ({})", a.profile)
+    }
+}
+
+/// One line per artifact this build serves in one store, then a summary.
 fn print_store(s: &StoreVerification) {
     let dir = s.path.display();
     for a in &s.artifacts {
@@ -78,8 +88,8 @@ fn print_store(s: &StoreVerification) {
                 a.mode,
                 a.file.display()
             ),
-            None => println!("ok   {hash}  {}", format_size(a.size)),
-            Some(reason) => println!("BAD  {hash}  {}  {reason}", format_size(a.size)),
+            None => println!("ok   {hash}  {}{}", format_size(a.size), profile_note(a)),
+            Some(reason) => println!("BAD  {hash}  {}{}  {reason}", format_size(a.size), profile_note(a)),
         }
     }
     // Not loaded by anyone, but listed: an artifact name in another case once passed for the
@@ -93,9 +103,14 @@ fn print_store(s: &StoreVerification) {
     }
     let bad = s.bad();
     println!(
-        "{} artifact(s) of fingerprint {} checked in {}{dir}: {} ok, {bad} bad{}{}",
+        "{} artifact(s) of fingerprint {}{} checked in {}{dir}: {} ok, {bad} bad{}{}",
         s.artifacts.len(),
         s.fingerprint,
+        if s.artifacts.iter().any(|a| !a.profile.is_native()) {
+            " and of this build's portable CPU profiles"
+        } else {
+            ""
+        },
         if s.read_only { "read-only store " } else { "" },
         s.artifacts.len() - bad,
         if s.other_fingerprints == 0 {

@@ -74,12 +74,15 @@ impl ArtifactStore {
         } else {
             None
         };
-        let store = StoreVerification::check(writable)?;
+        // Portable CPU profiles of this build are current: a bake holds them for other hosts.
+        let portable = crate::profile::portable_fingerprints(writable.is_keyed())
+            .map_err(|reason| StoreError::Profile { profile: None, reason })?;
+        let store = StoreVerification::check(writable, &portable)?;
         let read_only_stores = self
             .open_read_only()
             .into_iter()
             .map(
-                |(path, opened)| match opened.and_then(|ro| StoreVerification::check(&ro)) {
+                |(path, opened)| match opened.and_then(|ro| StoreVerification::check(&ro, &portable)) {
                     Ok(checked) => ReadOnlyVerification::Checked(checked),
                     Err(error) => ReadOnlyVerification::Unusable { path, error },
                 },
@@ -108,10 +111,7 @@ impl ArtifactStore {
         // other hosts.
         let current = if options.stale {
             crate::profile::portable_fingerprints(store.is_keyed())
-                .map_err(|e| StoreError::Profile {
-                    profile: None,
-                    reason: e.into(),
-                })?
+                .map_err(|reason| StoreError::Profile { profile: None, reason })?
                 .into_iter()
                 .map(|(_, fp)| fp)
                 .collect()

@@ -196,7 +196,8 @@ pub struct FingerprintStatus {
     pub profile: Option<CpuProfile>,
     /// For a profile: whether this CPU runs its code (wasmtime's check).
     pub runs_here: Option<bool>,
-    /// For a profile this CPU cannot run: wasmtime's reason, in its words.
+    /// For a profile this CPU cannot run: wasmtime's reason, in its words (text: wasmtime gives
+    /// no stable kinds for it).
     pub refused: Option<String>,
 }
 
@@ -230,10 +231,8 @@ impl Profiles {
         if !foreign {
             return Ok(Profiles(Vec::new()));
         }
-        let statuses = crate::profile::profile_statuses(engine, keyed).map_err(|e| StoreError::Profile {
-            profile: None,
-            reason: e.into(),
-        })?;
+        let statuses = crate::profile::profile_statuses(engine, keyed)
+            .map_err(|reason| StoreError::Profile { profile: None, reason })?;
         Ok(Profiles(statuses))
     }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::status::ForeignFileStatus;
 use crate::error::StoreError;
 use crate::key::{Fingerprint, Hash32, Kind};
+use crate::profile::CpuProfile;
 use crate::serial;
 use crate::store::{Rejection, Store};
 
@@ -62,12 +63,15 @@ pub struct StoreVerification {
     pub path: PathBuf,
     /// True for a read-only store.
     pub read_only: bool,
-    /// The fingerprint whose artifacts were checked (this build's engine, in the store's mode).
+    /// This build's engine fingerprint, in the store's mode.
     #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
-    /// Every artifact of that fingerprint, sorted by file name, with its verdict.
+    /// Every artifact this build serves, sorted by file name, with its verdict: those of
+    /// [`StoreVerification::fingerprint`] and those of this build's portable CPU profiles (a
+    /// bake's, served to hosts of other CPUs).
     pub artifacts: Vec<ArtifactCheck>,
-    /// Artifacts of other fingerprints: counted, not checked (never loaded by this engine).
+    /// Artifacts of other fingerprints (another wasmtime, engine settings or MAC mode): counted,
+    /// not checked (never loaded by this build).
     pub other_fingerprints: usize,
     /// Files that are not the store's: never loaded, removed by `prune --stale`.
     pub foreign_files: Vec<ForeignFileStatus>,
@@ -79,26 +83,40 @@ impl StoreVerification {
         self.artifacts.iter().filter(|a| a.problem.is_some()).count()
     }
 
-    pub(crate) fn check(store: &Store) -> Result<StoreVerification, StoreError> {
+    /// Checks `store`'s artifacts of its own fingerprint and of `portable` (this build's portable
+    /// profiles, in the store's mode).
+    pub(crate) fn check(
+        store: &Store,
+        portable: &[(CpuProfile, Fingerprint)],
+    ) -> Result<StoreVerification, StoreError> {
         let list_error = |source| StoreError::Io {
             path: store.dir().to_path_buf(),
             op: "list",
             source,
         };
         let entries = store.entries().map_err(list_error)?;
+        let profile_of = |fp: Fingerprint| {
+            if fp == store.fingerprint() {
+                Some(CpuProfile::Native)
+            } else {
+                portable.iter().find(|(_, p)| *p == fp).map(|(profile, _)| *profile)
+            }
+        };
         let (current, other): (Vec<_>, Vec<_>) = entries
             .into_iter()
-            .partition(|e| e.key.fingerprint == store.fingerprint());
+            .partition(|e| profile_of(e.key.fingerprint).is_some());
         let artifacts = current
             .into_iter()
             .map(|entry| {
-                let problem = store.check(&entry.key).err();
+                // The same checks a start-up makes before it deserializes a portable artifact.
+                let problem = store.with_fingerprint(entry.key.fingerprint).check(&entry.key).err();
                 if let Some(reason) = &problem {
                     log::info!("artifact {} is bad: {reason}", entry.path.display());
                 }
                 ArtifactCheck {
                     hash: entry.key.source,
                     kind: entry.key.kind,
+                    profile: profile_of(entry.key.fingerprint).unwrap_or(CpuProfile::Native),
                     writable: entry.has_write_bit(),
                     file: entry.path,
                     size: entry.size,
@@ -136,6 +154,9 @@ pub struct ArtifactCheck {
     pub hash: Hash32,
     /// Component or core module.
     pub kind: Kind,
+    /// The CPU profile it was compiled for: `native` (this engine's own fingerprint) or a
+    /// portable profile of this build.
+    pub profile: CpuProfile,
     /// The file.
     #[serde(serialize_with = "serial::path")]
     pub file: PathBuf,

@@ -9,6 +9,7 @@ use super::{Plan, Progress};
 use crate::artifact_store::compile::{on_every_core, publish};
 use crate::engine::engine_fingerprint;
 use crate::key::{Hash32, Kind};
+use crate::problem::{ProblemKind, StoreProblem};
 use crate::profile::CpuProfile;
 use crate::report::{BakeFailure, BakeReport, StoreWrite};
 use crate::source::{SkipReason, read_verified};
@@ -58,7 +59,7 @@ fn bake_one(
         failed: Vec::new(),
         durability_error: None,
     };
-    let fail_all = |report: &mut BakeReport, reason: String| {
+    let fail_all = |report: &mut BakeReport, reason: StoreProblem| {
         log::warn!("nothing baked for CPU profile {profile}: {reason}");
         report.failed = sources
             .iter()
@@ -71,14 +72,20 @@ fn bake_one(
     let engine = match profile.engine() {
         Ok(e) => e,
         Err(e) => {
-            fail_all(&mut report, format!("{e:#}"));
+            fail_all(
+                &mut report,
+                StoreProblem::new(ProblemKind::Profile, crate::serial::Chain(&e).to_string()),
+            );
             return report;
         }
     };
     let fingerprint = engine_fingerprint(&engine, keyed);
     report.fingerprint = fingerprint.to_hex();
     let Some(store) = store else {
-        fail_all(&mut report, "no writable store".to_owned());
+        fail_all(
+            &mut report,
+            StoreProblem::new(ProblemKind::NoStore, "no writable store"),
+        );
         return report;
     };
     let store = store.with_fingerprint(fingerprint);
@@ -87,10 +94,13 @@ fn bake_one(
         Err(e) => {
             fail_all(
                 &mut report,
-                format!(
-                    "could not take the exclusive lock on {}: {}",
-                    store.lock_path().display(),
-                    crate::serial::Chain(&e)
+                StoreProblem::new(
+                    ProblemKind::Lock,
+                    format!(
+                        "could not take the exclusive lock on {}: {}",
+                        store.lock_path().display(),
+                        crate::serial::Chain(&e)
+                    ),
                 ),
             );
             return report;
@@ -106,7 +116,7 @@ fn bake_one(
             Ok(bytes) => jobs.push((*hash, bytes.as_slice())),
             Err(reason) => report.failed.push(BakeFailure {
                 hash: *hash,
-                reason: reason.to_string(),
+                reason: StoreProblem::new(ProblemKind::Source, reason.to_string()),
             }),
         }
     }
@@ -118,7 +128,10 @@ fn bake_one(
     let results = on_every_core(&jobs, |(hash, bytes)| {
         let stored = match engine.precompile_component(bytes) {
             Ok(artifact) => publish(&exclusive, hash, Kind::Component, &artifact),
-            Err(e) => StoreWrite::NotStored(format!("compilation failed: {e:#}")),
+            Err(e) => StoreWrite::NotStored(StoreProblem::new(
+                ProblemKind::Compile,
+                format!("compilation failed: {e:#}"),
+            )),
         };
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(p) = &plan.progress {

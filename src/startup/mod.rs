@@ -29,6 +29,7 @@ use wasmtime::component::Component;
 use crate::artifact_store::batch::load_all;
 use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
+use crate::problem::{ProblemKind, StoreProblem};
 use crate::profile::CpuProfile;
 use crate::report::{
     EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport, StoreHealth, StoreWrite,
@@ -352,14 +353,17 @@ fn load_shared(
             true
         }
         Err(e) => {
-            let msg = format!(
-                "could not take the shared lock on {}: {}",
-                store.lock_path().display(),
-                crate::serial::Chain(&e)
+            let problem = StoreProblem::new(
+                ProblemKind::Lock,
+                format!(
+                    "could not take the shared lock on {}: {}",
+                    store.lock_path().display(),
+                    crate::serial::Chain(&e)
+                ),
             );
-            log::warn!("artifact store not read, compiling everything in memory: {msg}");
-            health.read_error = Some(msg.clone());
-            health.write_error = Some(msg);
+            log::warn!("artifact store not read, compiling everything in memory: {problem}");
+            health.read_error = Some(problem.clone());
+            health.write_error = Some(problem);
             false
         }
     }
@@ -397,10 +401,13 @@ fn compile_and_publish(
     let exclusive = store.and_then(|store| match store.lock_exclusive(deadline, &purpose) {
         Ok(x) => Some(x),
         Err(e) => {
-            health.write_error = Some(format!(
-                "could not take the exclusive lock on {}: {}; compiled in memory only",
-                store.lock_path().display(),
-                crate::serial::Chain(&e)
+            health.write_error = Some(StoreProblem::new(
+                ProblemKind::Lock,
+                format!(
+                    "could not take the exclusive lock on {}: {}; compiled in memory only",
+                    store.lock_path().display(),
+                    crate::serial::Chain(&e)
+                ),
             ));
             None
         }

@@ -53,7 +53,10 @@ pub(super) fn load_portable(
         let fingerprint = match profile.engine() {
             Ok(profile_engine) => engine_fingerprint(&profile_engine, keyed),
             Err(e) => {
-                log::warn!("portable artifacts of {profile} not looked up: {e:#}");
+                log::warn!(
+                    "portable artifacts of {profile} not looked up: {}",
+                    crate::serial::Chain(&e)
+                );
                 continue;
             }
         };

@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Stat};
 
+use crate::path_refusal::PathRefusal;
 use crate::trusted_path::{self, Fallback};
 pub(crate) use crate::trusted_path::{GROUP_OR_OTHER_WRITE, Owner, euid};
 
@@ -33,7 +33,7 @@ impl Dir {
     /// Opens the directory at `path` after walking it as given and checking every directory and
     /// link on the way ([`trusted_path::walk`]). With `create`, missing directories are made
     /// owner-only (0700) and each new entry is fsynced into its parent.
-    pub(crate) fn open(path: &Path, create: bool, owner: Owner) -> anyhow::Result<Dir> {
+    pub(crate) fn open(path: &Path, create: bool, owner: Owner) -> Result<Dir, PathRefusal> {
         let walked = trusted_path::walk(path, create)?;
         walked.check_final_dir(owner)?;
         // The walk's descriptor may be `O_PATH`; listing and fsync need a real one.
@@ -43,14 +43,14 @@ impl Dir {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .with_context(|| format!("cannot open {}", walked.path.display()))?;
+        .map_err(|e| PathRefusal::io(&walked.path, "open", e))?;
         Ok(Dir { fd, path: walked.path })
     }
 
     /// Walks and checks the parent of the file at `path` as [`Dir::open`] does and returns it with
     /// the file's name: the file itself is then opened with [`Dir::open_checked`] and checked by
     /// the caller. A link as the final component is found, never followed.
-    pub(crate) fn parent_of(path: &Path) -> anyhow::Result<Parent> {
+    pub(crate) fn parent_of(path: &Path) -> Result<Parent, PathRefusal> {
         let (walked, name) = trusted_path::walk_parent(path)?;
         Ok(Parent {
             dir: Dir {

@@ -27,13 +27,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
+use crate::error::StoreError;
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
+use crate::path_refusal::PathRefusal;
 pub(crate) use dir::{Dir, GROUP_OR_OTHER_WRITE, Owner, euid};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
@@ -146,18 +147,18 @@ impl Store {
     /// `/tmp` is), or reached through a link another user owns. The path is walked once, as
     /// given ([`crate::trusted_path`]); every later check and operation uses descriptors, never
     /// the path again.
-    pub fn open_for(engine: &Engine, dir: &Path, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
+    pub fn open_for(engine: &Engine, dir: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
         let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
         Store::open_with(dir, fingerprint, sealer, create)
     }
 
     /// [`Store::open_for`] with a fingerprint computed elsewhere, creating the store if missing.
-    pub fn open(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
+    pub fn open(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
         Store::open_with(dir, fingerprint, sealer, true)
     }
 
-    fn open_with(dir: &Path, fingerprint: Fingerprint, sealer: Sealer, create: bool) -> anyhow::Result<Store> {
-        Store::open_bare(dir, fingerprint, sealer, create, false).context("refusing to use the store")
+    fn open_with(dir: &Path, fingerprint: Fingerprint, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
+        Store::open_bare(dir, fingerprint, sealer, create, false).map_err(|e| StoreError::refused(dir.to_path_buf(), e))
     }
 
     /// Opens a writable (`read_only` false, created if missing when `create`) or read-only store;
@@ -169,7 +170,7 @@ impl Store {
         sealer: Sealer,
         create: bool,
         read_only: bool,
-    ) -> anyhow::Result<Store> {
+    ) -> Result<Store, PathRefusal> {
         let owner = if read_only { Owner::MeOrRoot } else { Owner::Me };
         let dir = Dir::open(dir, create && !read_only, owner)?;
         Ok(Store {
@@ -190,8 +191,8 @@ impl Store {
     ///
     /// The fingerprint is given rather than computed, because a start-up opens several stores for
     /// one engine: [`crate::engine::engine_fingerprint`] computes it once.
-    pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> anyhow::Result<Store> {
-        Store::open_bare(dir, fingerprint, sealer, false, true).context("refusing to use the read-only store")
+    pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
+        Store::open_bare(dir, fingerprint, sealer, false, true).map_err(|e| StoreError::refused(dir.to_path_buf(), e))
     }
 
     /// The same directory (the same descriptor, checks and mode) for the engine with

@@ -224,7 +224,11 @@ pub fn artifact_count(store: &Path) -> usize {
 pub fn start_without_store(builder: wasm_node_cache::Builder, expect: &str) -> wasm_node_cache::LoadReport {
     let r = builder.build().expect("the node starts").report().clone();
     assert!(
-        r.store.read_error.as_deref().is_some_and(|e| e.contains(expect)),
+        r.store
+            .read_error
+            .as_ref()
+            .map(|p| p.message.as_str())
+            .is_some_and(|e| e.contains(expect)),
         "expected the store refused with {expect:?}: {r}"
     );
     r

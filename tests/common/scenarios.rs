@@ -156,7 +156,7 @@ pub fn start(door: Door, fx: &Fixture, opts: &Opts) -> Run {
 fn stored(s: Option<&StoreWrite>) -> Result<(), String> {
     match s {
         Some(StoreWrite::Stored | StoreWrite::DurabilityNotConfirmed(_)) => Ok(()),
-        Some(StoreWrite::NotStored(e)) => Err(e.clone()),
+        Some(StoreWrite::NotStored(e)) => Err(e.to_string()),
         None => Err("no store".to_owned()),
     }
 }
