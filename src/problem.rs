@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::error::StoreError;
+use crate::store::{LockError, LockKind};
 
 /// Why a store could not be read or written, or an artifact was not stored. In JSON
 /// `{"kind": "...", "message": "..."}`: match on `kind`, show `message`.
@@ -57,6 +58,22 @@ impl StoreProblem {
             kind,
             message: message.into(),
         }
+    }
+
+    /// The `kind` lock of the store whose lock file is `lock_path` was not taken, and why.
+    pub(crate) fn lock_not_taken(kind: LockKind, lock_path: &std::path::Path, e: &LockError) -> StoreProblem {
+        let which = match kind {
+            LockKind::Shared => "shared",
+            LockKind::Exclusive => "exclusive",
+        };
+        StoreProblem::new(
+            ProblemKind::Lock,
+            format!(
+                "could not take the {which} lock on {}: {}",
+                lock_path.display(),
+                crate::serial::Chain(e)
+            ),
+        )
     }
 
     /// `e` with its causes, of the kind its variant says.

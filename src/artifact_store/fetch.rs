@@ -25,7 +25,7 @@ use crate::problem::{ProblemKind, StoreProblem};
 use crate::profile::CpuProfile;
 use crate::report::StoreWrite;
 use crate::source::sha256;
-use crate::store::{LoadPath, Lookup, Rejection, Store, deadline_after};
+use crate::store::{LoadPath, LockKind, Lookup, Rejection, Store, deadline_after};
 
 /// What became of one distinct wasm so far.
 struct Slot<T> {
@@ -121,14 +121,7 @@ fn load_shared<T: Compiled>(inner: &Inner, deadline: Instant, slots: &mut Slots<
         Writable::Open(store) => match store.lock_shared(deadline, "load artifacts") {
             Ok(guard) => (Some((store, guard)), None),
             Err(e) => {
-                let problem = StoreProblem::new(
-                    ProblemKind::Lock,
-                    format!(
-                        "could not take the shared lock on {}: {}",
-                        store.lock_path().display(),
-                        crate::serial::Chain(&e)
-                    ),
-                );
+                let problem = StoreProblem::lock_not_taken(LockKind::Shared, &store.lock_path(), &e);
                 log::warn!("artifact store not read: {problem}");
                 (None, Some(problem))
             }
@@ -255,13 +248,10 @@ fn compile_misses<T: Compiled>(
             match store.lock_exclusive(deadline, &purpose) {
                 Ok(x) => Some(x),
                 Err(e) => {
-                    not_stored = Some(StoreProblem::new(
-                        ProblemKind::Lock,
-                        format!(
-                            "could not take the exclusive lock on {}: {}",
-                            store.lock_path().display(),
-                            crate::serial::Chain(&e)
-                        ),
+                    not_stored = Some(StoreProblem::lock_not_taken(
+                        LockKind::Exclusive,
+                        &store.lock_path(),
+                        &e,
                     ));
                     None
                 }

@@ -213,6 +213,21 @@ pub struct ForeignFileStatus {
     pub directory: bool,
 }
 
+impl ForeignFileStatus {
+    /// The foreign files of `store`, as `status` and `verify` list them.
+    pub(crate) fn list(store: &Store) -> std::io::Result<Vec<ForeignFileStatus>> {
+        Ok(store
+            .foreign_files()?
+            .into_iter()
+            .map(|f| ForeignFileStatus {
+                file: f.path,
+                size: f.size,
+                directory: f.is_dir,
+            })
+            .collect())
+    }
+}
+
 /// This build's CPU profiles with their fingerprints, computed only when some store holds an
 /// artifact of a fingerprint other than the engine's own (it builds an engine per profile).
 pub(crate) struct Profiles(Vec<ProfileStatus>);
@@ -282,16 +297,7 @@ impl StoreStatus {
             .collect();
         // This engine's first, then its portable profiles best first, then stale ones.
         fingerprints.sort_by_key(|f| (!f.current, f.profile.is_none(), std::cmp::Reverse(f.profile)));
-        let foreign_files = store
-            .foreign_files()
-            .map_err(list_error)?
-            .into_iter()
-            .map(|f| ForeignFileStatus {
-                file: f.path,
-                size: f.size,
-                directory: f.is_dir,
-            })
-            .collect();
+        let foreign_files = ForeignFileStatus::list(store).map_err(list_error)?;
         let rows: Vec<ArtifactStatus> = entries
             .into_iter()
             .map(|entry| ArtifactStatus::collect(store, profiles, entry))

@@ -125,16 +125,7 @@ impl StoreVerification {
                 }
             })
             .collect();
-        let foreign_files = store
-            .foreign_files()
-            .map_err(list_error)?
-            .into_iter()
-            .map(|f| ForeignFileStatus {
-                file: f.path,
-                size: f.size,
-                directory: f.is_dir,
-            })
-            .collect();
+        let foreign_files = ForeignFileStatus::list(store).map_err(list_error)?;
         Ok(StoreVerification {
             path: store.dir().to_path_buf(),
             read_only: store.is_read_only(),

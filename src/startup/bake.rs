@@ -13,7 +13,7 @@ use crate::problem::{ProblemKind, StoreProblem};
 use crate::profile::CpuProfile;
 use crate::report::{BakeFailure, BakeReport, StoreWrite};
 use crate::source::{SkipReason, read_verified};
-use crate::store::Store;
+use crate::store::{LockKind, Store};
 
 /// Bakes every portable profile the stores are to hold into `store` (`None`: no writable store, so each
 /// profile reports why nothing was baked). Artifacts already stored and verified are kept.
@@ -94,14 +94,7 @@ fn bake_one(
         Err(e) => {
             fail_all(
                 &mut report,
-                StoreProblem::new(
-                    ProblemKind::Lock,
-                    format!(
-                        "could not take the exclusive lock on {}: {}",
-                        store.lock_path().display(),
-                        crate::serial::Chain(&e)
-                    ),
-                ),
+                StoreProblem::lock_not_taken(LockKind::Exclusive, &store.lock_path(), &e),
             );
             return report;
         }

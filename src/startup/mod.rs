@@ -29,13 +29,13 @@ use wasmtime::component::Component;
 use crate::artifact_store::batch::load_all;
 use crate::artifact_store::{ArtifactStore, Inner, Writable};
 use crate::key::{Fingerprint, Hash32, is_hash_name, parse_hash};
-use crate::problem::{ProblemKind, StoreProblem};
+use crate::problem::StoreProblem;
 use crate::profile::CpuProfile;
 use crate::report::{
     EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport, StoreHealth, StoreWrite,
 };
 use crate::source::{SkipReason, read_verified};
-use crate::store::{LoadPath, Lookup, Rejection, Store, deadline_after};
+use crate::store::{LoadPath, LockKind, Lookup, Rejection, Store, deadline_after};
 use portable::Searched;
 
 /// Progress of the compile phase, for progress bars.
@@ -353,14 +353,7 @@ fn load_shared(
             true
         }
         Err(e) => {
-            let problem = StoreProblem::new(
-                ProblemKind::Lock,
-                format!(
-                    "could not take the shared lock on {}: {}",
-                    store.lock_path().display(),
-                    crate::serial::Chain(&e)
-                ),
-            );
+            let problem = StoreProblem::lock_not_taken(LockKind::Shared, &store.lock_path(), &e);
             log::warn!("artifact store not read, compiling everything in memory: {problem}");
             health.read_error = Some(problem.clone());
             health.write_error = Some(problem);
@@ -401,14 +394,11 @@ fn compile_and_publish(
     let exclusive = store.and_then(|store| match store.lock_exclusive(deadline, &purpose) {
         Ok(x) => Some(x),
         Err(e) => {
-            health.write_error = Some(StoreProblem::new(
-                ProblemKind::Lock,
-                format!(
-                    "could not take the exclusive lock on {}: {}; compiled in memory only",
-                    store.lock_path().display(),
-                    crate::serial::Chain(&e)
-                ),
-            ));
+            health.write_error = Some({
+                let mut problem = StoreProblem::lock_not_taken(LockKind::Exclusive, &store.lock_path(), &e);
+                problem.message.push_str("; compiled in memory only");
+                problem
+            });
             None
         }
     });
