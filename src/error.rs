@@ -94,7 +94,8 @@ impl fmt::Display for StoreError {
             StoreError::Refused { path, .. } => write!(f, "refusing to use the store {}", path.display()),
             StoreError::Lock { path, .. } => write!(f, "cannot take the lock {}", path.display()),
             StoreError::Io { path, op, .. } => write!(f, "cannot {op} {}", path.display()),
-            StoreError::Key { path, .. } => write!(f, "cannot use the MAC key file {}", path.display()),
+            // The key error names the file: printed after this, it would say it twice.
+            StoreError::Key { .. } => f.write_str("the MAC key cannot be used"),
             StoreError::Profile { profile: Some(p), .. } => write!(f, "cannot use CPU profile {p}"),
             StoreError::Profile { profile: None, .. } => f.write_str("invalid CPU profile list"),
             StoreError::Compile { hash, kind, .. } => {
