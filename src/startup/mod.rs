@@ -131,9 +131,9 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
             &mut read_only,
         );
     }
-    for (report, store) in read_only.iter_mut().zip(&ro_stores) {
-        if let (0, Some(store)) = (report.hits, *store) {
-            report.other_fingerprints = other_fingerprints_only(store);
+    for (report, opened) in read_only.iter_mut().zip(&ro_stores) {
+        if let (0, Some(opened)) = (report.hits, opened) {
+            report.other_fingerprints = other_fingerprints_only(opened.store);
         }
     }
     if let Some(store) = store.filter(|_| can_write) {
@@ -171,7 +171,7 @@ fn load_portable(
     keyed: bool,
     fingerprint: Fingerprint,
     writable: Option<&Store>,
-    ro_stores: &[Option<&Store>],
+    ro_stores: &[Option<ReadOnlyOpened<'_>>],
     deadline: Instant,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
@@ -192,12 +192,14 @@ fn load_portable(
         .map(|(store, _)| Searched {
             store,
             read_only_index: None,
+            present: None,
         })
         .collect();
-    searched.extend(ro_stores.iter().enumerate().filter_map(|(i, s)| {
-        s.map(|store| Searched {
-            store,
+    searched.extend(ro_stores.iter().enumerate().filter_map(|(i, opened)| {
+        opened.as_ref().map(|opened| Searched {
+            store: opened.store,
             read_only_index: Some(i),
+            present: opened.present.clone(),
         })
     }));
     let hits = portable::load_portable(plan.engine(), keyed, fingerprint, &searched, slots, components);
@@ -273,6 +275,13 @@ fn open_store<'a>(stores: &'a Inner, health: &mut StoreHealth) -> Option<&'a Sto
     }
 }
 
+/// A read-only store this start-up opened, with the fingerprints its listing showed (`None`:
+/// it could not be listed).
+struct ReadOnlyOpened<'a> {
+    store: &'a Store,
+    present: Option<std::collections::BTreeSet<Fingerprint>>,
+}
+
 /// Phase 1b: what the writable store lacks, from each read-only store in turn (no lock: nothing
 /// ever writes them). A store that yields nothing is listed, so that a bake made for another
 /// engine is reported rather than silently ignored.
@@ -280,7 +289,7 @@ fn load_read_only<'a>(
     plan: &'a Plan,
     slots: &mut Slots,
     components: &mut HashMap<Hash32, Component>,
-) -> (Vec<ReadOnlyStoreReport>, Vec<Option<&'a Store>>) {
+) -> (Vec<ReadOnlyStoreReport>, Vec<Option<ReadOnlyOpened<'a>>>) {
     let stores = plan.stores();
     let mut reports = Vec::new();
     let mut opened = Vec::new();
@@ -298,14 +307,13 @@ fn load_read_only<'a>(
         match stores.read_only_store(i) {
             Some(Ok(store)) => {
                 // A bake of portable profiles only holds nothing under this engine's fingerprint:
-                // one listing then saves a pass of failed opens over every pending hash.
-                let has_native = store
-                    .fingerprints_present()
-                    .map_or(true, |fps| fps.contains(&store.fingerprint()));
-                if has_native {
+                // one listing (kept for the portable lookup) then saves a pass of failed opens over
+                // every pending hash.
+                let present = store.fingerprints_present().ok();
+                if present.as_ref().is_none_or(|fps| fps.contains(&store.fingerprint())) {
                     report.hits = load_pending(store, plan.engine(), Some(CpuProfile::Native), slots, components);
                 }
-                opened.push(Some(store));
+                opened.push(Some(ReadOnlyOpened { store, present }));
             }
             Some(Err(e)) => {
                 report.error = Some(e.clone());

@@ -18,6 +18,8 @@ use crate::store::Store;
 pub(super) struct Searched<'a> {
     pub store: &'a Store,
     pub read_only_index: Option<usize>,
+    /// The fingerprints the store holds, when the caller listed it already.
+    pub present: Option<BTreeSet<Fingerprint>>,
 }
 
 /// Loads every pending slot it can from portable artifacts in `stores` (the writable one only if
@@ -41,7 +43,10 @@ pub(super) fn load_portable(
     // searched only for the fingerprints it holds (a miss costs a pass over every pending hash).
     let present: Vec<BTreeSet<Fingerprint>> = stores
         .iter()
-        .map(|s| s.store.fingerprints_present().unwrap_or_default())
+        .map(|s| match &s.present {
+            Some(present) => present.clone(),
+            None => s.store.fingerprints_present().unwrap_or_default(),
+        })
         .collect();
     if present.iter().flatten().all(|fp| *fp == own) {
         return ro_hits;
