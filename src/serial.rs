@@ -39,10 +39,9 @@ pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Erro
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
-/// An error and each of its sources, `: `-separated: the text a log line or a JSON field needs,
-/// each cause once.
-pub(crate) fn error_chain<S: Serializer>(e: &dyn std::error::Error, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&Chain(e))
+/// A [`StoreError`](crate::StoreError) as every report shows a store problem: `{"kind", "message"}`.
+pub(crate) fn store_problem<S: Serializer>(e: &crate::StoreError, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&crate::problem::StoreProblem::of(e), s)
 }
 
 /// Writes an error with its sources, each once.

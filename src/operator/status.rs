@@ -48,8 +48,8 @@ pub enum ReadOnlyStatus {
         /// Always true (so that every store object of the JSON has the field).
         read_only: bool,
         /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]);
-        /// JSON: the error and its causes as one line.
-        #[serde(serialize_with = "serial::error_chain")]
+        /// JSON: a store problem, `{"kind", "message"}`.
+        #[serde(serialize_with = "serial::store_problem")]
         error: StoreError,
     },
 }

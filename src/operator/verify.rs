@@ -49,8 +49,9 @@ pub enum ReadOnlyVerification {
         /// The directory as configured.
         #[serde(serialize_with = "serial::path")]
         path: PathBuf,
-        /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]).
-        #[serde(serialize_with = "serial::error_chain")]
+        /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]);
+        /// JSON: a store problem, `{"kind", "message"}`.
+        #[serde(serialize_with = "serial::store_problem")]
         error: StoreError,
     },
 }
