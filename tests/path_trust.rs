@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, chmod, give_to_other_uid};
+use common::{Fixture, chmod, give_to_other_uid, snapshot};
 use serde_json::Value;
 
 /// The CLI, with an environment that cannot redirect it.
@@ -39,33 +39,6 @@ fn warm(fx: &Fixture, extra: &[&std::ffi::OsStr]) -> Value {
     let out = cli(fx, &args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-/// Every entry below `dir` with its bytes (or its link target, or nothing for a directory), to
-/// show that nothing changed.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    snapshot_into(dir, &mut out);
-    out
-}
-
-fn snapshot_into(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-    for entry in std::fs::read_dir(dir).expect("list") {
-        let path = entry.expect("entry").path();
-        let meta = std::fs::symlink_metadata(&path).expect("lstat");
-        let bytes = if meta.is_dir() {
-            snapshot_into(&path, out);
-            Vec::new()
-        } else if meta.file_type().is_symlink() {
-            std::fs::read_link(&path)
-                .expect("readlink")
-                .into_os_string()
-                .into_encoded_bytes()
-        } else {
-            std::fs::read(&path).expect("read")
-        };
-        out.insert(path, bytes);
-    }
 }
 
 /// A root-owned, owner-only directory holding what a root node's store would hold (a lock with a

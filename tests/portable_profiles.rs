@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Fixture, chmod};
+use common::{Fixture, chmod, snapshot};
 use wasm_node_cache::engine_fingerprint;
 use wasm_node_cache::profile_statuses;
 use wasm_node_cache::testing::Sealer;
@@ -42,19 +41,6 @@ fn bake(fx: &Fixture, profiles: &[CpuProfile]) -> (PathBuf, LoadReport) {
     std::fs::remove_file(bake.join("lock")).expect("no lock file in a bake");
     chmod(&bake, 0o555);
     (bake, r)
-}
-
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
 }
 
 fn fingerprint_of(profile: CpuProfile, keyed: bool) -> String {

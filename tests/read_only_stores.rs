@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Fixture, chmod};
+use common::{Fixture, chmod, snapshot};
 use wasm_node_cache::{LoadPath, Rejection};
 
 /// A start-up of the fixture's node with `bake` as its read-only store.
@@ -17,20 +16,6 @@ fn start_with_bake(fx: &Fixture, bake: &Path) -> wasm_node_cache::LoadReport {
         .expect("start")
         .report()
         .clone()
-}
-
-/// Every file in `dir` with its bytes: what "untouched" is checked against.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
 }
 
 /// A bake of the fixture's components at `<fixture>/bake`, made as an image build does, with the

@@ -4,7 +4,7 @@
 pub mod mixer;
 pub mod scenarios;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use wasm_node_cache::{Hash32, sha256};
@@ -317,4 +317,31 @@ pub fn run_as_other_uid(program: &str, args: &[&std::ffi::OsStr]) -> std::proces
         "needs root: setpriv could not switch to uid {OTHER_UID}: {stderr}"
     );
     out
+}
+
+/// Every entry below `dir` with its bytes (or its link target, or nothing for a directory), to
+/// show that nothing changed.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    snapshot_into(dir, &mut out);
+    out
+}
+
+fn snapshot_into(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        let meta = std::fs::symlink_metadata(&path).expect("lstat");
+        let bytes = if meta.is_dir() {
+            snapshot_into(&path, out);
+            Vec::new()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&path)
+                .expect("readlink")
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            std::fs::read(&path).expect("read")
+        };
+        out.insert(path, bytes);
+    }
 }
