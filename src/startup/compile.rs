@@ -1,7 +1,6 @@
 //! Compiling the misses on every core, publishing each artifact as soon as it is ready, with the
 //! compile and publish primitives of the embedder's door.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -9,7 +8,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::{Plan, Progress};
-use crate::artifact_store::compile::{compile, cores, publish};
+use crate::artifact_store::compile::{compile, on_every_core, publish};
 use crate::key::{Hash32, Kind};
 use crate::report::StoreWrite;
 use crate::source::SkipReason;
@@ -30,29 +29,15 @@ pub(super) fn compile_all(
     if let Some(p) = &plan.progress {
         p(Progress { done: 0, total });
     }
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(total));
-    let workers = cores().min(total);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((hash, bytes)) = jobs.get(i) else { break };
-                    let result = compile_one(plan.engine(), hash, bytes, store);
-                    if let Ok(mut r) = results.lock() {
-                        r.push((*hash, result));
-                    }
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if let Some(p) = &plan.progress {
-                        p(Progress { done: n, total });
-                    }
-                }
-            });
+    on_every_core(&jobs, |(hash, bytes)| {
+        let result = compile_one(plan.engine(), hash, bytes, store);
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(p) = &plan.progress {
+            p(Progress { done: n, total });
         }
-    });
-    results.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+        (*hash, result)
+    })
 }
 
 fn compile_one(engine: &Engine, hash: &Hash32, bytes: &[u8], store: Option<&Exclusive<'_>>) -> CompileResult {
