@@ -48,6 +48,7 @@ pub struct Builder {
     fault: Fault,
     progress: Option<ProgressFn>,
     cpu_profiles: Option<Vec<CpuProfile>>,
+    simulated_cpu: bool,
 }
 
 impl Builder {
@@ -154,6 +155,16 @@ impl Builder {
         self
     }
 
+    /// Tests only: `engine` is the node's engine as it would be on a host of another CPU level
+    /// (the node's settings with a feature probe that denies some of this CPU's features), so
+    /// portable artifacts may serve it although its fingerprint is not the node's here.
+    #[cfg(feature = "fault-injection")]
+    pub fn simulated_cpu(mut self, engine: Engine) -> Self {
+        self.engine = Some(engine);
+        self.simulated_cpu = true;
+        self
+    }
+
     /// Runs the start-up. Fails only on configuration errors (unreadable or invalid whitelist,
     /// engine creation); a store or binary problem never fails it, see [`LoadReport`](crate::LoadReport).
     pub fn build(self) -> anyhow::Result<WasmNodeCache> {
@@ -228,6 +239,7 @@ impl Builder {
             lock_timeout,
             profiles: bake,
             fault: self.fault,
+            simulated_cpu: self.simulated_cpu,
         });
         let plan = Plan {
             stores,

@@ -146,6 +146,8 @@ impl ArtifactStoreBuilder {
                     lock_timeout: self.lock_timeout,
                     profiles: self.profiles,
                     portable: OnceLock::new(),
+                    serves_portable: OnceLock::new(),
+                    simulated_cpu: false,
                 }),
             });
         }
@@ -173,6 +175,8 @@ impl ArtifactStoreBuilder {
                 lock_timeout: self.lock_timeout,
                 profiles: self.profiles,
                 portable: OnceLock::new(),
+                serves_portable: OnceLock::new(),
+                simulated_cpu: false,
             }),
         })
     }

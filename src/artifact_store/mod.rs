@@ -118,6 +118,11 @@ pub(crate) struct Inner {
     /// Portable profiles' engines, built at the first lookup that needs them (the embedder's
     /// door; the node's start-up builds its own).
     portable: OnceLock<Vec<portable::ProfileEngine>>,
+    /// Whether portable artifacts may serve this engine: only when it has the node's settings
+    /// (wasmtime does not check every setting at load), computed at the first lookup.
+    serves_portable: OnceLock<bool>,
+    /// Tests only: the engine stands for the node's on a host of another CPU level.
+    pub simulated_cpu: bool,
 }
 
 impl Inner {
@@ -153,6 +158,16 @@ impl Inner {
         }))
     }
 
+    /// True when portable artifacts may serve this engine: it has the node's settings, of which
+    /// every portable profile is a variant. wasmtime does not check every setting at load (NaN
+    /// canonicalization, for one), so an engine with other settings would run code compiled
+    /// with the node's.
+    pub fn serves_portable(&self) -> bool {
+        *self
+            .serves_portable
+            .get_or_init(|| self.simulated_cpu || portable::is_node_engine(&self.engine))
+    }
+
     /// True when a start-up stores both native and portable artifacts (a bake): it then compiles
     /// its own rather than serving itself from the portable ones it made.
     pub fn bakes_native(&self) -> bool {
@@ -171,6 +186,7 @@ pub(crate) struct NodeStores {
     pub lock_timeout: Duration,
     pub profiles: Vec<CpuProfile>,
     pub fault: Fault,
+    pub simulated_cpu: bool,
 }
 
 impl ArtifactStore {
@@ -221,6 +237,8 @@ impl ArtifactStore {
                 lock_timeout: cfg.lock_timeout,
                 profiles: cfg.profiles,
                 portable: OnceLock::new(),
+                serves_portable: OnceLock::new(),
+                simulated_cpu: cfg.simulated_cpu,
             }),
         }
     }
@@ -246,6 +264,8 @@ impl ArtifactStore {
                 lock_timeout,
                 profiles: vec![CpuProfile::Native],
                 portable: OnceLock::new(),
+                serves_portable: OnceLock::new(),
+                simulated_cpu: false,
             }),
         })
     }

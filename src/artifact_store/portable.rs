@@ -20,7 +20,7 @@ pub(crate) struct ProfileEngine {
 /// or this architecture has none.
 pub(crate) fn engines(inner: &Inner) -> &[ProfileEngine] {
     inner.portable.get_or_init(|| {
-        if CpuProfile::portable().is_empty() || !is_node_engine(&inner.engine) {
+        if CpuProfile::portable().is_empty() || !inner.serves_portable() {
             return Vec::new();
         }
         CpuProfile::portable()

@@ -1,7 +1,6 @@
 //! One start-up: load what the store holds, compile only what it lacks, publish what was compiled.
 //!
 //! ```text
-//! exclusive lock ── bake: each portable CPU profile asked for (warm --cpu-profile), if any
 //! shared lock    ── load + verify every whitelisted hash ──> hits
 //! no lock        ── the misses from each read-only store in turn (a baked image)
 //! shared lock    ── the misses from portable artifacts, best CPU profile first, every store
@@ -10,6 +9,7 @@
 //! exclusive lock ── remove leftover temp files
 //!                ── re-check misses (another process may have compiled them meanwhile)
 //!                ── compile in parallel, publish atomically
+//! exclusive lock ── bake: each portable CPU profile asked for (warm --cpu-profile), if any
 //! ```
 //! All lock waits share one deadline, `lock_timeout` after the start. No failure of the store
 //! stops a start-up: it only turns hits into compilations.
@@ -110,7 +110,6 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let mut components = HashMap::new();
 
     let store = open_store(stores, &mut health);
-    let baked = bake::bake_profiles(plan, store, keyed, deadline);
     let mut can_write = store.is_some();
     if let Some(store) = store {
         can_write = load_shared(store, plan.engine(), deadline, &mut slots, &mut components, &mut health);
@@ -118,7 +117,7 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
     let (mut read_only, ro_stores) = load_read_only(plan, &mut slots, &mut components);
     // A bake that stores native artifacts too compiles them rather than serving its own host from
     // the portable ones it just made.
-    if !stores.bakes_native() {
+    if !stores.bakes_native() && stores.serves_portable() {
         load_portable(
             plan,
             keyed,
@@ -148,6 +147,9 @@ pub(crate) fn run(plan: &Plan) -> (HashMap<Hash32, Component>, LoadReport) {
         let store = store.filter(|_| publish);
         compile_and_publish(plan, store, deadline, sources, &mut slots, &mut components, &mut health);
     }
+    // After the native artifacts, so that a bake stores those first (where this CPU's native
+    // fingerprint is a profile's, the profile finds them present).
+    let baked = bake::bake_profiles(plan, store, keyed, deadline);
 
     if let Some(store) = store
         && let Some(mode) = store.lock_mode_repaired()

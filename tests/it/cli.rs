@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use wasm_node_cache::sha256;
 
-mod common;
+use crate::common;
 
 const SUBCOMMANDS: [&str; 5] = ["warm", "status", "verify", "prune", "clear"];
 

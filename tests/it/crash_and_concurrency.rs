@@ -1,7 +1,7 @@
 //! Real processes: a start-up killed with SIGKILL at moments spread over its compile-and-write
 //! phase, several start-ups racing on one empty store, a lock holder that hangs, and one that dies.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -153,7 +153,7 @@ fn spawn_lock_holder_with(store: &Path, mode: &str) -> Child {
     std::fs::set_permissions(store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "lock_holder_child",
+            "crash_and_concurrency::lock_holder_child",
             "--exact",
             "--ignored",
             "--nocapture",

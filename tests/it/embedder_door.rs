@@ -1,7 +1,7 @@
 //! The embedder's door: `ArtifactStore` for components and core modules, across processes, with
 //! the kind bound into every artifact, and its errors matched by variant.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -46,7 +46,13 @@ fn children_at_once(n: usize, store: &Path) -> [(usize, usize); 2] {
     let running: Vec<_> = (0..n)
         .map(|_| {
             Command::new(std::env::current_exe().expect("test binary"))
-                .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "embedder_door::child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, store)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

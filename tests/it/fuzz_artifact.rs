@@ -3,7 +3,7 @@
 //! by a length field, never a read out of bounds (the parser works on slices, so an out-of-bounds
 //! read would be a panic, which these tests would catch).
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -1,7 +1,7 @@
 //! Careless or hostile stores: loose permissions, another owner, links, special files, a full
 //! disk, a read-only mount, and the authenticated (MAC) mode.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

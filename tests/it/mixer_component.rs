@@ -1,7 +1,7 @@
 //! The generated `mixer` component (tests/common/mixer.rs), as shipped in config/wasm: compiled at
 //! a first start-up, loaded from the store at the second, and the same results both times.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -4,7 +4,7 @@
 //! never block. The node is the real binary, in a separate process; the attacker's files belong
 //! to a second uid (65534), which needs root (tests marked `#[ignore = "needs root: ..."]`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, symlink};

@@ -3,7 +3,7 @@
 //! compatibility check deciding.
 #![cfg(target_arch = "x86_64")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +71,60 @@ fn runnable_here() -> Vec<CpuProfile> {
         .filter(|p| p.runs_here && !p.profile.is_native())
         .map(|p| p.profile)
         .collect()
+}
+
+/// The node's native fingerprint on this CPU.
+fn native_fingerprint() -> String {
+    engine_fingerprint(&wasm_node_cache::init_wasm_engine().expect("engine"), false).to_hex()
+}
+
+/// The portable profiles whose fingerprint is not this CPU's native one, best first. A CPU with
+/// exactly one level's features (an AVX2 machine without AVX-512 is x86-64-v3 to Cranelift) has
+/// that level's fingerprint natively: its artifacts are the native ones, under the same names.
+fn distinct_from_native() -> Vec<CpuProfile> {
+    let native = native_fingerprint();
+    CpuProfile::portable()
+        .iter()
+        .copied()
+        .filter(|p| fingerprint_of(*p, false) != native)
+        .collect()
+}
+
+/// How a report names the profile of an artifact baked for `profile`: `native` when this CPU's
+/// native fingerprint is that profile's.
+fn as_reported(profile: CpuProfile) -> CpuProfile {
+    if fingerprint_of(profile, false) == native_fingerprint() {
+        CpuProfile::Native
+    } else {
+        profile
+    }
+}
+
+/// The node's engine as it is on a host of level x86-64-v3 without AVX-512, on any CPU that has
+/// AVX2: the node's settings compiled for x86-64-v3, with wasmtime's feature probe told there is
+/// no AVX-512. Another optimization level (a setting wasmtime ignores at load, but one the
+/// fingerprint covers) keeps its fingerprint off every profile's, so only the portable lookup
+/// serves it, as on a real host of that level. Given to the start-up with `simulated_cpu`.
+fn simulated_v3_host() -> Engine {
+    assert!(
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+        "this test needs a CPU of level x86-64-v3 at least"
+    );
+    let mut config = CpuProfile::X86_64V3.config().expect("config");
+    config.cranelift_opt_level(wasmtime::OptLevel::SpeedAndSize);
+    // SAFETY: the probe answers from the real CPU except for AVX-512, which it denies: wasmtime then
+    // refuses code that could use AVX-512, and loads nothing this CPU cannot run.
+    unsafe {
+        config.detect_host_feature(no_avx512);
+    }
+    let engine = Engine::new(&config).expect("engine");
+    assert!(
+        !portable_fingerprints(false)
+            .expect("fps")
+            .iter()
+            .any(|(_, fp)| *fp == engine_fingerprint(&engine, false))
+    );
+    engine
 }
 
 #[test]
@@ -151,31 +205,36 @@ fn a_v2_only_bake_serves_every_component_with_v2_compiles_nothing_and_writes_not
 fn a_bake_of_every_profile_serves_the_best_this_cpu_runs_then_the_next_when_it_is_gone() {
     let fx = Fixture::new();
     let (bake, _) = bake(&fx, &[CpuProfile::X86_64V2, CpuProfile::X86_64V3, CpuProfile::X86_64V4]);
-    let runnable = runnable_here();
-    assert!(runnable.len() >= 2, "this test needs an x86-64-v3 host: {runnable:?}");
+    let mut runnable = runnable_here();
+    assert!(!runnable.is_empty(), "every x86-64 CPU runs x86-64-v2");
     let served_by = |r: &LoadReport| -> Vec<Option<CpuProfile>> { r.entries.iter().map(|e| e.profile).collect() };
-
-    let r = fx
-        .builder()
-        .read_only_store(&bake)
-        .build()
-        .expect("start")
-        .report()
-        .clone();
-    assert_eq!((r.from_store, r.compiled), (3, 0), "{r}");
-    assert_eq!(served_by(&r), vec![Some(runnable[0]); 3], "{r}");
-    assert!(r.entries.iter().all(|e| e.portable_refused.is_empty()), "{r}");
-
-    remove_profile(&bake, runnable[0]);
-    let r = fx
-        .builder()
-        .read_only_store(&bake)
-        .build()
-        .expect("start")
-        .report()
-        .clone();
-    assert_eq!((r.from_store, r.compiled), (3, 0), "{r}");
-    assert_eq!(served_by(&r), vec![Some(runnable[1]); 3], "{r}");
+    let start = || {
+        fx.builder()
+            .store(fx.dir.path().join("empty-store"))
+            .read_only_store(&bake)
+            .build()
+            .expect("start")
+            .report()
+            .clone()
+    };
+    // Best first: each start is served by the best profile left, then that profile goes.
+    while let Some(best) = runnable.first().copied() {
+        let r = start();
+        assert_eq!((r.from_store, r.compiled), (3, 0), "{r}");
+        assert_eq!(served_by(&r), vec![Some(as_reported(best)); 3], "{r}");
+        // Only a better profile this CPU does not run (x86-64-v4 without AVX-512) is refused.
+        assert!(
+            r.entries
+                .iter()
+                .flat_map(|e| &e.portable_refused)
+                .all(|refusal| refusal.profile > best && !runnable_here().contains(&refusal.profile)),
+            "{r}"
+        );
+        remove_profile(&bake, best);
+        runnable.remove(0);
+    }
+    let r = start();
+    assert_eq!((r.from_store, r.compiled), (0, 3), "nothing this CPU runs is left: {r}");
 }
 
 /// Compiles the adder with `profile`'s engine changed by `change`, and publishes it with a valid
@@ -202,38 +261,46 @@ fn an_artifact_wasmtime_refuses_falls_through_to_the_next_profile_then_to_compil
     // The setting: fuel metering off. Wasmtime compares tunables exactly, so the node's engine
     // (fuel on) refuses the artifact at deserialization, after every check of ours passed.
     // (NaN canonicalization would not do: wasmtime does not check it, see below.)
+    // The host is a simulated x86-64-v3 one, so that both profiles are portable to it on any CPU.
     let fx = Fixture::new();
     let adder = common::adder_hash();
-    let (bake, _) = bake(&fx, &[CpuProfile::X86_64V3]);
+    let (bake, _) = bake(&fx, &[CpuProfile::X86_64V2]);
     chmod(&bake, 0o755);
-    forge_adder(&bake, CpuProfile::X86_64V4, |c| {
+    forge_adder(&bake, CpuProfile::X86_64V3, |c| {
         c.consume_fuel(false);
     });
     std::fs::remove_file(bake.join("lock")).expect("unlink lock");
     chmod(&bake, 0o555);
+    let host = simulated_v3_host();
 
-    let cache = fx.builder().read_only_store(&bake).build().expect("start");
+    let cache = fx
+        .builder()
+        .simulated_cpu(host.clone())
+        .read_only_store(&bake)
+        .build()
+        .expect("start");
     let r = cache.report();
     let e = r.entry(&adder).expect("entry");
     assert_eq!(
         (e.outcome.clone(), e.profile),
-        (Outcome::FromStore, Some(CpuProfile::X86_64V3)),
+        (Outcome::FromStore, Some(CpuProfile::X86_64V2)),
         "{r}"
     );
     assert_eq!(e.portable_refused.len(), 1, "{r}");
-    assert_eq!(e.portable_refused[0].profile, CpuProfile::X86_64V4);
+    assert_eq!(e.portable_refused[0].profile, CpuProfile::X86_64V3);
     let why = e.portable_refused[0].reason.to_string();
     assert!(
         why.contains("wasmtime refused") && why.contains("fuel"),
         "wasmtime's reason: {why}"
     );
-    assert!(r.to_string().contains("portable x86-64-v4 artifact"), "{r}");
+    assert!(r.to_string().contains("portable x86-64-v3 artifact"), "{r}");
     assert_eq!(common::node_add(&cache, 40, 2), 42);
 
-    // Without the v3 artifact the start-up compiles, and still says why v4 was refused.
-    remove_profile(&bake, CpuProfile::X86_64V3);
+    // Without the v2 artifact the start-up compiles, and still says why v3 was refused.
+    remove_profile(&bake, CpuProfile::X86_64V2);
     let r = fx
         .builder()
+        .simulated_cpu(host)
         .read_only_store(&bake)
         .build()
         .expect("start")
@@ -251,7 +318,7 @@ fn an_artifact_wasmtime_refuses_falls_through_to_the_next_profile_then_to_compil
         .expect("adder")
         .clone();
     assert_eq!(entry["profile"], serde_json::Value::Null);
-    assert_eq!(entry["portable_refused"][0]["profile"], "x86-64-v4");
+    assert_eq!(entry["portable_refused"][0]["profile"], "x86-64-v3");
 }
 
 /// Host feature detection that reports no AVX-512 and answers the rest truthfully: a node on a
@@ -277,29 +344,12 @@ fn no_avx512(feature: &str) -> Option<bool> {
 
 #[test]
 fn on_a_cpu_without_avx512_wasmtime_refuses_v4_for_the_missing_feature_and_v3_serves() {
-    // A node engine for a CPU without AVX-512: the node's settings compiled for x86-64-v3, with
-    // wasmtime's feature probe told there is no AVX-512. Another optimization level (a setting
-    // wasmtime ignores at load, but one the fingerprint covers) keeps its fingerprint off the v3
-    // profile's, so only the portable lookup can serve it, as on a real host of that level.
-    let mut config = CpuProfile::X86_64V3.config().expect("config");
-    config.cranelift_opt_level(wasmtime::OptLevel::SpeedAndSize);
-    // SAFETY: the probe answers from the real CPU except for AVX-512, which it denies: wasmtime then
-    // refuses code that could use AVX-512, and loads nothing this CPU cannot run.
-    unsafe {
-        config.detect_host_feature(no_avx512);
-    }
-    let v3_host = Engine::new(&config).expect("engine");
-    assert!(
-        !portable_fingerprints(false)
-            .expect("fps")
-            .iter()
-            .any(|(_, fp)| *fp == engine_fingerprint(&v3_host, false))
-    );
+    let v3_host = simulated_v3_host();
     let fx = Fixture::new();
     let (bake, _) = bake(&fx, &[CpuProfile::X86_64V3, CpuProfile::X86_64V4]);
     let r = fx
         .builder()
-        .engine(v3_host.clone())
+        .simulated_cpu(v3_host.clone())
         .read_only_store(&bake)
         .build()
         .expect("start")
@@ -372,7 +422,7 @@ fn every_shipped_export_gives_identical_results_under_every_profile() {
         let load = |bytes: &[u8]| {
             let payload = compiler.precompile_component(bytes).expect("precompile");
             // SAFETY: produced just now by `precompile_component` in this process.
-            unsafe { Component::deserialize(&native, &payload) }.expect("this CPU runs every profile")
+            unsafe { Component::deserialize(&native, &payload) }.expect("this CPU runs the profile")
         };
         let (adder, fib, fnv) = (
             load(&common::shipped("adder")),
@@ -391,7 +441,10 @@ fn every_shipped_export_gives_identical_results_under_every_profile() {
     let expected = run(CpuProfile::Native);
     assert_eq!(expected.3, [0, 7, u64::MAX].map(common::mixer::expected_mix));
     assert_eq!(expected.4, 0x7fc0_0000, "the node canonicalizes NaNs");
-    for profile in CpuProfile::portable() {
+    // Only the profiles this CPU runs can run here (x86-64-v4 needs AVX-512).
+    let runnable = runnable_here();
+    assert!(runnable.contains(&CpuProfile::X86_64V2), "{runnable:?}");
+    for profile in &runnable {
         assert_eq!(run(*profile), expected, "{profile}");
     }
     // Control: without canonicalization this CPU gives another NaN, so the check above can fail.
@@ -578,9 +631,12 @@ fn cli(args: &[&str]) -> std::process::Output {
 #[test]
 fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
     let fx = Fixture::new();
+    // Two profiles whose artifacts are not the native ones on this CPU.
+    let profiles = distinct_from_native();
+    let (p1, p2) = (profiles[0], profiles[1]);
     let r = fx
         .builder()
-        .cpu_profiles([CpuProfile::Native, CpuProfile::X86_64V2, CpuProfile::X86_64V4])
+        .cpu_profiles([CpuProfile::Native, p1, p2])
         .build()
         .expect("bake")
         .report()
@@ -610,8 +666,15 @@ fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
     let status = cli(&["status", "--store", store]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
-    assert!(text.contains("portable x86-64-v4: runs on this CPU"), "{text}");
-    assert!(text.contains("portable x86-64-v2: runs on this CPU"), "{text}");
+    let runnable = runnable_here();
+    for p in [p1, p2] {
+        let label = if runnable.contains(&p) {
+            format!("portable {p}: runs on this CPU")
+        } else {
+            format!("portable {p}: does NOT run on this CPU")
+        };
+        assert!(text.contains(&label), "{label}: {text}");
+    }
     assert!(
         text.contains(&format!("fingerprint {other_fp}: 1 file(s)  stale")),
         "{text}"
@@ -626,7 +689,7 @@ fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
         "{text}"
     );
     assert!(common::files_with_prefix(&fx.store, &other_fp.to_hex()).is_empty());
-    for profile in [CpuProfile::X86_64V2, CpuProfile::X86_64V4] {
+    for profile in [p1, p2] {
         assert_eq!(
             common::files_with_prefix(&fx.store, &fingerprint_of(profile, false)).len(),
             3

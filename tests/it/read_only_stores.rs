@@ -1,7 +1,7 @@
 //! Read-only stores: artifacts baked into a container image, loaded when they fit this engine,
 //! never written, and healed into the writable store when they do not.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

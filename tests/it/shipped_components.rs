@@ -2,7 +2,7 @@
 //! (tests/common/mixer.rs), named by their SHA-256 and listed in config/wasm.conf; and each one runs
 //! (the mixer in tests/mixer_component.rs).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

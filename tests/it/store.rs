@@ -1,7 +1,7 @@
 //! The store's contract, end to end with real components: cold and warm start-ups, every kind of
 //! damaged artifact, engine changes, bad inputs, and an unusable store.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -2,7 +2,7 @@
 //! (`WasmNodeCache`) and the embedder's (`ArtifactStore`). The scenarios are in
 //! `tests/common/scenarios.rs`, written once.
 
-mod common;
+use crate::common;
 
 use common::scenarios::{self, Door};
 

@@ -3,7 +3,7 @@
 //! wasmtime upgrade breaks this, this test fails with instructions instead of every start-up
 //! silently degrading to "rejected, recompiled".
 
-mod common;
+use crate::common;
 
 use wasmtime::component::Component;
 

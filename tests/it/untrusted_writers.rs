@@ -3,7 +3,7 @@
 //! links, FIFOs or another user's. Writers and racers are separate processes (coreutils), as an
 //! operator's `cp`/`rsync --inplace` or an attacker would be.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,22 @@
+//! The integration tests, one crate so that wasmtime is linked once. `tests/node_compat.rs`, the
+//! node's own code, stays a binary of its own, as the node builds it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod crash_and_concurrency;
+mod deploy_recipe;
+mod embedder_door;
+mod fuzz_artifact;
+mod hostile_store;
+mod mixer_component;
+mod operator_door;
+mod path_trust;
+mod portable_profiles;
+mod read_only_stores;
+mod shipped_components;
+mod store;
+mod store_scenarios;
+mod trailer_guard;
+mod untrusted_writers;
