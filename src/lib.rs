@@ -39,6 +39,8 @@ mod artifact_store;
 mod authkey;
 mod builder;
 mod cache;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod compiled;
 mod defaults;
 mod engine;

@@ -3,8 +3,8 @@
 
 use clap::Args;
 use serde::Serialize;
-use wasm_node_cache::engine_fingerprint;
-use wasm_node_cache::{ProfileStatus, host_triple, profile_statuses};
+use crate::engine_fingerprint;
+use crate::{ProfileStatus, host_triple, profile_statuses};
 
 use super::{EXIT_OK, KeyArgs};
 
@@ -44,7 +44,7 @@ struct HostJson {
 /// Runs `host`; returns the exit status.
 pub fn run(args: HostArgs) -> anyhow::Result<u8> {
     let keyed = args.key.resolved().is_some();
-    let engine = wasm_node_cache::init_wasm_engine()?;
+    let engine = crate::init_wasm_engine()?;
     let doc = HostJson {
         triple: host_triple(),
         fingerprint: engine_fingerprint(&engine, keyed).to_hex(),

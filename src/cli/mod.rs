@@ -1,4 +1,16 @@
-//! Command-line parsing, logging set-up and exit codes. Each subcommand lives in its own module.
+//! The operator CLI as a library entry point (feature `cli`, on by default), so that a node can
+//! build its bake tool from its own workspace, with its own `Cargo.lock` and wasmtime features:
+//! the same engine, the same fingerprints, as the node it bakes for.
+//!
+//! ```no_run
+//! // src/bin/wasm-node-cache.rs in the node's workspace: the whole tool.
+//! fn main() -> std::process::ExitCode {
+//!     wasm_node_cache::cli::main()
+//! }
+//! ```
+//!
+//! Command-line parsing, logging set-up and exit codes live here; each subcommand in its own
+//! module, over the crate's public API only.
 
 mod clear;
 mod host;
@@ -15,14 +27,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use wasm_node_cache::{ArtifactStore, StoreError};
+use crate::{ArtifactStore, StoreError};
 
 /// Exit status: success.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit status: the command ran and found a problem (for example `verify` found a bad artifact).
-pub const EXIT_PROBLEM: u8 = 1;
+pub(crate) const EXIT_PROBLEM: u8 = 1;
 /// Exit status: the command could not run (bad arguments, unreadable configuration).
-pub const EXIT_ERROR: u8 = 2;
+pub(crate) const EXIT_ERROR: u8 = 2;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -42,7 +54,7 @@ MAC key: --key-file, else $WASM_NODE_CACHE_KEY_FILE (authenticated mode; must ma
 /// Keeps a blockchain node's precompiled WebAssembly components in a locked, verified on-disk store.
 #[derive(Parser, Debug)]
 #[command(name = "wasm-node-cache", version, about, after_help = AFTER_HELP)]
-pub struct Cli {
+struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -80,7 +92,7 @@ enum Command {
 
 /// Where the store is: shared by every subcommand.
 #[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Store directory [default: $WASM_NODE_CACHE_DIR, else ~/.cache/wasm-node-cache]
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -88,8 +100,8 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// The store directory to use.
-    pub fn dir(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(wasm_node_cache::default_store_dir)
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(crate::default_store_dir)
     }
 
     /// Opens the store for inspection or maintenance. Unlike a start-up, never creates it: an
@@ -100,14 +112,14 @@ impl StoreArgs {
     /// `None` opens in plain mode whatever the environment says, for commands that never read an
     /// artifact's contents. `read_only` stores are opened by each report, which says which could
     /// not be.
-    pub fn open_existing(
+    pub(crate) fn open_existing(
         &self,
         key: Option<&KeyArgs>,
         read_only: Vec<PathBuf>,
         lock_timeout: Duration,
     ) -> anyhow::Result<ArtifactStore> {
         let dir = self.dir();
-        let engine = wasm_node_cache::init_wasm_engine().context("cannot create the wasmtime engine")?;
+        let engine = crate::init_wasm_engine().context("cannot create the wasmtime engine")?;
         let mut builder = ArtifactStore::builder(&dir).lock_timeout(lock_timeout);
         if let Some(file) = key.and_then(KeyArgs::resolved) {
             builder = builder.auth_key_file(file);
@@ -129,7 +141,7 @@ impl StoreArgs {
 
 /// Read-only stores (baked artifacts), for the subcommands that read stores.
 #[derive(Args, Debug, Clone)]
-pub struct ReadOnlyArgs {
+pub(crate) struct ReadOnlyArgs {
     /// A read-only store searched after --store (repeatable, in order), e.g. artifacts baked into an image [default: $WASM_NODE_CACHE_READ_ONLY_DIRS, colon-separated]
     #[arg(long = "read-only-store", value_name = "DIR")]
     dirs: Vec<PathBuf>,
@@ -137,22 +149,22 @@ pub struct ReadOnlyArgs {
 
 impl ReadOnlyArgs {
     /// The read-only stores, resolved as the node resolves them.
-    pub fn resolved(&self) -> Vec<PathBuf> {
-        wasm_node_cache::resolve_read_only_stores(self.dirs.clone())
+    pub(crate) fn resolved(&self) -> Vec<PathBuf> {
+        crate::resolve_read_only_stores(self.dirs.clone())
     }
 }
 
 /// Bounded wait for the store's lock, shared by the subcommands that take it.
 #[derive(Args, Debug, Clone)]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     /// Seconds to wait for the store's lock (held while a node compiles or an operator prunes); then `warm` compiles in memory, other commands give up
-    #[arg(long, value_name = "SECS", default_value_t = wasm_node_cache::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = crate::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
     lock_timeout: f64,
 }
 
 impl LockArgs {
     /// The wait as a duration; refuses negative, infinite, NaN and unrepresentably large values.
-    pub fn timeout(&self) -> anyhow::Result<Duration> {
+    pub(crate) fn timeout(&self) -> anyhow::Result<Duration> {
         Duration::try_from_secs_f64(self.lock_timeout).map_err(|_| {
             anyhow::anyhow!(
                 "--lock-timeout must be a non-negative number of seconds that fits a duration, not {}",
@@ -164,7 +176,7 @@ impl LockArgs {
 
 /// Authenticated mode, for the subcommands that read artifacts.
 #[derive(Args, Debug, Clone)]
-pub struct KeyArgs {
+pub(crate) struct KeyArgs {
     /// MAC key file of an authenticated store (as the node uses) [default: $WASM_NODE_CACHE_KEY_FILE]
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
@@ -172,8 +184,8 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
-    pub fn resolved(&self) -> Option<PathBuf> {
-        wasm_node_cache::resolve_key_file(self.key_file.clone())
+    pub(crate) fn resolved(&self) -> Option<PathBuf> {
+        crate::resolve_key_file(self.key_file.clone())
     }
 }
 
@@ -189,7 +201,9 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Runs the CLI and maps failures to one line on stderr and an exit status.
+/// Runs the CLI on this process's arguments: parses them, sets up logging, runs the subcommand,
+/// prints a failure as one line on stderr, and returns the exit status (0 success, 1 the command
+/// ran and found a problem, 2 it could not run).
 pub fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `wasm-node-cache status | head` would panic in println! once head
     // exits. Restore the default: the process ends quietly, as `ls | head` does.

@@ -1,6 +1,6 @@
 //! Rendering a start-up report for people (a table) and for machines (one JSON object).
 
-use wasm_node_cache::LoadReport;
+use crate::LoadReport;
 
 /// The report as one JSON object: `LoadReport`'s own `Serialize`, so the CLI and a node's
 /// structured log share one schema.

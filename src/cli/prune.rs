@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use wasm_node_cache::{PruneOptions, PruneReport};
+use crate::{PruneOptions, PruneReport};
 
 use super::size::{format_size, parse_size};
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
@@ -60,7 +60,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
     let keep = args
         .whitelist
         .as_deref()
-        .map(wasm_node_cache::read_whitelist_file)
+        .map(crate::read_whitelist_file)
         .transpose()?;
     let store = args.store.open_existing(Some(&args.key), Vec::new(), timeout)?;
     let report = store.prune(&PruneOptions {
