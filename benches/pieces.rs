@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sha2::Digest;
+use wasm_node_cache::Hash32;
+use wasm_node_cache::config::sha256;
 use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, deadline_after};
-use wasm_node_cache::{Hash32, sha256};
 
 fn wasm_dir() -> PathBuf {
     std::env::var_os("WASM_BENCH_DIR").map_or_else(|| PathBuf::from("config/wasm"), PathBuf::from)
@@ -24,7 +25,7 @@ fn wasm_dir() -> PathBuf {
 /// The largest and the smallest source of the corpus: `(hash, bytes)`.
 fn pick_sources() -> Vec<(&'static str, Hash32, Vec<u8>)> {
     let dir = wasm_dir();
-    let mut sources: Vec<(Hash32, Vec<u8>)> = wasm_node_cache::whitelist_all_in_dir(&dir)
+    let mut sources: Vec<(Hash32, Vec<u8>)> = wasm_node_cache::config::whitelist_all_in_dir(&dir)
         .expect("the wasm dir holds components")
         .into_iter()
         .map(|h| {
@@ -41,7 +42,7 @@ fn pick_sources() -> Vec<(&'static str, Hash32, Vec<u8>)> {
 
 fn pieces(c: &mut Criterion) {
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
-    let fingerprint = wasm_node_cache::engine_fingerprint(&engine, false);
+    let fingerprint = wasm_node_cache::Fingerprint::of(&engine, false);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("store"), fingerprint, Sealer::Plain).expect("open store");
     let exclusive = store

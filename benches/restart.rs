@@ -308,7 +308,7 @@ fn fresh_warm(corpus: &Corpus, store: &std::path::Path, key_file: Option<&std::p
         .arg("--store")
         .arg(store)
         .arg("--json")
-        .env_remove(wasm_node_cache::KEY_FILE_ENV)
+        .env_remove(wasm_node_cache::config::KEY_FILE_ENV)
         .output()
         .expect("spawn the CLI");
     assert!(

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, OFlags};
 
-use crate::path_refusal::PathRefusal;
-use crate::store::{Dir, Owner};
+use crate::fs::Owner;
+use crate::fs::dir::Dir;
+use crate::fs::refusal::PathRefusal;
 
 /// Why a MAC key file could not be used. Each variant names the file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The file's directory, an ancestor or a link on the way failed a trust check.
@@ -59,6 +60,14 @@ pub enum KeyError {
         /// The byte repeated.
         byte: u8,
     },
+    /// The key file has more than one link: another name for it may lie where others can write,
+    /// or in the store.
+    HardLinked {
+        /// The key file.
+        path: PathBuf,
+        /// Its link count.
+        links: u64,
+    },
     /// The key file lies inside the store, where whoever can write the store could replace it.
     InsideStore {
         /// The key file.
@@ -73,7 +82,7 @@ pub enum KeyError {
         /// What was being done ("open", "read").
         op: &'static str,
         /// The error.
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
 }
 
@@ -89,9 +98,12 @@ impl fmt::Display for KeyError {
             KeyError::NotRegularFile { path } => write!(f, "MAC key file {} is not a regular file", path.display()),
             KeyError::OwnedByOther { path, uid } => write!(
                 f,
-                "MAC key file {} is owned by uid {uid}, neither this process's uid {} nor root",
+                "MAC key file {} is owned by {}, neither this process's {} nor root; run `chown {}: {}`",
                 path.display(),
-                crate::store::euid()
+                crate::fs::user_name(*uid),
+                crate::fs::user_name(crate::fs::euid()),
+                crate::fs::login_name(crate::fs::euid()),
+                path.display()
             ),
             KeyError::AccessibleToOthers { path, mode } => write!(
                 f,
@@ -108,6 +120,11 @@ impl fmt::Display for KeyError {
                 "MAC key file {} is not random: all 32 bytes are 0x{byte:02x}; write 32 bytes from /dev/urandom into it",
                 path.display()
             ),
+            KeyError::HardLinked { path, links } => write!(
+                f,
+                "MAC key file {} has {links} links; a key file must have exactly one (another name for it may lie in the store)",
+                path.display()
+            ),
             KeyError::InsideStore { path, store } => write!(
                 f,
                 "MAC key file {} is inside the store {}; whoever can write the store could replace it",
@@ -122,7 +139,7 @@ impl fmt::Display for KeyError {
 impl std::error::Error for KeyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            KeyError::Io { source, .. } => Some(source),
+            KeyError::Io { source, .. } => Some(source.as_ref()),
             KeyError::Refused { reason, .. } => Some(reason),
             _ => None,
         }
@@ -136,22 +153,43 @@ impl std::error::Error for KeyError {
 /// an `O_PATH` descriptor before anything is opened: a regular file, owned by this process's uid
 /// or root, with no permission bits for group or others. Only then is that inode opened and read.
 /// A key whose 32 bytes are all equal (all zeros, a file of `0xff`) is refused as not random.
-pub fn load_key(path: &Path) -> Result<[u8; 32], KeyError> {
+///
+/// With `store`, the key file is refused when it lies in that directory or below it, decided by
+/// device and inode (a bind-mount alias, a link or `..` cannot hide it), and a key file with more
+/// than one link is refused too (another name for it could lie in the store).
+pub(crate) fn load_key(path: &Path, store: Option<&Dir>) -> Result<[u8; 32], KeyError> {
     let file_path = || path.to_path_buf();
     let io = |op, source| KeyError::Io {
         path: file_path(),
         op,
-        source,
+        source: std::sync::Arc::new(source),
     };
     let parent = Dir::parent_of(path).map_err(|reason| KeyError::Refused {
         path: file_path(),
         reason,
     })?;
+    if let Some(store) = store {
+        let store_id = store.id().map_err(|e| io("stat the store of", e))?;
+        if parent.dir.is_within(store_id).map_err(|e| io("locate", e))? {
+            return Err(KeyError::InsideStore {
+                path: file_path(),
+                store: store.path().to_path_buf(),
+            });
+        }
+    }
     let (fd, st) = parent.dir.open_path(&parent.name).map_err(|e| io("open", e))?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => {}
         FileType::Symlink => return Err(KeyError::Symlink { path: file_path() }),
         _ => return Err(KeyError::NotRegularFile { path: file_path() }),
+    }
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let links = st.st_nlink as u64;
+    if links != 1 {
+        return Err(KeyError::HardLinked {
+            path: file_path(),
+            links,
+        });
     }
     if !Owner::MeOrRoot.allows(st.st_uid) {
         return Err(KeyError::OwnedByOther {
@@ -205,6 +243,10 @@ fn parse_key(bytes: &[u8]) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
+    fn load_key_here(path: &Path) -> Result<[u8; 32], KeyError> {
+        load_key(path, None)
+    }
+
     fn write_key(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join("k");
@@ -221,17 +263,20 @@ mod tests {
             (vec![0xff; 32], 0xff),
             ("00".repeat(32).into_bytes(), 0),
         ] {
-            let err = load_key(&write_key(dir.path(), &bytes)).unwrap_err();
+            let err = load_key_here(&write_key(dir.path(), &bytes)).unwrap_err();
             assert!(
                 matches!(err, KeyError::NotRandom { byte, .. } if byte == repeated),
                 "{err:?}"
             );
         }
         let good: Vec<u8> = (0..32).collect();
-        assert_eq!(load_key(&write_key(dir.path(), &good)).expect("loads").to_vec(), good);
+        assert_eq!(
+            load_key_here(&write_key(dir.path(), &good)).expect("loads").to_vec(),
+            good
+        );
         let hex_key = hex::encode(&good);
         assert_eq!(
-            load_key(&write_key(dir.path(), format!("{hex_key}\n").as_bytes()))
+            load_key_here(&write_key(dir.path(), format!("{hex_key}\n").as_bytes()))
                 .expect("loads")
                 .to_vec(),
             good

@@ -95,8 +95,8 @@ pub fn init_wasm_engine() -> anyhow::Result<Engine> {
 }
 
 /// The fingerprint of `engine` for a store in the given authentication mode: what an artifact must
-/// have been compiled under to be loaded by this engine.
-pub fn engine_fingerprint(engine: &Engine, keyed: bool) -> Fingerprint {
+/// have been compiled under to be loaded by this engine ([`Fingerprint::of`]).
+pub(crate) fn engine_fingerprint(engine: &Engine, keyed: bool) -> Fingerprint {
     let mut h = Blake3Hasher(blake3::Hasher::new_derive_key(
         "wasm-node-cache 2026-11-25 engine fingerprint v1",
     ));
@@ -111,6 +111,24 @@ pub fn engine_fingerprint(engine: &Engine, keyed: bool) -> Fingerprint {
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.0.finalize().as_bytes()[..16]);
     Fingerprint(out)
+}
+
+impl Fingerprint {
+    /// The fingerprint of `engine` in a store's authentication mode (`keyed`: MAC mode): what an
+    /// artifact must have been compiled under to be loaded by this engine. It covers wasmtime's
+    /// own compatibility hash (triple, compiler and CPU flags, tunables, wasm features, wasmtime's
+    /// full version), this crate's format version, the MAC mode, the architecture and the OS.
+    ///
+    /// ```
+    /// let engine = wasm_node_cache::init_wasm_engine()?;
+    /// let plain = wasm_node_cache::Fingerprint::of(&engine, false);
+    /// assert_ne!(plain, wasm_node_cache::Fingerprint::of(&engine, true));
+    /// println!("{plain}");
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn of(engine: &Engine, keyed: bool) -> Fingerprint {
+        engine_fingerprint(engine, keyed)
+    }
 }
 
 /// Adapts BLAKE3 to `std::hash::Hasher`, which is stable across runs (unlike `DefaultHasher`,

@@ -9,9 +9,9 @@ pub type Hash32 = [u8; 32];
 /// Parses a 64-digit hexadecimal SHA-256 (either case).
 ///
 /// ```
-/// let h = wasm_node_cache::parse_hash(&"ab".repeat(32)).unwrap();
+/// let h = wasm_node_cache::config::parse_hash(&"ab".repeat(32)).unwrap();
 /// assert_eq!(h, [0xab; 32]);
-/// assert!(wasm_node_cache::parse_hash("xyz").is_err());
+/// assert!(wasm_node_cache::config::parse_hash("xyz").is_err());
 /// ```
 pub fn parse_hash(text: &str) -> Result<Hash32, ParseHashError> {
     if text.len() != 64 {

@@ -5,90 +5,68 @@
 //! functions); what changes is how its `HashMap<[u8; 32], Component>` is filled. See the README,
 //! "Replacing the node's wasm.rs".
 //!
-//! Three doors, one store:
-//! - the node's: [`WasmNodeCache`] and its [`Builder`], with a [`LoadReport`];
-//! - the embedder's: [`ArtifactStore`] (components and core modules for any wasmtime engine);
+//! Three doors, one store, one pipeline:
+//! - the node's: [`WasmNodeCache`] and its [`Builder`], with a [`LoadReport`] ([`node`]);
+//! - the embedder's: [`ArtifactStore`] (components and core modules for any wasmtime engine,
+//!   [`artifact_store`]);
 //! - the operator's: [`ArtifactStore::status`], [`ArtifactStore::verify`],
-//!   [`ArtifactStore::prune`], [`ArtifactStore::clear`], each returning a report that serializes
-//!   to the CLI's JSON.
+//!   [`ArtifactStore::prune`], [`ArtifactStore::clear`] ([`operator`]), each returning a report
+//!   that serializes to the CLI's JSON, and the CLI itself ([`cli`], feature `cli`).
 //!
-//! Every store operation fails with a [`StoreError`]; a damaged store is never an error for a
-//! valid wasm (it is compiled, and the report or [`Origin`] says why).
+//! Every store operation fails with a [`StoreError`] ([`error`] holds its typed causes); a damaged
+//! store is never an error for a valid wasm (it is compiled, and the report or [`Origin`] says
+//! why). Defaults, environment variables and the whitelist format are in [`config`].
 //!
-//! Layout of the crate (private modules): `key` (what names an artifact), `artifact` (the
-//! on-disk format: `trailer` and `seal`, pure functions over bytes), `store` (the directory
-//! handle, its lock, publication, verified loading, maintenance), `artifact_store` (the
-//! embedder's door and the lookups both doors share), `startup` (the node's start-up),
-//! `operator` (status, verify, prune, clear), `report`, `cache` and `builder` (the node's door),
-//! `defaults` (default paths and environment), `engine` (the node's settings and the engine
-//! fingerprint), `profile` (CPU profiles), `whitelist`, `source`, `authkey`, `trusted_path`
-//! (walking a path as given, checking every directory and link on the way) with `path_refusal`
-//! (why it refused), `error` ([`StoreError`]) and `problem` ([`StoreProblem`], a failure as a
-//! report holds it).
+//! Layers, each using only those below it (the private modules in parentheses):
+//!
+//! ```text
+//! cli                      the operator's commands, over the public API only
+//! node, artifact_store     the two doors: thin clients of (resolve)
+//! operator                 status, verify, prune, clear over a store
+//! (resolve)                THE pipeline: lookups, sources, compile, publish, bake
+//! (store)                  one directory: marker, lock, load + verify, publish, maintenance
+//! (artifact)               the on-disk format: trailer and seal, pure functions over bytes
+//! (fs)                     the path walk, its refusals, the directory handle
+//! (engine, profile, key, authkey, source, whitelist, compiled, serial), error, config:
+//!                          shared vocabulary at the bottom
+//! ```
 
 // Declared once for the whole crate: the store relies on descriptor-relative file operations
-// (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd` and
-// sealed memfds (other Unixes take the copy path).
+// (`openat` and friends), `flock`, Unix ownership and modes, and on Linux on `/proc/self/fd`,
+// open-file-description locks and sealed memfds (other Unixes take slower or weaker paths).
 #[cfg(not(unix))]
 compile_error!("wasm-node-cache supports Unix only (Linux is where its guarantees are tested)");
 
 // Some items are used only by the test-only `testing` module.
 #[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 mod artifact;
-mod artifact_store;
+pub mod artifact_store;
 mod authkey;
-mod builder;
-mod cache;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod compiled;
-mod defaults;
+pub mod config;
 mod engine;
-mod error;
+pub mod error;
+mod fs;
 mod key;
-mod operator;
-mod path_refusal;
-mod problem;
+pub mod node;
+pub mod operator;
 mod profile;
-mod report;
+mod resolve;
 mod serial;
 mod source;
-mod startup;
 // Some items are used only by the test-only `testing` module.
 #[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 mod store;
-mod trusted_path;
 mod whitelist;
 
-pub use artifact::ArtifactError;
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
-pub use authkey::{KeyError, load_key};
-pub use builder::Builder;
-pub use cache::WasmNodeCache;
-pub use defaults::{
-    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, KEY_FILE_ENV, READ_ONLY_DIRS_ENV, STORE_DIR_ENV,
-    default_store_dir, resolve_key_file, resolve_read_only_stores,
-};
-pub use engine::{engine_fingerprint, init_wasm_engine, node_config};
+pub use engine::{init_wasm_engine, node_config};
 pub use error::StoreError;
-pub use key::{ArtifactKey, Fingerprint, Hash32, Kind, ParseHashError, parse_hash};
-pub use operator::{
-    ArtifactCheck, ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, PruneOptions, PruneReason,
-    PruneReport, ReadOnlyStatus, ReadOnlyVerification, RemovalFailure, RemovedArtifact, RemovedFile, StatusReport,
-    StoreStatus, StoreVerification, UtcDate, VerifyReport,
-};
-pub use path_refusal::PathRefusal;
-pub use problem::{ProblemKind, StoreProblem};
-pub use profile::{CpuProfile, ProfileError, ProfileStatus, host_triple, profile_statuses};
-pub use report::{
-    BakeFailure, BakeReport, EntryReport, FingerprintCount, LoadReport, Outcome, PortableRefusal, ReadOnlyStoreReport,
-    StoreHealth, StoreWrite,
-};
-pub use source::{MAX_SOURCE_LEN, SkipReason, sha256};
-pub use startup::{Progress, ProgressFn};
-#[cfg(feature = "fault-injection")]
-pub use store::Fault;
-pub use store::{LoadPath, LockError, LockState, Rejection};
+pub use key::{Fingerprint, Hash32, Kind};
+pub use node::{Builder, LoadReport, WasmNodeCache};
+pub use profile::CpuProfile;
 
 /// The store's internals for tests and benches that forge trailers, open stores by hand or inject
 /// faults: only with the test-only `fault-injection` feature (the crate's dev-dependency on
@@ -99,10 +77,10 @@ pub mod testing {
         FORMAT_VERSION, MAX_ARTIFACT_LEN, Sealer, TRAILER_LEN, Trailer, check_binding, decode_trailer, encode_trailer,
         payload_checksum, verify,
     };
+    pub use crate::key::ArtifactKey;
     pub use crate::profile::{portable_fingerprints, runs_on};
     pub use crate::store::{
-        ARTIFACT_MODE, Exclusive, Fault, ForeignFile, LockGuard, LockKind, Lookup, Published, Store, StoredEntry,
-        TEMP_PREFIX, deadline_after,
+        ARTIFACT_MODE, Exclusive, Fault, ForeignFile, LockGuard, Lookup, Published, Store, StoredEntry, TEMP_PREFIX,
+        deadline_after,
     };
 }
-pub use whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};

@@ -89,18 +89,23 @@ impl CpuProfile {
     /// portable profile the same plus this binary's triple as an explicit target (no feature
     /// detection) and the profile's flags.
     pub fn config(self) -> Result<Config, ProfileError> {
-        let mut config = node_config();
+        self.config_from(node_config())
+    }
+
+    /// This profile of another embedder's settings: `base` itself for `native`, else `base` plus
+    /// this binary's triple as an explicit target and the profile's flags.
+    pub fn config_from(self, base: Config) -> Result<Config, ProfileError> {
+        let mut config = base;
         if self.is_native() {
             return Ok(config);
         }
         if !PORTABLE.contains(&self) {
-            return Err(ProfileError::NotThisArchitecture {
-                name: self.name().to_owned(),
-            });
+            return Err(ProfileError::NotThisArchitecture { profile: self });
         }
-        config
-            .target(&host_triple())
-            .map_err(|source| ProfileError::Engine { profile: self, source })?;
+        config.target(&host_triple()).map_err(|source| ProfileError::Engine {
+            profile: self,
+            source: std::sync::Arc::new(source),
+        })?;
         for flag in self.cranelift_flags() {
             // SAFETY: these are Cranelift's own x86 presets and ISA feature flags: they only choose
             // which instructions the compiler may emit. Code using a feature the running CPU lacks
@@ -115,7 +120,16 @@ impl CpuProfile {
 
     /// A new engine for this profile.
     pub fn engine(self) -> Result<Engine, ProfileError> {
-        Engine::new(&self.config()?).map_err(|source| ProfileError::Engine { profile: self, source })
+        self.engine_from(None)
+    }
+
+    /// A new engine for this profile of `base` (the node's settings when `None`).
+    pub(crate) fn engine_from(self, base: Option<Config>) -> Result<Engine, ProfileError> {
+        let config = self.config_from(base.unwrap_or_else(node_config))?;
+        Engine::new(&config).map_err(|source| ProfileError::Engine {
+            profile: self,
+            source: std::sync::Arc::new(source),
+        })
     }
 }
 
@@ -143,14 +157,14 @@ impl FromStr for CpuProfile {
         ];
         match all.into_iter().find(|p| p.name() == text) {
             Some(p) if CpuProfile::available().contains(&p) => Ok(p),
-            Some(_) => Err(ProfileError::NotThisArchitecture { name: text.to_owned() }),
+            Some(p) => Err(ProfileError::NotThisArchitecture { profile: p }),
             None => Err(ProfileError::Unknown { name: text.to_owned() }),
         }
     }
 }
 
 /// Why a CPU profile, or a list of them, cannot be used.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ProfileError {
     /// No profile has this name.
@@ -160,14 +174,14 @@ pub enum ProfileError {
     },
     /// The profile is not one of this architecture's (an x86-64 level on another CPU family).
     NotThisArchitecture {
-        /// The profile's name.
-        name: String,
+        /// The profile.
+        profile: CpuProfile,
     },
     /// The list of profiles to store is empty: it needs at least one (`native` is the engine's
     /// own).
     EmptyList,
-    /// Portable profiles compile with the node's engine settings, and the engine given has
-    /// others.
+    /// Portable profiles compile with the engine's own settings (the node's, or the profile
+    /// config an embedder gave), and the engine given has others.
     EngineSettingsDiffer {
         /// The portable profile asked for.
         profile: CpuProfile,
@@ -177,7 +191,7 @@ pub enum ProfileError {
         /// The profile.
         profile: CpuProfile,
         /// wasmtime's error.
-        source: wasmtime::Error,
+        source: std::sync::Arc<wasmtime::Error>,
     },
 }
 
@@ -186,9 +200,9 @@ impl fmt::Display for ProfileError {
         let have = names(&CpuProfile::available());
         match self {
             ProfileError::Unknown { name } => write!(f, "unknown CPU profile {name:?}; this binary has: {have}"),
-            ProfileError::NotThisArchitecture { name } => write!(
+            ProfileError::NotThisArchitecture { profile } => write!(
                 f,
-                "CPU profile {name:?} is not one of this architecture ({}); this binary has: {have}",
+                "CPU profile {profile} is not one of this architecture ({}); this binary has: {have}",
                 std::env::consts::ARCH
             ),
             ProfileError::EmptyList => {
@@ -196,7 +210,7 @@ impl fmt::Display for ProfileError {
             }
             ProfileError::EngineSettingsDiffer { profile } => write!(
                 f,
-                "portable profile {profile} compiles with the node's engine settings, and this engine's differ"
+                "portable profile {profile} compiles with the settings of the profile config (the node's by default), and this engine's differ"
             ),
             ProfileError::Engine { profile, .. } => write!(f, "cannot create the {profile} engine"),
         }
@@ -206,7 +220,7 @@ impl fmt::Display for ProfileError {
 impl std::error::Error for ProfileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProfileError::Engine { source, .. } => Some(source.as_ref()),
+            ProfileError::Engine { source, .. } => Some(source.as_ref().as_ref()),
             _ => None,
         }
     }
@@ -217,7 +231,7 @@ fn names(profiles: &[CpuProfile]) -> String {
 }
 
 /// The target triple this binary was built for, as wasmtime's native engine uses it.
-pub fn host_triple() -> String {
+pub(crate) fn host_triple() -> String {
     target_lexicon::HOST.to_string()
 }
 
@@ -240,7 +254,7 @@ pub struct ProfileStatus {
 /// fingerprint in the given authentication mode and whether `native` accepts its code. Whether it
 /// runs is wasmtime's own check: a tiny component compiled by the profile's engine is deserialized
 /// by `native`.
-pub fn profile_statuses(native: &Engine, keyed: bool) -> Result<Vec<ProfileStatus>, ProfileError> {
+pub(crate) fn profile_statuses(native: &Engine, keyed: bool) -> Result<Vec<ProfileStatus>, ProfileError> {
     let mut out = vec![ProfileStatus {
         profile: CpuProfile::Native,
         fingerprint: engine_fingerprint(native, keyed).to_hex(),

@@ -39,11 +39,6 @@ pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Erro
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 
-/// A [`StoreError`](crate::StoreError) as every report shows a store problem: `{"kind", "message"}`.
-pub(crate) fn store_problem<S: Serializer>(e: &crate::StoreError, s: S) -> Result<S::Ok, S::Error> {
-    serde::Serialize::serialize(&crate::problem::StoreProblem::of(e), s)
-}
-
 /// Writes an error with its sources, each once.
 pub(crate) struct Chain<'a>(pub &'a dyn std::error::Error);
 

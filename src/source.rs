@@ -8,8 +8,8 @@ use rustix::fs::FileType;
 
 use sha2::{Digest, Sha256};
 
+use crate::fs::walk::{Fallback, open_path_following, reopen_read};
 use crate::key::Hash32;
-use crate::trusted_path::{Fallback, open_path_following, reopen_read};
 
 /// Why a whitelisted component was not loaded. Never fatal: the node starts without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum SkipReason {
     Unreadable(String),
     /// Something other than a regular file under the binary's name (a FIFO, device, directory).
     NotRegularFile,
-    /// Larger than [`MAX_SOURCE_LEN`].
+    /// Larger than the 256 MiB a source binary may have.
     TooLarge {
         /// The file's length.
         len: u64,
@@ -55,6 +55,8 @@ impl fmt::Display for SkipReason {
     }
 }
 
+impl std::error::Error for SkipReason {}
+
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Hash32 {
     Sha256::digest(bytes).into()
@@ -62,7 +64,7 @@ pub fn sha256(bytes: &[u8]) -> Hash32 {
 
 /// Largest source binary read: far above any real component (the largest known is under 1 MB),
 /// and it keeps a runaway file from filling memory at start-up.
-pub const MAX_SOURCE_LEN: u64 = 256 << 20;
+pub(crate) const MAX_SOURCE_LEN: u64 = 256 << 20;
 
 /// Reads `root/<hex(hash)>` and returns its bytes if and only if they hash to `hash`.
 ///

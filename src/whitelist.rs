@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::FileType;
 
+use crate::fs::walk::{Fallback, open_path_following, reopen_read};
 use crate::key::{Hash32, ParseHashError, parse_hash};
-use crate::trusted_path::{Fallback, open_path_following, reopen_read};
 
 /// Why a whitelist could not be read. Each variant names the file (or the origin given to
 /// [`parse_whitelist`]).
@@ -105,7 +105,7 @@ impl std::error::Error for BadLineCause {}
 ///
 /// ```
 /// let text = format!("# components\n{}  # adder\n\n", "0f".repeat(32));
-/// let set = wasm_node_cache::parse_whitelist(&text, "wasm.conf").unwrap();
+/// let set = wasm_node_cache::config::parse_whitelist(&text, "wasm.conf").unwrap();
 /// assert!(set.contains(&[0x0f; 32]));
 /// ```
 pub fn parse_whitelist(text: &str, origin: &str) -> Result<HashSet<Hash32>, WhitelistError> {

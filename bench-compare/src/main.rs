@@ -41,7 +41,7 @@ struct Args {
 fn main() -> Result<()> {
     let args = <Args as clap::Parser>::parse();
     let dir = &args.wasm_dir;
-    let whitelist = wasm_node_cache::whitelist_all_in_dir(dir)
+    let whitelist = wasm_node_cache::config::whitelist_all_in_dir(dir)
         .with_context(|| format!("{}: cannot list components", dir.display()))?;
     ensure!(
         !whitelist.is_empty(),
@@ -270,7 +270,7 @@ fn check_sources(dir: &Path, hashes: &[Hash32]) -> Result<u64> {
         let path = dir.join(hex::encode(h));
         let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         ensure!(
-            wasm_node_cache::sha256(&bytes) == *h,
+            wasm_node_cache::config::sha256(&bytes) == *h,
             "{} is not named by its SHA-256",
             path.display()
         );

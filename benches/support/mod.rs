@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use wasm_node_cache::{Hash32, WasmNodeCache, sha256};
+use wasm_node_cache::config::sha256;
+use wasm_node_cache::{Hash32, WasmNodeCache};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -20,7 +21,7 @@ pub struct Corpus {
 impl Corpus {
     /// Every file in `dir` named by 64 hex digits whose content matches its name.
     pub fn load(dir: &Path) -> Corpus {
-        let whitelist = wasm_node_cache::whitelist_all_in_dir(dir).expect("the wasm dir holds components");
+        let whitelist = wasm_node_cache::config::whitelist_all_in_dir(dir).expect("the wasm dir holds components");
         let mut sources: Vec<(Hash32, Vec<u8>)> = whitelist
             .iter()
             .map(|h| {

@@ -26,7 +26,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use wasm_node_cache::{CpuProfile, WasmNodeCache, engine_fingerprint};
+use wasm_node_cache::{CpuProfile, Fingerprint, WasmNodeCache};
 use wasmtime::WasmFeatures;
 use wasmtime::component::Component;
 
@@ -70,9 +70,9 @@ fn check(cli: &Path) -> Result<()> {
 
     // 2. Fingerprints.
     let engine = wasm_node_cache::init_wasm_engine()?;
-    let mut mine = vec![("native".to_owned(), engine_fingerprint(&engine, false).to_hex())];
+    let mut mine = vec![("native".to_owned(), Fingerprint::of(&engine, false).to_hex())];
     for &p in CpuProfile::portable() {
-        mine.push((p.name().to_owned(), engine_fingerprint(&p.engine()?, false).to_hex()));
+        mine.push((p.name().to_owned(), Fingerprint::of(&p.engine()?, false).to_hex()));
     }
     let host = run_json(cli, &["host", "--json"])?;
     let mut theirs = vec![("native".to_owned(), text(&host["fingerprint"])?)];
@@ -150,7 +150,7 @@ fn run_json(cli: &Path, args: &[&str]) -> Result<Value> {
 }
 
 fn count_whitelisted() -> Result<u64> {
-    Ok(wasm_node_cache::read_whitelist_file(&repo().join("config/wasm.conf"))?.len() as u64)
+    Ok(wasm_node_cache::config::read_whitelist_file(&repo().join("config/wasm.conf"))?.len() as u64)
 }
 
 /// `wasm-node-cache warm` of config/ into `store` for `profiles`, by the CLI.

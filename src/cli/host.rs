@@ -1,10 +1,8 @@
 //! `host`: this host's triple, the engine's fingerprint and, for each CPU profile, its
 //! fingerprint and whether this CPU runs its code. What an operator runs when a bake did not serve.
 
+use crate::operator::host::HostReport;
 use clap::Args;
-use serde::Serialize;
-use crate::engine_fingerprint;
-use crate::{ProfileStatus, host_triple, profile_statuses};
 
 use super::{EXIT_OK, KeyArgs};
 
@@ -34,22 +32,11 @@ pub struct HostArgs {
     json: bool,
 }
 
-#[derive(Serialize)]
-struct HostJson {
-    triple: String,
-    fingerprint: String,
-    profiles: Vec<ProfileStatus>,
-}
-
 /// Runs `host`; returns the exit status.
 pub fn run(args: HostArgs) -> anyhow::Result<u8> {
     let keyed = args.key.resolved().is_some();
     let engine = crate::init_wasm_engine()?;
-    let doc = HostJson {
-        triple: host_triple(),
-        fingerprint: engine_fingerprint(&engine, keyed).to_hex(),
-        profiles: profile_statuses(&engine, keyed)?,
-    };
+    let doc = HostReport::of(&engine, keyed)?;
     if args.json {
         println!("{}", serde_json::to_string(&doc)?);
         return Ok(EXIT_OK);

@@ -25,9 +25,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::{ArtifactStore, StoreError};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use crate::{ArtifactStore, StoreError};
 
 /// Exit status: success.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -101,7 +101,7 @@ pub(crate) struct StoreArgs {
 impl StoreArgs {
     /// The store directory to use.
     pub(crate) fn dir(&self) -> PathBuf {
-        self.store.clone().unwrap_or_else(crate::default_store_dir)
+        self.store.clone().unwrap_or_else(crate::config::default_store_dir)
     }
 
     /// Opens the store for inspection or maintenance. Unlike a start-up, never creates it: an
@@ -150,7 +150,7 @@ pub(crate) struct ReadOnlyArgs {
 impl ReadOnlyArgs {
     /// The read-only stores, resolved as the node resolves them.
     pub(crate) fn resolved(&self) -> Vec<PathBuf> {
-        crate::resolve_read_only_stores(self.dirs.clone())
+        crate::config::resolve_read_only_stores(self.dirs.clone())
     }
 }
 
@@ -158,7 +158,7 @@ impl ReadOnlyArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LockArgs {
     /// Seconds to wait for the store's lock (held while a node compiles or an operator prunes); then `warm` compiles in memory, other commands give up
-    #[arg(long, value_name = "SECS", default_value_t = crate::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = crate::config::DEFAULT_LOCK_TIMEOUT.as_secs_f64())]
     lock_timeout: f64,
 }
 
@@ -185,7 +185,7 @@ pub(crate) struct KeyArgs {
 impl KeyArgs {
     /// The key file: `--key-file`, else `$WASM_NODE_CACHE_KEY_FILE` (as the node resolves it).
     pub(crate) fn resolved(&self) -> Option<PathBuf> {
-        crate::resolve_key_file(self.key_file.clone())
+        crate::config::resolve_key_file(self.key_file.clone())
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::operator::prune::{PruneOptions, PruneReport};
 use clap::Args;
-use crate::{PruneOptions, PruneReport};
 
 use super::size::{format_size, parse_size};
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, StoreArgs};
@@ -60,7 +60,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
     let keep = args
         .whitelist
         .as_deref()
-        .map(crate::read_whitelist_file)
+        .map(crate::config::read_whitelist_file)
         .transpose()?;
     let store = args.store.open_existing(Some(&args.key), Vec::new(), timeout)?;
     let report = store.prune(&PruneOptions {

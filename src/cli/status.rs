@@ -1,7 +1,7 @@
 //! `status`: what the store holds, read-only and quick (trailers only, no payload hashing).
 
+use crate::operator::status::{ArtifactStatus, ReadOnlyStatus, StoreStatus};
 use clap::Args;
-use crate::{ArtifactStatus, ReadOnlyStatus, StoreStatus};
 
 use super::size::format_size;
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, ReadOnlyArgs, StoreArgs, output};
@@ -63,7 +63,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let store = args.store.open_existing(
         Some(&args.key),
         args.read_only.resolved(),
-        crate::DEFAULT_LOCK_TIMEOUT,
+        crate::config::DEFAULT_LOCK_TIMEOUT,
     )?;
     let report = store.status()?;
     if args.json {

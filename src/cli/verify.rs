@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::size::format_size;
 use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
-use crate::{ReadOnlyVerification, StoreVerification};
+use crate::operator::verify::{ArtifactCheck, ReadOnlyVerification, StoreVerification};
 
 /// Text after `verify`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -68,7 +68,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 /// `  (x86-64-v2)` for a portable profile's artifact, nothing for a native one.
-fn profile_note(a: &crate::ArtifactCheck) -> String {
+fn profile_note(a: &ArtifactCheck) -> String {
     if a.profile.is_native() {
         String::new()
     } else {

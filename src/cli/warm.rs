@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::node::report::Progress;
+use crate::{CpuProfile, WasmNodeCache};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use crate::{CpuProfile, Progress, WasmNodeCache};
 
 use super::{EXIT_OK, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
 
 #[derive(Args, Debug)]
 pub struct WarmArgs {
     /// Directory of Wasm binaries named by their SHA-256
-    #[arg(long, value_name = "DIR", default_value = crate::DEFAULT_BINARY_ROOT)]
+    #[arg(long, value_name = "DIR", default_value = crate::config::DEFAULT_BINARY_ROOT)]
     wasm_dir: PathBuf,
     /// Whitelist file: one 64-hex SHA-256 per line, `#` comments [default: ./config/wasm.conf]
     #[arg(long, value_name = "FILE", conflicts_with = "all_in_dir")]
@@ -50,11 +51,11 @@ pub struct WarmArgs {
 pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     let mut builder = WasmNodeCache::builder().binary_root(&args.wasm_dir);
     builder = if args.all_in_dir {
-        builder.whitelist(crate::whitelist_all_in_dir(&args.wasm_dir)?)
+        builder.whitelist(crate::config::whitelist_all_in_dir(&args.wasm_dir)?)
     } else {
         builder.whitelist_file(
             args.whitelist
-                .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_WHITELIST_FILE)),
+                .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_WHITELIST_FILE)),
         )
     };
     builder = if args.no_store {

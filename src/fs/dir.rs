@@ -1,5 +1,5 @@
 //! A directory held open by descriptor. Its path is walked and checked once, at open
-//! ([`crate::trusted_path`]); every later open, create, rename, unlink, fsync and lock is relative
+//! ([`super::walk`]); every later open, create, rename, unlink, fsync and lock is relative
 //! to the descriptor (the `*at` family), so renaming the directory or any parent afterwards cannot
 //! swap another directory in.
 
@@ -12,9 +12,38 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Stat};
 
-use crate::path_refusal::PathRefusal;
-use crate::trusted_path::{self, Fallback};
-pub(crate) use crate::trusted_path::{GROUP_OR_OTHER_WRITE, Owner, euid};
+use super::Owner;
+use super::refusal::PathRefusal;
+use super::walk::{self as trusted_path, Fallback};
+
+/// A file's identity: its device and inode numbers, as `fstat` gives them. Two paths, descriptors
+/// or walks reach the same file exactly when their identities are equal; path text says nothing
+/// (links, bind mounts, `..`, hard links).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub(crate) fn of(st: &Stat) -> FileId {
+        FileId {
+            // The widths of `st_dev` and `st_ino` vary by platform; both fit in 64 bits.
+            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+            dev: st.st_dev as u64,
+            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+            ino: st.st_ino as u64,
+        }
+    }
+
+    /// The identity of what `path` names, following links (as a binary root is read).
+    pub(crate) fn of_path(path: &Path) -> io::Result<FileId> {
+        Ok(FileId::of(&rfs::stat(path)?))
+    }
+}
+
+/// Most `..` steps [`Dir::is_within`] takes before it gives up: far deeper than any real tree.
+const MAX_DEPTH: usize = 4096;
 
 /// An open, checked directory.
 #[derive(Debug)]
@@ -59,6 +88,18 @@ impl Dir {
             },
             name,
         })
+    }
+
+    /// The directory's identity.
+    pub(crate) fn id(&self) -> io::Result<FileId> {
+        Ok(FileId::of(&rfs::fstat(&self.fd)?))
+    }
+
+    /// True when this directory is `other` or lies below it: each directory from here up to `/`,
+    /// reached by `..` on descriptors, compared by identity. A bind-mount alias, a link or a
+    /// path with `..` cannot hide that two directories are one.
+    pub(crate) fn is_within(&self, other: FileId) -> io::Result<bool> {
+        within(rfs::openat(&self.fd, c".", path_flags(), Mode::empty())?, other)
     }
 
     /// The path the directory was opened under, for messages only.
@@ -110,6 +151,11 @@ impl Dir {
         Ok(rfs::unlinkat(&self.fd, name.as_ref(), AtFlags::empty())?)
     }
 
+    /// Removes the directory `name` if it is empty (`unlinkat(AT_REMOVEDIR)`).
+    pub(crate) fn remove_dir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        Ok(rfs::unlinkat(&self.fd, name.as_ref(), AtFlags::REMOVEDIR)?)
+    }
+
     /// Makes the renames and unlinks done in this directory durable.
     pub(crate) fn sync(&self) -> io::Result<()> {
         Ok(rfs::fsync(&self.fd)?)
@@ -127,6 +173,38 @@ impl Dir {
         }
         Ok(out)
     }
+}
+
+/// [`Dir::is_within`] for the directory at `path` (links followed): the nearest existing
+/// directory of a store path not created yet, compared before anything is created in it.
+pub(crate) fn path_is_within(path: &Path, other: FileId) -> io::Result<bool> {
+    within(rfs::open(path, path_flags(), Mode::empty())?, other)
+}
+
+/// Whether the directory `start` is `other` or lies below it, going up by `..` on descriptors.
+fn within(start: OwnedFd, other: FileId) -> io::Result<bool> {
+    let mut cur = start;
+    for _ in 0..MAX_DEPTH {
+        let here = FileId::of(&rfs::fstat(&cur)?);
+        if here == other {
+            return Ok(true);
+        }
+        let up = rfs::openat(&cur, c"..", path_flags(), Mode::empty())?;
+        if FileId::of(&rfs::fstat(&up)?) == here {
+            return Ok(false);
+        }
+        cur = up;
+    }
+    Err(io::Error::other("more than 4096 directories above"))
+}
+
+/// Flags of a descriptor used only to go up the tree and `fstat`.
+fn path_flags() -> OFlags {
+    #[cfg(target_os = "linux")]
+    let base = OFlags::PATH;
+    #[cfg(not(target_os = "linux"))]
+    let base = OFlags::RDONLY;
+    base | OFlags::DIRECTORY | OFlags::CLOEXEC
 }
 
 impl AsFd for Dir {

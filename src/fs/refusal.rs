@@ -1,15 +1,16 @@
-//! [`PathRefusal`]: why a checked walk ([`crate::trusted_path`]) refused a path, typed so that a
+//! [`PathRefusal`]: why a checked walk ([`crate::fs::walk`]) refused a path, typed so that a
 //! caller can tell another owner from loose permissions, a planted link or a missing directory.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::trusted_path::{MAX_LINKS, euid};
+use super::{MAX_LINKS, euid, login_name, user_name};
 
 /// Why a store directory, a key file's directory or a link on the way to either was refused.
 /// Each variant names the path it is about (as resolved: links replaced by their targets).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum PathRefusal {
     /// A directory on the path does not exist (and was not to be created).
@@ -87,7 +88,7 @@ pub enum PathRefusal {
         /// What was being done ("open", "stat", "create"...).
         op: &'static str,
         /// The error.
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 }
 
@@ -113,7 +114,7 @@ impl PathRefusal {
         PathRefusal::Io {
             path: path.into(),
             op,
-            source: source.into(),
+            source: Arc::new(source.into()),
         }
     }
 }
@@ -127,8 +128,11 @@ impl fmt::Display for PathRefusal {
             PathRefusal::NotADirectory { path } => write!(f, "{}: Not a directory", path.display()),
             PathRefusal::AncestorOwnedByOther { path, uid } => write!(
                 f,
-                "{} is owned by uid {uid}, neither root nor this process's uid {me}: that user could swap the directories below it",
-                path.display()
+                "{} is owned by {}, neither root nor this process's {}: that user could swap the directories below it; give a path whose every directory is root's or {}'s",
+                path.display(),
+                user_name(*uid),
+                user_name(me),
+                user_name(me)
             ),
             PathRefusal::AncestorWritableByOthers { path, mode } => write!(
                 f,
@@ -142,9 +146,13 @@ impl fmt::Display for PathRefusal {
                 root_allowed,
             } => write!(
                 f,
-                "{} is owned by uid {uid}, not by this process's uid {me}{}",
+                "{} is owned by {}, not by this process's {}{}; run `chown -R {}: {}` or run as its owner",
                 path.display(),
-                if *root_allowed { " or root" } else { "" }
+                user_name(*uid),
+                user_name(me),
+                if *root_allowed { " or root" } else { "" },
+                login_name(me),
+                path.display()
             ),
             PathRefusal::WritableByOthers { path, mode } => write!(
                 f,
@@ -154,8 +162,10 @@ impl fmt::Display for PathRefusal {
             ),
             PathRefusal::LinkOwnedByOther { path, uid, sticky } => write!(
                 f,
-                "{} is a symbolic link owned by uid {uid}, neither root nor this process's uid {me}{}: that user could point it anywhere; it is never followed",
+                "{} is a symbolic link owned by {}, neither root nor this process's {}{}: that user could point it anywhere; it is never followed",
                 path.display(),
+                user_name(*uid),
+                user_name(me),
                 if *sticky { " in a sticky directory" } else { "" }
             ),
             PathRefusal::TooManyLinks { path } => write!(
@@ -173,7 +183,7 @@ impl fmt::Display for PathRefusal {
 impl std::error::Error for PathRefusal {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            PathRefusal::Io { source, .. } => Some(source),
+            PathRefusal::Io { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

@@ -27,36 +27,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::path_refusal::PathRefusal;
+use super::refusal::PathRefusal;
+use super::{GROUP_OR_OTHER_WRITE, MAX_LINKS, Owner, STICKY, euid};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
-
-/// Most symbolic links one walk follows, as the kernel's `ELOOP` limit.
-pub(crate) const MAX_LINKS: usize = 40;
-
-/// Write permission for group or others.
-pub(crate) const GROUP_OR_OTHER_WRITE: u32 = 0o022;
-const STICKY: u32 = 0o1000;
-
-/// Who may own a checked directory or file, besides nobody else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Owner {
-    /// This process's effective uid only: a store the node writes.
-    Me,
-    /// This process's effective uid or root: keys and read-only stores an image was baked with.
-    MeOrRoot,
-}
-
-impl Owner {
-    pub(crate) fn allows(self, uid: u32) -> bool {
-        uid == euid() || (self == Owner::MeOrRoot && uid == 0)
-    }
-}
-
-/// This process's effective uid.
-pub(crate) fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
-}
 
 /// Flags of a descriptor used only to walk and `fstat`: on Linux `O_PATH` opens nothing and
 /// needs no read permission, as path resolution itself does not.
@@ -370,17 +344,6 @@ pub(crate) fn reopen(path_fd: &OwnedFd, st: &Stat, flags: OFlags, fallback: Fall
 #[cfg(target_os = "linux")]
 fn proc_mounted() -> bool {
     Path::new("/proc/self/fd").is_dir()
-}
-
-/// True when `inner` is `outer` or below it, comparing absolute, link-resolved paths where they
-/// exist.
-pub(crate) fn is_within(inner: &Path, outer: &Path) -> bool {
-    let resolve = |p: &Path| {
-        std::fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    resolve(inner).starts_with(resolve(outer))
 }
 
 #[cfg(test)]

@@ -3,19 +3,19 @@
 //! ([`ArtifactStore::prune`], [`ArtifactStore::clear`]). Each returns a typed report that
 //! serializes to the CLI's JSON; the CLI only renders them.
 
-mod prune;
-mod status;
-mod verify;
+pub mod host;
+pub mod prune;
+pub mod status;
+pub mod verify;
 
 use crate::artifact_store::ArtifactStore;
-use crate::error::StoreError;
-use crate::store::{Store, deadline_after};
-pub use prune::{PruneOptions, PruneReason, PruneReport, RemovalFailure, RemovedArtifact, RemovedFile};
-pub use status::{
-    ArtifactStatus, FingerprintStatus, ForeignFileStatus, HeaderProblem, ReadOnlyStatus, StatusReport, StoreStatus,
-    UtcDate,
-};
-pub use verify::{ArtifactCheck, ReadOnlyVerification, StoreVerification, VerifyReport};
+use crate::error::{LockKind, StoreError};
+use crate::store::Store;
+pub use prune::{PruneOptions, PruneReason, PruneReport};
+pub use status::StatusReport;
+use status::{ReadOnlyStatus, StoreStatus};
+pub use verify::VerifyReport;
+use verify::{ReadOnlyVerification, StoreVerification};
 
 impl ArtifactStore {
     /// What the writable store and each read-only store hold, from file names and trailers only
@@ -27,7 +27,7 @@ impl ArtifactStore {
     pub fn status(&self) -> Result<StatusReport, StoreError> {
         let writable = self.operated_store()?;
         let read_only = self.open_read_only();
-        let inner = self.inner();
+        let inner = self.stores();
         let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
         let profiles = status::Profiles::if_needed(&inner.engine, inner.keyed(), stores)?;
         let store = StoreStatus::collect(writable, &profiles)?;
@@ -62,12 +62,13 @@ impl ArtifactStore {
         // The shared lock keeps a prune from unlinking files mid-check. It is only taken when the
         // lock file exists, because taking it would otherwise create the file.
         let _shared = if writable.has_lock_file() {
-            let deadline = deadline_after(self.inner().lock_timeout);
+            let deadline = self.stores().deadline(std::time::Instant::now());
             Some(
                 writable
                     .lock_shared(deadline, "verify the store")
                     .map_err(|source| StoreError::Lock {
                         path: writable.lock_path(),
+                        kind: LockKind::Shared,
                         source,
                     })?,
             )
@@ -118,6 +119,9 @@ impl ArtifactStore {
         } else {
             Vec::new()
         };
+        if !options.dry_run {
+            store.adopt(store.dir())?;
+        }
         let selection = crate::store::maintenance::PruneOptions {
             stale: options.stale,
             current,
@@ -125,7 +129,7 @@ impl ArtifactStore {
             max_size: options.max_size,
             dry_run: options.dry_run,
         };
-        let report = store.prune(&selection, deadline_after(self.inner().lock_timeout))?;
+        let report = store.prune(&selection, self.stores().deadline(std::time::Instant::now()))?;
         Ok(PruneReport::from_removal(report, options.dry_run))
     }
 
@@ -136,26 +140,30 @@ impl ArtifactStore {
     /// Errors as [`ArtifactStore::prune`]'s.
     pub fn clear(&self) -> Result<PruneReport, StoreError> {
         let store = self.operated_store()?;
-        let report = store.clear(deadline_after(self.inner().lock_timeout))?;
+        store.adopt(store.dir())?;
+        let report = store.clear(self.stores().deadline(std::time::Instant::now()))?;
         Ok(PruneReport::from_removal(report, false))
     }
 
     /// The writable store, which every operator command works on.
     fn operated_store(&self) -> Result<&Store, StoreError> {
-        self.inner().writable_store().ok_or(StoreError::NoStore)
+        match &self.stores().writable {
+            crate::resolve::stores::Writable::Open(store) => Ok(store),
+            crate::resolve::stores::Writable::Refused { reason, .. } => Err(reason.clone()),
+            crate::resolve::stores::Writable::None => Err(StoreError::NoStore),
+        }
     }
 
     /// Each read-only store, opened afresh so that a failure is reported with its typed cause.
     fn open_read_only(&self) -> Vec<(std::path::PathBuf, Result<Store, StoreError>)> {
-        let inner = self.inner();
+        let inner = self.stores();
         inner
             .read_only
             .iter()
             .map(|ro| {
                 let opened = match &inner.sealer {
-                    Ok(sealer) => Store::open_bare(&ro.path, inner.fingerprint, sealer.clone(), false, true)
-                        .map_err(|e| StoreError::refused(ro.path.clone(), e)),
-                    Err(_) => Err(StoreError::NoStore),
+                    Ok(sealer) => Store::open_read_only(&ro.path, inner.fingerprint, sealer.clone()),
+                    Err(e) => Err(e.clone()),
                 };
                 (ro.path.clone(), opened)
             })

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::error::StoreError;
+use crate::error::{LockKind, LockProblem, StoreError};
 use crate::key::{Fingerprint, Hash32, Kind};
 use crate::profile::{CpuProfile, ProfileStatus};
 use crate::serial;
@@ -49,7 +49,6 @@ pub enum ReadOnlyStatus {
         read_only: bool,
         /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]);
         /// JSON: a store problem, `{"kind", "message"}`.
-        #[serde(serialize_with = "serial::store_problem")]
         error: StoreError,
     },
 }
@@ -64,6 +63,13 @@ pub struct StoreStatus {
     pub read_only: bool,
     /// Who holds the lock, probed without waiting; `None` for a read-only store, never locked.
     pub lock: Option<LockState>,
+    /// What is wrong with the lock file (another owner, a mode that lets others open it, a link),
+    /// if anything: the next start replaces it.
+    #[serde(serialize_with = "serial::opt_display")]
+    pub lock_problem: Option<LockProblem>,
+    /// True when the store holds its marker (`CACHEDIR.TAG`); false for a store an earlier
+    /// version made, which the next start, prune or clear marks.
+    pub marker: bool,
     /// This build's engine fingerprint in the store's mode.
     #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
@@ -260,20 +266,18 @@ impl Profiles {
 impl StoreStatus {
     pub(crate) fn collect(store: &Store, profiles: &Profiles) -> Result<StoreStatus, StoreError> {
         let path = store.dir().to_path_buf();
-        let list_error = |source| StoreError::Io {
-            path: path.clone(),
-            op: "list",
-            source,
-        };
-        let lock = if store.is_read_only() {
-            None
+        let list_error = |source| StoreError::io(path.clone(), "list", source);
+        let (lock, lock_problem) = if store.is_read_only() {
+            (None, None)
         } else {
-            Some(store.lock_state().map_err(|source| StoreError::Io {
+            let state = store.lock_state().map_err(|source| StoreError::Lock {
                 path: store.lock_path(),
-                op: "probe the lock",
+                kind: LockKind::Shared,
                 source,
-            })?)
+            })?;
+            (Some(state), store.lock_problem())
         };
+        let marker = matches!(store.standing(), Ok(crate::store::marker::Standing::Marked));
         let entries = store.entries().map_err(list_error)?;
         let temp_files = store.temp_file_count().map_err(list_error)?;
         let mut counts: BTreeMap<Fingerprint, usize> = BTreeMap::new();
@@ -311,6 +315,8 @@ impl StoreStatus {
             path,
             read_only: store.is_read_only(),
             lock,
+            lock_problem,
+            marker,
             fingerprint: store.fingerprint(),
             keyed: store.is_keyed(),
             artifacts: rows.len(),

@@ -51,7 +51,6 @@ pub enum ReadOnlyVerification {
         path: PathBuf,
         /// Why it could not be opened ([`StoreError::Missing`] or [`StoreError::Refused`]);
         /// JSON: a store problem, `{"kind", "message"}`.
-        #[serde(serialize_with = "serial::store_problem")]
         error: StoreError,
     },
 }
@@ -90,11 +89,7 @@ impl StoreVerification {
         store: &Store,
         portable: &[(CpuProfile, Fingerprint)],
     ) -> Result<StoreVerification, StoreError> {
-        let list_error = |source| StoreError::Io {
-            path: store.dir().to_path_buf(),
-            op: "list",
-            source,
-        };
+        let list_error = |source| StoreError::io(store.dir(), "list", source);
         let entries = store.entries().map_err(list_error)?;
         let profile_of = |fp: Fingerprint| {
             if fp == store.fingerprint() {

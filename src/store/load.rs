@@ -20,10 +20,10 @@ use rustix::fs::{FileType, OFlags};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::dir::GROUP_OR_OTHER_WRITE;
 use super::{Fault, Lookup, Rejection, Store};
 use crate::artifact::{self, ArtifactError, Sealer, TRAILER_LEN, Trailer};
 use crate::compiled::Compiled;
+use crate::fs::GROUP_OR_OTHER_WRITE;
 use crate::key::{ArtifactKey, Hash32, Kind};
 
 /// How a loaded component's code reached wasmtime.

@@ -1,117 +1,62 @@
-//! The store's lock file: shared for loading, exclusive for compiling and writing, with waits that
-//! end at a deadline so that a hung holder can delay a start-up but never block it.
+//! The store's lock file and the locks taken on it, with waits that end at a deadline so that a
+//! hung holder can delay a start-up but never block it.
 //!
-//! These are OS advisory locks (`flock` on Unix, through std's `File::lock` family) on a file
-//! opened relative to the store's descriptor: they die with the process that holds them, so a
-//! killed node never leaves a stale lock behind. Each acquisition opens the file anew, so threads
-//! of one process exclude each other exactly as processes do.
+//! - **Shared** (`flock`): loading and publishing artifacts. Many holders at once.
+//! - **Exclusive** (`flock`): maintenance only (prune, clear, removing rejected artifacts and temp
+//!   files), which must see no writer in the middle of a publication.
+//! - **Artifact** (an open-file-description byte-range lock on the same file, at an offset derived
+//!   from the artifact's name; Linux): held while one artifact is compiled and published, so that
+//!   each artifact is compiled once across threads and processes while loads of every other
+//!   artifact go on. Where such locks do not exist, only the threads of one process exclude each
+//!   other (two processes may then compile the same artifact; both publish atomically).
+//!
+//! All of them die with the process that holds them, so a killed node never leaves a stale lock.
+//! Each acquisition opens the file anew, so threads of one process exclude each other exactly as
+//! processes do.
 //!
 //! The lock file is trusted as an artifact is: found on an `O_PATH` descriptor without following a
-//! link and checked with `fstat` (a regular file with one link, owned by this process's uid) before
-//! it is opened, so a link or a hard link planted under its name is refused and never written.
-//! It is created `0600`; an existing one that others can open is made `0600`, because anyone who
-//! can open it can hold it and stall every start-up until its deadline.
+//! link and checked with `fstat` (a regular file with one link, owned by this process's uid, that
+//! nobody else may open) before it is opened. One that fails a check (left by an earlier version
+//! with mode 0644, planted as a link or a hard link, chowned) is not repaired in place, since a
+//! descriptor someone opened earlier would keep working on it: it is replaced by a new file, a new
+//! inode that only this uid can open, and every acquisition checks afterwards that the file it
+//! locked is still the one named `lock`.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::fs::{self as rfs, FileType, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
 
-use super::Store;
+use super::{Store, TEMP_PREFIX};
+use crate::error::{LockError, LockHolder, LockKind, LockProblem};
+use crate::fs::dir::FileId;
+use crate::key::ArtifactKey;
 
 /// Name of the lock file in a store.
 pub(crate) const LOCK_NAME: &str = "lock";
 
 /// How the lock is opened to look at it without taking part: read-only, never blocking.
 const PROBE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
-
-/// Marks [`Store`]'s `lock_repaired` as set (above the permission bits it records).
-pub(super) const REPAIRED: u32 = 1 << 16;
-
-/// Which lock to take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockKind {
-    /// Many holders at once: loading artifacts.
-    Shared,
-    /// One holder: compiling, publishing, pruning.
-    Exclusive,
-}
-
-/// Why a lock was not taken.
-#[derive(Debug)]
-pub enum LockError {
-    /// Another process held the lock until the deadline.
-    TimedOut {
-        /// How long this acquisition waited.
-        waited: Duration,
-        /// The pid the last exclusive holder recorded, if readable.
-        holder: Option<u32>,
-    },
-    /// The lock file could not be opened or locked.
-    Io(std::io::Error),
-    /// A read-only store is never locked exclusively.
-    ReadOnlyStore,
-    /// The lock file failed a check (a link, a hard link, another owner, not a regular file):
-    /// nothing was written into it, and the store is not used.
-    Untrusted {
-        /// The lock file.
-        path: PathBuf,
-        /// What is wrong with it.
-        cause: String,
-    },
-}
-
-impl std::fmt::Display for LockError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockError::TimedOut { waited, holder } => {
-                write!(
-                    f,
-                    "lock still held by another process after {:.1} s",
-                    waited.as_secs_f64()
-                )?;
-                if let Some(pid) = holder {
-                    write!(f, " (last exclusive holder: pid {pid})")?;
-                }
-                Ok(())
-            }
-            LockError::Io(_) => f.write_str("the lock file could not be opened or locked"),
-            LockError::ReadOnlyStore => f.write_str("a read-only store is never written"),
-            LockError::Untrusted { path, cause } => {
-                write!(
-                    f,
-                    "lock file {} refused: {cause}; nothing was written into it",
-                    path.display()
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for LockError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LockError::Io(e) => Some(e),
-            LockError::TimedOut { .. } | LockError::ReadOnlyStore | LockError::Untrusted { .. } => None,
-        }
-    }
-}
+/// How the lock is opened to take part.
+const RDWR: OFlags = OFlags::RDWR.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
 
 /// Who holds the store's lock right now, as seen by a probe that waits for nobody.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LockState {
     /// Nobody holds it (or the lock file does not exist yet).
     Free,
-    /// One or more processes hold it shared: nodes loading artifacts.
+    /// One or more processes hold it shared: nodes loading or publishing artifacts.
     Shared,
-    /// A process holds it exclusively (compiling, publishing, pruning); `last_holder` is the pid the
-    /// last exclusive holder recorded, which is usually that process.
+    /// A process holds it exclusively (pruning, clearing, removing what it must); `last_holder` is
+    /// the pid the last exclusive holder recorded, which is usually that process.
     Exclusive {
-        /// Pid recorded in the lock file, if readable.
+        /// Pid recorded in the lock file (only read from a lock file only this uid can write).
         last_holder: Option<u32>,
     },
 }
@@ -120,15 +65,32 @@ impl std::fmt::Display for LockState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LockState::Free => f.write_str("free"),
-            LockState::Shared => f.write_str("held shared (a node is loading artifacts)"),
+            LockState::Shared => f.write_str("held shared (a node is loading or compiling artifacts)"),
             LockState::Exclusive { last_holder: Some(pid) } => {
-                write!(
-                    f,
-                    "held exclusively (compiling or pruning; last exclusive holder pid {pid})"
-                )
+                write!(f, "held exclusively (maintenance; last exclusive holder pid {pid})")
             }
-            LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (compiling or pruning)"),
+            LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (maintenance)"),
         }
+    }
+}
+
+/// A lock file that failed a check and was replaced by a new one, as a start-up reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRepair {
+    /// The lock file.
+    pub path: PathBuf,
+    /// What was wrong with the old one.
+    pub problem: LockProblem,
+}
+
+impl std::fmt::Display for LockRepair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lock file {}: {}; replaced it with a new file (mode 0600) that only this uid can open, so no descriptor opened earlier holds the store's lock",
+            self.path.display(),
+            self.problem
+        )
     }
 }
 
@@ -137,6 +99,7 @@ impl std::fmt::Display for LockState {
 pub struct LockGuard {
     file: File,
     kind: LockKind,
+    registration: u64,
 }
 
 impl LockGuard {
@@ -148,13 +111,17 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        // Closing the file releases the lock too; unlocking first just releases it sooner.
-        let _ = self.file.unlock();
+        // Closing the file releases the lock too; unlocking first just releases it sooner. An
+        // artifact's byte-range lock goes with the descriptor.
+        if self.kind != LockKind::Artifact {
+            let _ = self.file.unlock();
+        }
+        held::release(self.registration);
     }
 }
 
-/// The store under its exclusive lock: the only way to publish, remove or clean up, so none of
-/// them can happen without the lock.
+/// The store under its exclusive lock: the only way to remove anything, so no removal can happen
+/// without the lock.
 #[derive(Debug)]
 pub struct Exclusive<'s> {
     pub(super) store: &'s Store,
@@ -168,19 +135,47 @@ impl Exclusive<'_> {
     }
 }
 
+/// One artifact's lock, held while it is compiled and published: the only way to publish
+/// outside maintenance.
+#[derive(Debug)]
+pub struct ArtifactLock<'s> {
+    pub(super) store: &'s Store,
+    pub(super) key: ArtifactKey,
+    _guard: LockGuard,
+}
+
+impl ArtifactLock<'_> {
+    /// The locked store.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// The artifact it locks.
+    pub fn key(&self) -> &ArtifactKey {
+        &self.key
+    }
+}
+
+/// What a checked look at the lock file found.
+enum Found {
+    Absent,
+    Trusted(rustix::fd::OwnedFd, Stat),
+    Untrusted(LockProblem, Stat),
+}
+
 impl Store {
     /// Path of the lock file, for messages.
     pub fn lock_path(&self) -> PathBuf {
         self.dir.display_path(LOCK_NAME)
     }
 
-    /// Takes the shared lock (loading), waiting until `deadline` at most. `purpose` says what the
-    /// wait is for, in the log.
+    /// Takes the shared lock (loading, publishing), waiting until `deadline` at most. `purpose`
+    /// says what the wait is for, in the log and to other threads of this process.
     pub fn lock_shared(&self, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
         self.acquire(LockKind::Shared, deadline, purpose)
     }
 
-    /// Takes the exclusive lock (compiling, publishing, pruning), waiting until `deadline` at most.
+    /// Takes the exclusive lock (maintenance), waiting until `deadline` at most.
     pub fn lock_exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, LockError> {
         if self.read_only {
             return Err(LockError::ReadOnlyStore);
@@ -192,99 +187,73 @@ impl Store {
         })
     }
 
-    fn untrusted(&self, cause: impl Into<String>) -> LockError {
-        LockError::Untrusted {
-            path: self.lock_path(),
-            cause: cause.into(),
-        }
+    /// Takes the exclusive lock only if nobody holds the lock now: for maintenance a start-up does
+    /// in passing (temp files, rejected artifacts), which is never worth a wait.
+    pub(crate) fn try_lock_exclusive(&self, purpose: &str) -> Option<Exclusive<'_>> {
+        self.lock_exclusive(Instant::now(), purpose).ok()
     }
 
-    /// Why the lock file described by `st` must not be opened, if it must not.
-    fn lock_problem(st: &Stat) -> Option<String> {
-        match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => {}
-            FileType::Symlink => return Some("is a symbolic link".into()),
-            _ => return Some("is not a regular file".into()),
+    /// Takes the lock of the artifact `key` (compiling and publishing it), waiting until
+    /// `deadline` at most. The caller holds the shared lock.
+    pub fn lock_artifact(
+        &self,
+        key: &ArtifactKey,
+        deadline: Instant,
+        purpose: &str,
+    ) -> Result<ArtifactLock<'_>, LockError> {
+        if self.read_only {
+            return Err(LockError::ReadOnlyStore);
         }
-        if st.st_nlink != 1 {
-            return Some(format!(
-                "has {} hard links: another name for it may be a file outside the store",
-                st.st_nlink
-            ));
-        }
-        if st.st_uid != super::euid() {
-            return Some(format!(
-                "is owned by uid {}, not by this process's uid {}",
-                st.st_uid,
-                super::euid()
-            ));
-        }
-        None
-    }
-
-    /// Opens the existing lock file after checking it, with `flags`; `Ok(None)` when there is none.
-    fn open_existing_lock(&self, flags: OFlags) -> Result<Option<(File, Stat)>, LockError> {
-        let (fd, st) = match self.dir.open_path(LOCK_NAME) {
-            Ok(found) => found,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-                return Err(self.untrusted("is a symbolic link"));
-            }
-            Err(e) => return Err(LockError::Io(e)),
-        };
-        if let Some(cause) = Self::lock_problem(&st) {
-            return Err(self.untrusted(cause));
-        }
-        let file = self.dir.reopen(LOCK_NAME, &fd, &st, flags).map_err(LockError::Io)?;
-        Ok(Some((file, st)))
-    }
-
-    /// Opens (or creates, `0600`) the lock file for taking a `kind` lock. An existing lock file is
-    /// checked before it is opened, and one that others may open is made `0600` (logged, and
-    /// reported through [`Store::lock_mode_repaired`]).
-    fn open_lock(&self, kind: LockKind) -> Result<File, LockError> {
-        let rw = OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        // Twice at most: a lock created by another process between our look and our create.
-        for _ in 0..2 {
-            let existing = match self.open_existing_lock(rw) {
-                // On a read-only file system a shared lock on a read-only descriptor still works.
-                Err(LockError::Io(e)) if kind == LockKind::Shared => self
-                    .open_existing_lock(OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC)
-                    .map_err(|_| LockError::Io(e))?,
-                other => other?,
-            };
-            if let Some((file, st)) = existing {
-                let mode = st.st_mode & 0o7777;
-                if mode & 0o077 != 0 {
-                    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o600)).map_err(|e| {
-                        self.untrusted(format!(
-                            "other users may open it (mode {mode:03o}) and it cannot be made 0600: {}",
-                            std::io::Error::from(e)
-                        ))
-                    })?;
-                    log::warn!(
-                        "lock file {} could be opened by other users (mode {mode:03o}), so they could hold the lock; made it 0600",
-                        self.lock_path().display()
-                    );
-                    self.lock_repaired.store(mode | REPAIRED, Ordering::Relaxed);
+        let offset = artifact_offset(key);
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        let (file, registration) = loop {
+            let file = self.open_lock(LockKind::Artifact)?;
+            let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
+            // Threads of this process first, then other processes.
+            if let Some(registration) = held::claim_artifact(id, offset, purpose) {
+                match range_lock::try_lock(&file, offset) {
+                    Ok(true) => break (file, registration),
+                    Ok(false) => held::release(registration),
+                    Err(e) => {
+                        held::release(registration);
+                        return Err(LockError::Io(std::sync::Arc::new(e)));
+                    }
                 }
-                return Ok(file);
             }
-            let create = rw | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-            match self.dir.open_file(LOCK_NAME, create, 0o600) {
-                Ok(file) => return Ok(file),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(LockError::Io(e)),
+            let now = Instant::now();
+            if now >= deadline {
+                let holder = held::holder_of(id, LockKind::Artifact, Some(offset)).unwrap_or(LockHolder::Unknown);
+                return Err(LockError::TimedOut {
+                    waited: now - start,
+                    holder,
+                });
             }
-        }
-        Err(self.untrusted("created and replaced again while being opened"))
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        };
+        Ok(ArtifactLock {
+            store: self,
+            key: *key,
+            _guard: LockGuard {
+                file,
+                kind: LockKind::Artifact,
+                registration,
+            },
+        })
     }
 
-    /// The permission bits a lock file had when this store handle found that other users could
-    /// open it and made it `0600`, if that happened.
-    pub fn lock_mode_repaired(&self) -> Option<u32> {
-        let v = self.lock_repaired.load(Ordering::Relaxed);
-        (v & REPAIRED != 0).then_some(v & 0o7777)
+    /// The lock file's problem, if it has one, without changing anything: what `status` shows.
+    pub fn lock_problem(&self) -> Option<LockProblem> {
+        match self.look_at_lock() {
+            Ok(Found::Untrusted(problem, _)) => Some(problem),
+            _ => None,
+        }
+    }
+
+    /// What was wrong with a lock file this store's handles replaced, if they replaced one.
+    pub fn lock_repair(&self) -> Option<LockRepair> {
+        self.lock_repaired.lock().ok().and_then(|r| r.clone())
     }
 
     /// True when the store has a lock file (a start-up or maintenance has run here).
@@ -292,9 +261,13 @@ impl Store {
         self.dir.stat(LOCK_NAME).is_ok()
     }
 
-    /// The pid recorded by the last exclusive holder, if readable (and the lock file is trusted).
+    /// The pid recorded by the last exclusive holder, read only from a lock file that passes
+    /// every check: one that others could write proves nothing.
     pub fn last_lock_holder(&self) -> Option<u32> {
-        let (file, _) = self.open_existing_lock(PROBE).ok()??;
+        let Ok(Found::Trusted(fd, st)) = self.look_at_lock() else {
+            return None;
+        };
+        let file = self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).ok()?;
         let mut text = String::new();
         file.take(32).read_to_string(&mut text).ok()?;
         text.trim().parse().ok()
@@ -302,71 +275,210 @@ impl Store {
 
     /// Who holds the lock right now. Waits for nobody and never creates, changes or writes the
     /// lock file; the probe holds the lock for an instant only (a node starting meanwhile retries
-    /// within milliseconds). A lock file that fails its checks is an error naming it.
-    pub fn lock_state(&self) -> std::io::Result<LockState> {
-        let file = match self.open_existing_lock(PROBE) {
-            Ok(Some((f, _))) => f,
-            Ok(None) => return Ok(LockState::Free),
-            Err(LockError::Io(e)) => return Err(e),
-            Err(e) => return Err(std::io::Error::other(e.to_string())),
+    /// within milliseconds). A lock file that fails its checks is reported as such by
+    /// [`Store::lock_problem`]; its state is still probed.
+    pub fn lock_state(&self) -> Result<LockState, LockError> {
+        let (fd, st) = match self.look_at_lock()? {
+            Found::Absent => return Ok(LockState::Free),
+            Found::Trusted(fd, st) => (fd, st),
+            // A link is never opened; anything else is probed where it lies.
+            Found::Untrusted(LockProblem::Symlink | LockProblem::NotRegularFile, _) => return Ok(LockState::Free),
+            Found::Untrusted(_, _) => self.dir.open_path(LOCK_NAME).map_err(io)?,
         };
+        let file = self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).map_err(io)?;
         // flock works on a read-only descriptor.
         match file.try_lock() {
             Ok(()) => {
-                file.unlock()?;
+                file.unlock().map_err(io)?;
                 return Ok(LockState::Free);
             }
             Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => return Err(e),
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         match file.try_lock_shared() {
             Ok(()) => {
-                file.unlock()?;
+                file.unlock().map_err(io)?;
                 Ok(LockState::Shared)
             }
             Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
                 last_holder: self.last_lock_holder(),
             }),
-            Err(TryLockError::Error(e)) => Err(e),
+            Err(TryLockError::Error(e)) => Err(io(e)),
         }
     }
 
+    /// Finds the lock file without following a link and checks it with `fstat`.
+    fn look_at_lock(&self) -> Result<Found, LockError> {
+        let (fd, st) = match self.dir.open_path(LOCK_NAME) {
+            Ok(found) => found,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Absent),
+            Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
+                let st = self.dir.stat(LOCK_NAME).map_err(io)?;
+                return Ok(Found::Untrusted(LockProblem::Symlink, st));
+            }
+            Err(e) => return Err(io(e)),
+        };
+        Ok(match lock_problem(&st) {
+            Some(problem) => Found::Untrusted(problem, st),
+            None => Found::Trusted(fd, st),
+        })
+    }
+
+    /// Opens the lock file for taking a `kind` lock: creates it (`0600`) when missing, replaces it
+    /// when it fails a check, and otherwise opens the checked inode.
+    fn open_lock(&self, kind: LockKind) -> Result<File, LockError> {
+        // A few rounds at most: a lock created or replaced by another process meanwhile.
+        for _ in 0..8 {
+            match self.look_at_lock()? {
+                Found::Trusted(fd, st) => {
+                    return match self.dir.reopen(LOCK_NAME, &fd, &st, RDWR) {
+                        Ok(file) => Ok(file),
+                        // A store on a read-only file system: a shared lock on a read-only
+                        // descriptor still keeps a prune elsewhere from unlinking mid-load.
+                        Err(e) if kind == LockKind::Shared => {
+                            self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).map_err(|_| io(e))
+                        }
+                        Err(e) => Err(io(e)),
+                    };
+                }
+                Found::Absent => {
+                    let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                    match self.dir.open_file(LOCK_NAME, create, 0o600) {
+                        Ok(file) => return Ok(file),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                // Nothing else can be renamed over a directory; it stays the operator's to remove.
+                Found::Untrusted(problem @ LockProblem::NotRegularFile, st)
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
+                {
+                    return Err(LockError::Untrusted { problem });
+                }
+                Found::Untrusted(problem, st) => self.replace_lock(problem, &st)?,
+            }
+        }
+        Err(LockError::Io(std::sync::Arc::new(std::io::Error::other(
+            "the lock file was created or replaced again while being opened",
+        ))))
+    }
+
+    /// Replaces the lock file described by `old` with a new one (`0600`, a new inode): a new file
+    /// is written under a temporary name, locked exclusively, and atomically exchanged with
+    /// `lock`. If what came out was not `old` (another process of this version replaced it first),
+    /// it is exchanged back, so that a lock someone verified stays the lock. The new file is held
+    /// locked until the exchange is settled, so nobody verifies it in between. The old inode is
+    /// unlinked: whoever has it open holds nothing of this store's.
+    fn replace_lock(&self, problem: LockProblem, old: &Stat) -> Result<(), LockError> {
+        let temp = format!("{TEMP_PREFIX}lock-{}-{}", std::process::id(), next_id());
+        let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fresh = self.dir.open_file(&temp, create, 0o600).map_err(io)?;
+        if let Err(e) = fresh.try_lock() {
+            let _ = self.dir.unlink(&temp);
+            return Err(io(std::io::Error::other(format!("cannot lock a new lock file: {e:?}"))));
+        }
+        let swapped = rfs::renameat_with(&*self.dir, &temp, &*self.dir, LOCK_NAME, RenameFlags::EXCHANGE);
+        match swapped {
+            Ok(()) => {
+                let out = self.dir.stat(&temp).map(|st| FileId::of(&st)).map_err(io)?;
+                if out != FileId::of(old) {
+                    // Someone else's replacement came out: put it back.
+                    let _ = rfs::renameat_with(&*self.dir, &temp, &*self.dir, LOCK_NAME, RenameFlags::EXCHANGE);
+                }
+            }
+            // A file system without exchange: a plain rename, the best it allows.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+                self.dir.rename(&temp, LOCK_NAME).map_err(io)?;
+            }
+            Err(e) => {
+                let _ = self.dir.unlink(&temp);
+                return Err(io(std::io::Error::from(e)));
+            }
+        }
+        // Under the temporary name now: the old lock, or our file after exchanging back.
+        let _ = self.dir.unlink(&temp);
+        let _ = self.dir.sync();
+        drop(fresh);
+        let repair = LockRepair {
+            path: self.lock_path(),
+            problem,
+        };
+        log::warn!("{repair}");
+        if let Ok(mut slot) = self.lock_repaired.lock() {
+            slot.get_or_insert(repair);
+        }
+        Ok(())
+    }
+
     fn acquire(&self, kind: LockKind, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
-        let mut file = self.open_lock(kind)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
         let mut next_log = start;
         loop {
+            let mut file = self.open_lock(kind)?;
+            let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
-                LockKind::Exclusive => file.try_lock(),
+                _ => file.try_lock(),
             };
             match attempt {
-                Ok(()) => break,
-                Err(TryLockError::Error(e)) => return Err(LockError::Io(e)),
+                Ok(()) => {
+                    // The file locked must still be the one named `lock`: a lock someone replaced
+                    // meanwhile protects nothing.
+                    let current = self.dir.stat(LOCK_NAME).map(|st| FileId::of(&st));
+                    if current.is_ok_and(|c| c == id) {
+                        if kind == LockKind::Exclusive {
+                            // For diagnostics only: who to look for when others wait on us.
+                            let _ = file.set_len(0);
+                            let _ = file.seek(SeekFrom::Start(0));
+                            let _ = writeln!(file, "{}", std::process::id());
+                        }
+                        let waited = start.elapsed();
+                        if waited >= Duration::from_millis(100) {
+                            log::info!(
+                                "took the {kind} lock on {} after waiting {:.1} s",
+                                self.lock_path().display(),
+                                waited.as_secs_f64()
+                            );
+                        }
+                        let registration = held::register(id, kind, None, purpose);
+                        return Ok(LockGuard {
+                            file,
+                            kind,
+                            registration,
+                        });
+                    }
+                    let _ = file.unlock();
+                    continue;
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
                 Err(TryLockError::WouldBlock) => {}
             }
             let now = Instant::now();
             if now >= deadline {
+                let holder = held::holder_of(id, kind, None)
+                    .or_else(|| self.last_lock_holder().map(|pid| LockHolder::Recorded { pid }))
+                    .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
                     waited: now - start,
-                    holder: self.last_lock_holder(),
+                    holder,
                 });
             }
             if now >= next_log {
+                let holder = held::holder_of(id, kind, None)
+                    .map(|h| match h {
+                        LockHolder::ThisProcess { purpose } => format!("by this process: {purpose}"),
+                        _ => String::new(),
+                    })
+                    .or_else(|| {
+                        self.last_lock_holder()
+                            .map(|p| format!("by another process, last exclusive holder pid {p}"))
+                    })
+                    .unwrap_or_else(|| "by another process".to_owned());
                 log::warn!(
-                    "pid {} waiting for the {} lock on {} to {} (held by another process{}; giving up in {:.1} s)",
+                    "pid {} waiting for the {kind} lock on {} to {purpose} (held {holder}; giving up in {:.1} s)",
                     std::process::id(),
-                    if kind == LockKind::Shared {
-                        "shared"
-                    } else {
-                        "exclusive"
-                    },
                     self.lock_path().display(),
-                    purpose,
-                    self.last_lock_holder()
-                        .map(|p| format!(", last exclusive holder pid {p}"))
-                        .unwrap_or_default(),
                     (deadline - now).as_secs_f64(),
                 );
                 next_log = now + Duration::from_secs(5);
@@ -374,22 +486,48 @@ impl Store {
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(100));
         }
-        let waited = start.elapsed();
-        if waited >= Duration::from_millis(100) {
-            log::info!(
-                "took the {kind:?} lock on {} after waiting {:.1} s",
-                self.lock_path().display(),
-                waited.as_secs_f64()
-            );
-        }
-        if kind == LockKind::Exclusive {
-            // For diagnostics only: who to look for when others wait on us.
-            let _ = file.set_len(0);
-            let _ = file.seek(SeekFrom::Start(0));
-            let _ = writeln!(file, "{}", std::process::id());
-        }
-        Ok(LockGuard { file, kind })
     }
+}
+
+/// Why the lock file described by `st` must not be used as it is, if it must not.
+fn lock_problem(st: &Stat) -> Option<LockProblem> {
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => return Some(LockProblem::Symlink),
+        _ => return Some(LockProblem::NotRegularFile),
+    }
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let links = st.st_nlink as u64;
+    if links != 1 {
+        return Some(LockProblem::HardLinks { links });
+    }
+    if st.st_uid != crate::fs::euid() {
+        return Some(LockProblem::OwnedByOther { uid: st.st_uid });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Some(LockProblem::OpenToOthers { mode });
+    }
+    None
+}
+
+fn io(e: impl Into<std::io::Error>) -> LockError {
+    LockError::Io(std::sync::Arc::new(e.into()))
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where in the lock file the byte of `key`'s artifact lock lies: a hash of its file name, below
+/// 2^62 so that no offset arithmetic can overflow. Two artifacts sharing a byte only wait for each
+/// other.
+fn artifact_offset(key: &ArtifactKey) -> u64 {
+    let digest = blake3::hash(key.file_name().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    1 + (u64::from_le_bytes(first) >> 2)
 }
 
 /// The deadline `timeout` from now; a timeout too large to represent waits forever in practice.
@@ -399,11 +537,134 @@ pub fn deadline_after(timeout: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+/// Byte-range locks that belong to an open file description (`F_OFD_SETLK`): held per open, like
+/// `flock`, so threads of one process exclude each other; released when the description closes.
+mod range_lock {
+    use std::fs::File;
+
+    #[cfg(target_os = "linux")]
+    pub(super) fn try_lock(file: &File, offset: u64) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `flock` is a plain C struct of integers; all zeros is a valid value, and the
+        // fields that matter are set below (OFD locks require `l_pid` to be 0).
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as libc::c_short;
+        lock.l_whence = libc::SEEK_SET as libc::c_short;
+        // Below 2^62 (see `artifact_offset`): it fits `off_t`.
+        lock.l_start = offset as libc::off_t;
+        lock.l_len = 1;
+        // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`), and
+        // `lock` is a valid `flock` that lives across it; F_OFD_SETLK only reads it.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+            _ => Err(e),
+        }
+    }
+
+    /// Without open-file-description locks only the threads of this process exclude each other
+    /// (the caller's claim does that); processes may compile the same artifact twice, and both
+    /// publish atomically.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn try_lock(_file: &File, _offset: u64) -> std::io::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// The locks this process holds, by lock file: so that a wait that times out on a lock held by
+/// another thread of this process says so instead of blaming "another process", and so that the
+/// threads of this process exclude each other on an artifact even where the system's locks would
+/// not.
+mod held {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::error::{LockHolder, LockKind};
+    use crate::fs::dir::FileId;
+
+    struct Held {
+        token: u64,
+        id: FileId,
+        kind: LockKind,
+        offset: Option<u64>,
+        purpose: String,
+    }
+
+    static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+
+    fn with<R>(f: impl FnOnce(&mut Vec<Held>) -> R) -> R {
+        let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut held)
+    }
+
+    pub(super) fn register(id: FileId, kind: LockKind, offset: Option<u64>, purpose: &str) -> u64 {
+        let token = NEXT.fetch_add(1, Ordering::Relaxed);
+        with(|held| {
+            held.push(Held {
+                token,
+                id,
+                kind,
+                offset,
+                purpose: purpose.to_owned(),
+            })
+        });
+        token
+    }
+
+    /// Registers an artifact lock unless another thread of this process holds it.
+    pub(super) fn claim_artifact(id: FileId, offset: u64, purpose: &str) -> Option<u64> {
+        let token = NEXT.fetch_add(1, Ordering::Relaxed);
+        with(|held| {
+            let taken = held
+                .iter()
+                .any(|h| h.id == id && h.kind == LockKind::Artifact && h.offset == Some(offset));
+            (!taken).then(|| {
+                held.push(Held {
+                    token,
+                    id,
+                    kind: LockKind::Artifact,
+                    offset: Some(offset),
+                    purpose: purpose.to_owned(),
+                });
+                token
+            })
+        })
+    }
+
+    pub(super) fn release(token: u64) {
+        with(|held| held.retain(|h| h.token != token));
+    }
+
+    /// A lock of this process on `id` that conflicts with taking `kind` (at `offset`), if any.
+    pub(super) fn holder_of(id: FileId, kind: LockKind, offset: Option<u64>) -> Option<LockHolder> {
+        with(|held| {
+            held.iter()
+                .find(|h| {
+                    h.id == id
+                        && match (kind, h.kind) {
+                            (LockKind::Artifact, LockKind::Artifact) => h.offset == offset,
+                            (LockKind::Artifact, _) | (_, LockKind::Artifact) => false,
+                            (LockKind::Shared, LockKind::Shared) => false,
+                            _ => true,
+                        }
+                })
+                .map(|h| LockHolder::ThisProcess {
+                    purpose: h.purpose.clone(),
+                })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::artifact::Sealer;
-    use crate::key::Fingerprint;
+    use crate::key::{Fingerprint, Kind};
 
     fn store(dir: &tempfile::TempDir) -> Store {
         Store::open(&dir.path().join("s"), Fingerprint([1; 16]), Sealer::Plain).expect("open")
@@ -419,7 +680,10 @@ mod tests {
         let err = s
             .lock_exclusive(deadline_after(Duration::from_millis(50)), "compile")
             .unwrap_err();
-        assert!(matches!(err, LockError::TimedOut { .. }), "{err}");
+        assert!(
+            matches!(&err, LockError::TimedOut { holder: LockHolder::ThisProcess { purpose }, .. } if purpose == "load"),
+            "{err}"
+        );
         drop(a);
         drop(b);
         let x = s.lock_exclusive(soon(), "compile").expect("exclusive");
@@ -439,5 +703,64 @@ mod tests {
         let t = Instant::now();
         assert!(s.lock_shared(Instant::now(), "load").is_err());
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_artifact_lock_excludes_the_same_artifact_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let key = |b| ArtifactKey {
+            source: [b; 32],
+            fingerprint: Fingerprint([1; 16]),
+            kind: Kind::Component,
+        };
+        let soon = || deadline_after(Duration::from_millis(50));
+        let _shared = s.lock_shared(soon(), "compile").expect("shared");
+        let held = s.lock_artifact(&key(1), soon(), "compile one").expect("artifact lock");
+        let err = s.lock_artifact(&key(1), soon(), "compile again").unwrap_err();
+        assert!(
+            matches!(&err, LockError::TimedOut { holder: LockHolder::ThisProcess { purpose }, .. } if purpose == "compile one"),
+            "{err}"
+        );
+        s.lock_artifact(&key(2), soon(), "compile another")
+            .expect("another artifact");
+        drop(held);
+        s.lock_artifact(&key(1), soon(), "compile again").expect("free again");
+    }
+
+    #[test]
+    fn a_loose_lock_is_replaced_by_a_new_inode_and_reported() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        std::fs::write(s.lock_path(), b"").expect("lock");
+        std::fs::set_permissions(s.lock_path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let before = std::fs::metadata(s.lock_path()).expect("stat").ino();
+        // A descriptor opened before, holding a shared lock on the old file.
+        let old = File::open(s.lock_path()).expect("open");
+        old.lock_shared().expect("lock the old file");
+        assert_eq!(s.lock_problem(), Some(LockProblem::OpenToOthers { mode: 0o644 }));
+        let _x = s
+            .lock_exclusive(deadline_after(Duration::from_millis(200)), "test")
+            .expect("the old descriptor holds nothing of the store's");
+        let after = std::fs::metadata(s.lock_path()).expect("stat");
+        assert_ne!(after.ino(), before);
+        assert_eq!(after.mode() & 0o777, 0o600);
+        assert_eq!(s.lock_problem(), None);
+        assert!(matches!(
+            s.lock_repair(),
+            Some(LockRepair {
+                problem: LockProblem::OpenToOthers { mode: 0o644 },
+                ..
+            })
+        ));
+        let temps = std::fs::read_dir(dir.path().join("s"))
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            })
+            .count();
+        assert_eq!(temps, 0, "no temp file left");
     }
 }

@@ -22,6 +22,9 @@ pub enum PruneReason {
     NotWhitelisted,
     /// Among the oldest artifacts beyond the size budget.
     OverBudget,
+    /// Not a regular file (a directory, FIFO, socket or link under an artifact's name): no node
+    /// loads it, and it keeps the artifact from being stored.
+    NotRegularFile,
     /// `clear` removes everything.
     Cleared,
 }
@@ -33,6 +36,7 @@ impl PruneReason {
             PruneReason::Stale => "stale",
             PruneReason::NotWhitelisted => "not whitelisted",
             PruneReason::OverBudget => "over size budget",
+            PruneReason::NotRegularFile => "not a regular file",
             PruneReason::Cleared => "cleared",
         }
     }
@@ -116,7 +120,9 @@ impl Store {
         let mut rest = Vec::new();
         for entry in entries {
             let current = entry.key.fingerprint == self.fingerprint() || opts.current.contains(&entry.key.fingerprint);
-            if opts.stale && !current {
+            if opts.stale && !entry.is_file {
+                remove.push((entry, PruneReason::NotRegularFile));
+            } else if opts.stale && !current {
                 remove.push((entry, PruneReason::Stale));
             } else if opts.keep.as_ref().is_some_and(|k| !k.contains(&entry.key.source)) {
                 remove.push((entry, PruneReason::NotWhitelisted));
@@ -172,16 +178,13 @@ impl Store {
         self.lock_exclusive(deadline, purpose)
             .map_err(|source| StoreError::Lock {
                 path: self.lock_path(),
+                kind: crate::error::LockKind::Exclusive,
                 source,
             })
     }
 
     fn io_error(&self, op: &'static str, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: self.dir().to_path_buf(),
-            op,
-            source,
-        }
+        StoreError::io(self.dir(), op, source)
     }
 }
 
@@ -202,7 +205,12 @@ impl Exclusive<'_> {
     fn remove_foreign(&self, foreign: Vec<ForeignFile>, report: &mut PruneReport) {
         let dir = &self.store().dir;
         for file in foreign {
-            match dir.unlink(&file.name) {
+            let removed = if file.is_dir {
+                dir.remove_dir(&file.name)
+            } else {
+                dir.unlink(&file.name)
+            };
+            match removed {
                 Ok(()) => {
                     log::info!("removed foreign file {}", file.path.display());
                     report.foreign_removed.push(file);
@@ -480,7 +488,7 @@ mod tests {
             matches!(
                 err,
                 StoreError::Lock {
-                    source: crate::store::LockError::TimedOut { .. },
+                    source: crate::error::LockError::TimedOut { .. },
                     ..
                 }
             ),
@@ -529,16 +537,27 @@ mod tests {
         let (_d, s) = store();
         put(&s, FP, 1, 100, 0);
         put(&s, FP, 3, 100, 0);
-        // A directory under an artifact's name: unlink fails (EISDIR) and must not stop the rest.
-        let blocked = crate::key::ArtifactKey {
-            source: [2; 32],
+        // A directory under an artifact's name that holds a file: it cannot be removed, and that
+        // must not stop the rest. An empty one is removed.
+        let key = |b| crate::key::ArtifactKey {
+            source: [b; 32],
             fingerprint: FP,
             kind: crate::key::Kind::Component,
         };
+        let blocked = key(2);
         std::fs::create_dir(s.dir().join(blocked.file_name())).expect("mkdir");
+        std::fs::write(s.dir().join(blocked.file_name()).join("x"), b"x").expect("a file inside");
+        std::fs::create_dir(s.dir().join(key(4).file_name())).expect("mkdir");
         std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");
         let r = s.clear(t()).expect("clear runs");
-        assert_eq!(sources(&r), vec![(1, PruneReason::Cleared), (3, PruneReason::Cleared)]);
+        assert_eq!(
+            sources(&r),
+            vec![
+                (1, PruneReason::Cleared),
+                (3, PruneReason::Cleared),
+                (4, PruneReason::Cleared)
+            ]
+        );
         assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
         assert_eq!(r.failed[0].0.key, blocked);
         assert!(!r.complete());

@@ -1,11 +1,15 @@
-//! The on-disk store: one directory of verified artifacts, a lock file, nothing else.
+//! The on-disk store: one directory of verified artifacts, its marker, a lock file, nothing else.
 //!
 //! ```text
-//! <store>/lock                                  advisory lock (last exclusive holder's pid)
+//! <store>/CACHEDIR.TAG                          the marker: this directory is a store (marker.rs)
+//! <store>/lock                                  advisory locks (last exclusive holder's pid)
 //! <store>/<fingerprint>-<source sha256>.cwasm   component artifact = wasmtime payload + trailer, 0444
 //! <store>/<fingerprint>-<source sha256>.module.cwasm   the same for a core module
 //! <store>/.tmp-*                                an unfinished write; removed under the exclusive lock
 //! ```
+//!
+//! A directory is written into or deleted from only when it is provably a store: it holds the
+//! marker, or is empty, or holds only what an earlier version wrote (then it gets the marker).
 //!
 //! Invariants: the directory is opened once, by descriptor, after checking it and its ancestors;
 //! every later operation is relative to that descriptor. An artifact is published by renaming a
@@ -13,18 +17,17 @@
 //! published file is never written again (a replacement is a new file renamed over it; removal is
 //! an unlink), so a mapping of it stays valid.
 
-mod dir;
 mod fault;
 mod load;
 mod lock;
 pub mod maintenance;
+pub(crate) mod marker;
 mod publish;
 mod rejection;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use wasmtime::Engine;
@@ -33,16 +36,18 @@ use wasmtime::component::Component;
 use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
 use crate::error::StoreError;
+pub(crate) use crate::fs::dir::Dir;
+pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
-use crate::path_refusal::PathRefusal;
-pub(crate) use dir::{Dir, GROUP_OR_OTHER_WRITE, Owner, euid};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
 #[cfg(feature = "fault-injection")]
 pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
-pub use lock::{Exclusive, LockError, LockGuard, LockKind, LockState, deadline_after};
+pub(crate) use lock::LOCK_NAME;
+pub use lock::{ArtifactLock, Exclusive, LockGuard, LockRepair, LockState, deadline_after};
+use marker::Standing;
 pub use publish::{ARTIFACT_MODE, Published};
 pub use rejection::Rejection;
 
@@ -76,9 +81,11 @@ pub struct StoredEntry {
     pub uid: u32,
     /// Permission bits.
     pub mode: u32,
-    /// True for a regular file (a link or a directory under an artifact name is listed too, so it
-    /// can be reported and removed).
+    /// True for a regular file (a link, a directory, a FIFO or a socket under an artifact name is
+    /// listed too, so that it can be reported and removed).
     pub is_file: bool,
+    /// True for a directory (removed only when empty).
+    pub is_dir: bool,
 }
 
 impl StoredEntry {
@@ -116,7 +123,7 @@ pub struct ForeignFile {
     pub path: PathBuf,
     /// Size in bytes.
     pub size: u64,
-    /// True for a directory (which `prune` cannot unlink).
+    /// True for a directory (removed only when empty).
     pub is_dir: bool,
 }
 
@@ -131,68 +138,119 @@ pub struct Store {
     owner: Owner,
     read_only: bool,
     fault: Fault,
-    /// Set (with the old permission bits) when an existing lock file others could open was made
-    /// `0600`; see [`Store::lock_mode_repaired`].
-    /// Shared by every handle of one directory (see [`Store::with_fingerprint`]): there is one lock file.
-    lock_repaired: Arc<AtomicU32>,
+    /// Set when a lock file that failed a check was replaced; see [`Store::lock_repair`]. Shared
+    /// by every handle of one directory (see [`Store::with_fingerprint`]): there is one lock file.
+    lock_repaired: Arc<Mutex<Option<LockRepair>>>,
 }
 
 impl Store {
-    /// Opens the store at `dir` for `engine` in `sealer`'s mode: the one way a start-up, the
-    /// library's maintenance and the CLI open a store, so they agree on the fingerprint.
-    ///
-    /// With `create`, a missing directory (and missing parents) is made owner-only (0700).
-    /// Fails when the directory is not trusted: it or an ancestor owned by another user (an
-    /// ancestor may be root's), or writable by group or others (an ancestor may be sticky, as
-    /// `/tmp` is), or reached through a link another user owns. The path is walked once, as
-    /// given ([`crate::trusted_path`]); every later check and operation uses descriptors, never
-    /// the path again.
-    pub fn open_for(engine: &Engine, dir: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
+    /// Opens the writable store at `path` for `engine` in `sealer`'s mode (creating it when
+    /// `create`), as a start-up and maintenance do. See [`Store::open_writable`].
+    pub fn open_for(engine: &Engine, path: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
         let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
-        Store::open_with(dir, fingerprint, sealer, create)
+        Store::open_writable(path, fingerprint, sealer, create)
     }
 
-    /// [`Store::open_for`] with a fingerprint computed elsewhere, creating the store if missing.
-    pub fn open(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
-        Store::open_with(dir, fingerprint, sealer, true)
+    /// [`Store::open_writable`], creating the store if missing.
+    pub fn open(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
+        Store::open_writable(path, fingerprint, sealer, true)
     }
 
-    fn open_with(dir: &Path, fingerprint: Fingerprint, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
-        Store::open_bare(dir, fingerprint, sealer, create, false).map_err(|e| StoreError::refused(dir.to_path_buf(), e))
-    }
-
-    /// Opens a writable (`read_only` false, created if missing when `create`) or read-only store;
-    /// the error is the check that failed, with no context of its own (the caller says which
-    /// store it was).
-    pub(crate) fn open_bare(
-        dir: &Path,
+    /// Opens the writable store at `path` for the engine with `fingerprint`.
+    ///
+    /// With `create`, a missing directory (and missing parents) is made owner-only (0700). Fails
+    /// when the directory is not trusted: it or an ancestor owned by another user (an ancestor may
+    /// be root's), or writable by group or others (an ancestor may be sticky, as `/tmp` is), or
+    /// reached through a link another user owns. The path is walked once, as given
+    /// ([`crate::fs::walk`]); every later check and operation uses descriptors, never the path
+    /// again. Then fails when the directory is not a store ([`marker`]); an empty one, or one an
+    /// earlier version made, gets the marker before anything else is written.
+    pub fn open_writable(
+        path: &Path,
         fingerprint: Fingerprint,
         sealer: Sealer,
         create: bool,
-        read_only: bool,
-    ) -> Result<Store, PathRefusal> {
-        let owner = if read_only { Owner::MeOrRoot } else { Owner::Me };
-        let dir = Dir::open(dir, create && !read_only, owner)?;
-        Ok(Store {
-            dir: Arc::new(dir),
-            fingerprint,
-            sealer,
-            owner,
-            read_only,
-            fault: Fault::None,
-            lock_repaired: Arc::new(AtomicU32::new(0)),
-        })
+    ) -> Result<Store, StoreError> {
+        let dir = Dir::open(path, create, Owner::Me).map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
+        Store::adopt_dir(dir, path, fingerprint, sealer)
+    }
+
+    /// The writable store in `dir` (opened from `path` and checked), made a store if it is not one
+    /// yet ([`Store::adopt`]).
+    pub(crate) fn adopt_dir(
+        dir: Dir,
+        path: &Path,
+        fingerprint: Fingerprint,
+        sealer: Sealer,
+    ) -> Result<Store, StoreError> {
+        let store = Store::from_dir(dir, fingerprint, sealer, false);
+        store.adopt(path)?;
+        Ok(store)
+    }
+
+    /// The writable store in `dir` (opened from `path` and checked), to look at it or maintain it:
+    /// nothing is written now, not even the marker. Fails when the directory is not a store.
+    pub(crate) fn inspect_dir(
+        dir: Dir,
+        path: &Path,
+        fingerprint: Fingerprint,
+        sealer: Sealer,
+    ) -> Result<Store, StoreError> {
+        let store = Store::from_dir(dir, fingerprint, sealer, false);
+        match store.standing().map_err(|e| StoreError::io(path, "list", e))? {
+            Standing::Foreign(reason) => Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                reason,
+            }),
+            _ => Ok(store),
+        }
     }
 
     /// Opens a read-only store, such as artifacts baked into a container image, for the engine
-    /// with `fingerprint` in `sealer`'s mode. It is checked as a writable store is, except that it and its artifacts may
-    /// also be owned by root (images are built as root). It is never created, locked, written,
-    /// pruned or cleaned, so it works on a read-only file system with no lock file.
-    ///
-    /// The fingerprint is given rather than computed, because a start-up opens several stores for
-    /// one engine: [`crate::engine::engine_fingerprint`] computes it once.
-    pub fn open_read_only(dir: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
-        Store::open_bare(dir, fingerprint, sealer, false, true).map_err(|e| StoreError::refused(dir.to_path_buf(), e))
+    /// with `fingerprint` in `sealer`'s mode. It is checked as a writable store is, except that it
+    /// and its artifacts may also be owned by root (images are built as root), and that it needs
+    /// no marker (a bake made by an earlier version has none; nothing is ever written or deleted
+    /// there). It is never created, locked, written, pruned or cleaned, so it works on a read-only
+    /// file system with no lock file.
+    pub fn open_read_only(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
+        let dir = Dir::open(path, false, Owner::MeOrRoot).map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
+        Ok(Store::from_dir(dir, fingerprint, sealer, true))
+    }
+
+    fn from_dir(dir: Dir, fingerprint: Fingerprint, sealer: Sealer, read_only: bool) -> Store {
+        Store {
+            dir: Arc::new(dir),
+            fingerprint,
+            sealer,
+            owner: if read_only { Owner::MeOrRoot } else { Owner::Me },
+            read_only,
+            fault: Fault::None,
+            lock_repaired: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// What the directory is: a store (marked, empty, or an earlier version's) or not.
+    pub(crate) fn standing(&self) -> std::io::Result<Standing> {
+        marker::standing(&self.dir)
+    }
+
+    /// Makes sure the directory is a store before anything is written into it: with the marker
+    /// already, or empty or an earlier version's store (then the marker is written now).
+    pub(crate) fn adopt(&self, path: &Path) -> Result<(), StoreError> {
+        match self.standing().map_err(|e| StoreError::io(path, "list", e))? {
+            Standing::Marked => Ok(()),
+            Standing::Empty | Standing::Unmarked => match marker::write(&self.dir) {
+                Ok(()) => Ok(()),
+                // A store on a read-only file system is read as it is: nothing can be written
+                // into it, the marker included.
+                Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Ok(()),
+                Err(e) => Err(StoreError::io(path, "write the marker into", e)),
+            },
+            Standing::Foreign(reason) => Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                reason,
+            }),
+        }
     }
 
     /// The same directory (the same descriptor, checks and mode) for the engine with
@@ -293,6 +351,7 @@ impl Store {
                 uid: st.st_uid,
                 mode: st.st_mode & 0o7777,
                 is_file: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile,
+                is_dir: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -307,6 +366,7 @@ impl Store {
         for name in self.dir.names()? {
             if let Some(text) = name.to_str()
                 && (text == lock::LOCK_NAME
+                    || text == marker::MARKER_NAME
                     || text.starts_with(TEMP_PREFIX)
                     || ArtifactKey::from_file_name(text).is_some())
             {

@@ -7,7 +7,8 @@ pub mod scenarios;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use wasm_node_cache::{Hash32, sha256};
+use wasm_node_cache::Hash32;
+use wasm_node_cache::config::sha256;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store};
 
@@ -227,7 +228,7 @@ pub fn start_without_store(builder: wasm_node_cache::Builder, expect: &str) -> w
         r.store
             .read_error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains(expect)),
         "expected the store refused with {expect:?}: {r}"
     );

@@ -7,8 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use wasm_node_cache::{ArtifactError, Rejection};
-use wasm_node_cache::{ArtifactStore, Fault, Hash32, Origin, Outcome, StoreWrite, sha256};
+use wasm_node_cache::config::sha256;
+use wasm_node_cache::error::{ArtifactError, Rejection};
+use wasm_node_cache::node::report::{Outcome, StoreWrite};
+use wasm_node_cache::testing::Fault;
+use wasm_node_cache::{ArtifactStore, Hash32, Origin};
 use wasmtime::component::Component;
 
 use super::{Fixture, call_add};
@@ -139,12 +142,12 @@ pub fn start(door: Door, fx: &Fixture, opts: &Opts) -> Run {
                         Source::Store
                     }
                     Origin::ReadOnlyStore { dir, .. } => Source::ReadOnly(dir.clone()),
-                    Origin::Compiled { stored: s } => Source::Compiled(stored(Some(s))),
+                    Origin::Compiled { stored: s, .. } => Source::Compiled(stored(Some(s))),
                     other => panic!("unexpected origin {other:?}"),
                 };
                 run.sources.insert(loaded.hash, source);
-                if let Some(why) = loaded.rejected {
-                    run.rejected.insert(loaded.hash, why);
+                if let Some(why) = loaded.origin.rejected() {
+                    run.rejected.insert(loaded.hash, why.clone());
                 }
                 run.components.insert(loaded.hash, loaded.value);
             }
@@ -156,7 +159,8 @@ pub fn start(door: Door, fx: &Fixture, opts: &Opts) -> Run {
 fn stored(s: Option<&StoreWrite>) -> Result<(), String> {
     match s {
         Some(StoreWrite::Stored | StoreWrite::DurabilityNotConfirmed(_)) => Ok(()),
-        Some(StoreWrite::NotStored(e)) => Err(e.to_string()),
+        Some(StoreWrite::NotStored(e)) => Err(e.message()),
+        Some(other) => panic!("an unknown store write: {other:?}"),
         None => Err("no store".to_owned()),
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use wasm_node_cache::sha256;
+use wasm_node_cache::config::sha256;
 
 use crate::common;
 

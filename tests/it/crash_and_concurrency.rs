@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wasm_node_cache::WasmNodeCache;
+use wasm_node_cache::node::report::StoreWrite;
 use wasm_node_cache::testing::{Sealer, Store, deadline_after};
+use wasm_node_cache::{Fingerprint, WasmNodeCache};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wasm-node-cache");
 
@@ -22,7 +23,8 @@ fn warm_cmd(root: &Path, store: &Path) -> Command {
         .arg("--store")
         .arg(store)
         .arg("--json");
-    cmd.env_remove("RUST_LOG").env_remove(wasm_node_cache::KEY_FILE_ENV);
+    cmd.env_remove("RUST_LOG")
+        .env_remove(wasm_node_cache::config::KEY_FILE_ENV);
     cmd
 }
 
@@ -146,8 +148,8 @@ fn spawn_lock_holder(store: &Path) -> Child {
     spawn_lock_holder_with(store, "hold")
 }
 
-/// [`spawn_lock_holder`], with `mode` `hold` (exclusive until killed) or `switch` (exclusive for
-/// 1.5 s, then shared until killed: a node that compiled, then loads).
+/// [`spawn_lock_holder`], with `mode` `hold` (exclusive until killed) or `switch` (the adder's
+/// artifact lock until killed, and the exclusive lock for its first 1.5 s).
 fn spawn_lock_holder_with(store: &Path, mode: &str) -> Child {
     std::fs::create_dir_all(store).expect("mkdir store");
     std::fs::set_permissions(store, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
@@ -183,20 +185,21 @@ fn lock_holder_child() {
     };
     let lock_path = std::path::PathBuf::from(path);
     let dir = lock_path.parent().expect("lock file in a store");
-    let store = Store::open(dir, wasm_node_cache::Fingerprint([0; 16]), Sealer::Plain).expect("store");
+    let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+    let store = Store::open(dir, Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
     if std::env::var("WNC_HOLD_MODE").as_deref() == Ok("switch") {
-        // One open file description, converted from exclusive to shared as flock allows.
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .expect("lock file");
-        file.lock().expect("exclusive");
+        let soon = || deadline_after(Duration::from_secs(10));
+        let exclusive = store.lock_exclusive(soon(), "hold it for a test").expect("exclusive");
+        let _adder = store
+            .lock_artifact(
+                &store.key(&common::adder_hash()),
+                soon(),
+                "compile the adder for a test",
+            )
+            .expect("the adder's lock");
         println!("LOCKED");
         std::thread::sleep(Duration::from_millis(1500));
-        file.lock_shared().expect("shared");
+        drop(exclusive);
         std::thread::sleep(Duration::from_secs(120));
         return;
     }
@@ -238,21 +241,19 @@ fn hung_lock_holder_delays_the_start_up_but_never_blocks_it() {
 #[test]
 fn all_lock_waits_of_a_start_up_share_one_deadline() {
     let fx = common::Fixture::new();
-    // Exclusive for 1.5 s, then shared: the start-up waits for the shared lock, loads nothing
-    // (empty store), then needs the exclusive lock, which the holder never gives up.
+    // The exclusive lock for 1.5 s, and the adder's artifact lock until killed: the start-up
+    // waits for the shared lock, loads nothing (empty store), then compiles: the fib and the
+    // fnv1a under their own locks, the adder after waiting for its lock, which never comes.
     let mut holder = spawn_lock_holder_with(&fx.store, "switch");
     let timeout = Duration::from_secs(2);
     let cache = fx.builder().lock_timeout(timeout).build().expect("start-up");
     holder.kill().expect("kill holder");
     holder.wait().expect("reap");
     let r = cache.report();
-    assert_eq!(r.compiled, 3, "{r}");
+    assert_eq!((r.compiled, r.store.written), (3, 2), "{r}");
+    let adder = r.entry(&common::adder_hash()).expect("the adder");
     assert!(
-        r.store
-            .write_error
-            .as_ref()
-            .map(|p| p.message.as_str())
-            .is_some_and(|e| e.contains("lock still held")),
+        matches!(&adder.stored, Some(StoreWrite::NotStored(e)) if e.message().contains("lock still held")),
         "{r}"
     );
     // Two separate timeouts would wait about 1.5 + 2 s; one deadline ends the waiting at 2 s.

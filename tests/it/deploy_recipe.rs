@@ -81,7 +81,7 @@ fn json_ok(out: &Output) -> (Value, String) {
 
 fn whitelisted(image: &Image) -> u64 {
     let text = std::fs::read_to_string(image.src.join("config/wasm.conf")).expect("wasm.conf");
-    wasm_node_cache::parse_whitelist(&text, "wasm.conf")
+    wasm_node_cache::config::parse_whitelist(&text, "wasm.conf")
         .expect("parses")
         .len() as u64
 }

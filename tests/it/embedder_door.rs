@@ -7,14 +7,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use wasm_node_cache::ArtifactError;
-use wasm_node_cache::Rejection;
-use wasm_node_cache::engine_fingerprint;
+use wasm_node_cache::Fingerprint;
+use wasm_node_cache::config::sha256;
+use wasm_node_cache::error::ArtifactError;
+use wasm_node_cache::error::Rejection;
+use wasm_node_cache::node::report::StoreWrite;
+use wasm_node_cache::testing::ArtifactKey;
 use wasm_node_cache::testing::{Sealer, encode_trailer};
 use wasm_node_cache::testing::{Store, deadline_after};
-use wasm_node_cache::{
-    ArtifactKey, ArtifactStore, CpuProfile, Kind, Origin, ProblemKind, StoreError, StoreWrite, sha256,
-};
+use wasm_node_cache::{ArtifactStore, CpuProfile, Kind, Origin, StoreError};
 use wasmtime::{Engine, Instance, Module};
 
 /// A core module exporting `add`.
@@ -120,6 +121,7 @@ fn child() {
         let how = match origin {
             Origin::Compiled {
                 stored: StoreWrite::Stored,
+                ..
             } => "compiled",
             Origin::Store { .. } => "loaded",
             other => panic!("unexpected origin {other}"),
@@ -133,7 +135,7 @@ fn child() {
 fn forge(store: &Path, name: &str, source: [u8; 32], kind: Kind, payload: &[u8], engine: &Engine) {
     let key = ArtifactKey {
         source,
-        fingerprint: engine_fingerprint(engine, false),
+        fingerprint: Fingerprint::of(engine, false),
         kind,
     };
     let mut bytes = payload.to_vec();
@@ -156,7 +158,7 @@ fn a_module_artifact_is_never_returned_for_a_component_and_the_reverse() {
     artifacts.module(&module).expect("module");
     let key = |source, kind| ArtifactKey {
         source,
-        fingerprint: engine_fingerprint(&engine, false),
+        fingerprint: Fingerprint::of(&engine, false),
         kind,
     };
     let c_name = key(c_hash, Kind::Component).file_name();
@@ -172,22 +174,22 @@ fn a_module_artifact_is_never_returned_for_a_component_and_the_reverse() {
     let c = artifacts.load_component(&component).expect("served");
     assert!(
         matches!(
-            c.rejected,
+            c.origin.rejected(),
             Some(Rejection::Format(ArtifactError::WrongKind { found: Kind::Module }))
         ),
         "{:?}",
-        c.rejected
+        c.origin
     );
     assert!(c.origin.is_compiled(), "{}", c.origin);
     assert_eq!(common::call_add(&engine, &c.value, 2, 3), 5);
     let m = artifacts.load_module(&module).expect("served");
     assert!(
         matches!(
-            m.rejected,
+            m.origin.rejected(),
             Some(Rejection::Format(ArtifactError::WrongKind { found: Kind::Component }))
         ),
         "{:?}",
-        m.rejected
+        m.origin
     );
     assert!(m.origin.is_compiled(), "{}", m.origin);
     assert_eq!(module_add(&engine, &m.value, 2, 3), 5);
@@ -197,7 +199,7 @@ fn a_module_artifact_is_never_returned_for_a_component_and_the_reverse() {
     let _ = std::fs::remove_file(store.join(&c_name));
     std::fs::copy(dir.path().join("module.cwasm"), store.join(&c_name)).expect("copy");
     let c = artifacts.load_component(&component).expect("served");
-    assert!(c.rejected.is_some() && c.origin.is_compiled(), "{c:?}");
+    assert!(c.origin.rejected().is_some() && c.origin.is_compiled(), "{c:?}");
     // Healed: both load from the store now.
     assert!(matches!(
         artifacts.load_component(&component).expect("c").origin,
@@ -310,7 +312,8 @@ fn a_lock_held_past_the_timeout_compiles_and_says_why() {
     match &loaded.origin {
         Origin::Compiled {
             stored: StoreWrite::NotStored(why),
-        } => assert!(why.kind == ProblemKind::Lock && why.message.contains("lock"), "{why:?}"),
+            ..
+        } => assert!(why.kind() == "lock" && why.message().contains("lock"), "{why:?}"),
         other => panic!("expected compiled, not stored: {other}"),
     }
     assert_eq!(common::call_add(&engine, &loaded.value, 1, 1), 2);
@@ -488,8 +491,9 @@ fn a_portable_profile_is_baked_and_then_serves_a_store_that_lacks_native_artifac
     match &baked.origin {
         Origin::Compiled {
             stored: StoreWrite::NotStored(why),
+            ..
         } => assert!(
-            why.kind == ProblemKind::NativeNotStored && why.message.contains("native"),
+            why.kind() == "native_not_stored" && why.message().contains("native"),
             "{why:?}"
         ),
         other => panic!("native artifacts are not stored: {other}"),

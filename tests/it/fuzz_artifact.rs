@@ -11,8 +11,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use wasm_node_cache::testing::ArtifactKey;
 use wasm_node_cache::testing::{self as artifact, Lookup, Sealer, Store, TRAILER_LEN, deadline_after};
-use wasm_node_cache::{ArtifactKey, Fingerprint, Kind};
+use wasm_node_cache::{Fingerprint, Kind};
 
 /// Counts allocations made by the current thread while counting is switched on.
 struct CountingAlloc;
@@ -127,7 +128,7 @@ proptest! {
         } else {
             prop_assert_eq!(
                 result,
-                Err(wasm_node_cache::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
+                Err(wasm_node_cache::error::ArtifactError::LengthMismatch { declared: claimed as u64, actual: actual as u64 })
             );
         }
     }
@@ -141,7 +142,7 @@ proptest! {
     fn the_loader_refuses_any_file_it_did_not_write(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), wasm_node_cache::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
         let source = [3u8; 32];
         std::fs::write(store.path_of(&source), &bytes).expect("write");
         match store.load(&engine, &source) {
@@ -158,7 +159,7 @@ fn the_loader_accepts_a_real_artifact_it_wrote() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(
         &dir.path().join("s"),
-        wasm_node_cache::engine_fingerprint(&engine, false),
+        wasm_node_cache::Fingerprint::of(&engine, false),
         Sealer::Plain,
     )
     .expect("store");
@@ -205,7 +206,7 @@ fn store_with_adder() -> &'static (tempfile::TempDir, Vec<u8>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(
             &dir.path().join("s"),
-            wasm_node_cache::engine_fingerprint(&engine, false),
+            wasm_node_cache::Fingerprint::of(&engine, false),
             Sealer::Plain,
         )
         .expect("store");
@@ -232,7 +233,7 @@ proptest! {
         let engine = wasm_node_cache::init_wasm_engine().expect("engine");
         let (_, real) = store_with_adder();
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("s"), wasm_node_cache::engine_fingerprint(&engine, false), Sealer::Plain).expect("store");
+        let store = Store::open(&dir.path().join("s"), wasm_node_cache::Fingerprint::of(&engine, false), Sealer::Plain).expect("store");
         let mut bytes = real.clone();
         let i = at.index(bytes.len());
         bytes[i] ^= xor;

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Fixture, call_add};
-use wasm_node_cache::{WasmNodeCache, sha256};
+use wasm_node_cache::WasmNodeCache;
+use wasm_node_cache::config::sha256;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
@@ -37,12 +38,7 @@ fn store_writable_by_others_is_never_loaded_from() {
         let cache = fx.start();
         let r = cache.report();
         assert_eq!((r.from_store, r.compiled), (0, 3), "mode {loose:o}\n{r}");
-        let err = r
-            .store
-            .read_error
-            .as_ref()
-            .map(|p| p.message.as_str())
-            .unwrap_or_default();
+        let err = r.store.read_error.as_ref().map(|p| p.message()).unwrap_or_default();
         assert!(
             err.contains("writable by other users") && err.contains(&format!("{loose:03o}")),
             "{err}"
@@ -77,7 +73,7 @@ fn store_owned_by_another_user_is_never_loaded_from() {
         r.store
             .read_error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains("owned by uid 65534")),
         "{r}"
     );
@@ -102,7 +98,7 @@ fn store_path_that_is_a_link_is_followed_and_its_target_checked() {
         r.store
             .read_error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains("writable by other users")),
         "{r}"
     );
@@ -141,7 +137,7 @@ fn symlinked_artifact_is_never_followed_and_is_replaced() {
 }
 
 #[test]
-fn symlinked_lock_file_is_never_followed() {
+fn symlinked_lock_file_is_never_followed_and_is_replaced() {
     let fx = Fixture::new();
     std::fs::create_dir(&fx.store).expect("mkdir");
     chmod(&fx.store, 0o700);
@@ -150,16 +146,25 @@ fn symlinked_lock_file_is_never_followed() {
     symlink(&victim, fx.store.join("lock")).expect("symlink");
     let cache = fx.start();
     let r = cache.report();
-    assert_eq!(r.compiled, 3, "the node starts\n{r}");
+    assert_eq!((r.compiled, r.store.written), (3, 3), "the node starts and stores\n{r}");
     assert!(
-        r.store.read_error.is_some(),
-        "a linked lock makes the store unusable: {r}"
+        r.store
+            .lock_repaired
+            .as_ref()
+            .is_some_and(|repair| repair.to_string().contains("symbolic link")),
+        "the link is reported: {r}"
+    );
+    let lock = std::fs::symlink_metadata(fx.store.join("lock")).expect("stat");
+    assert!(
+        lock.file_type().is_file(),
+        "the link was replaced by a file of the store's"
     );
     assert_eq!(
         std::fs::read(&victim).expect("read"),
         b"precious",
         "the lock's target was not touched"
     );
+    assert_eq!(fx.start().report().from_store, 3);
 }
 
 #[test]
@@ -181,9 +186,20 @@ fn special_files_under_an_artifact_name_are_rejected_without_hanging() {
         "{r}"
     );
 
-    // A directory in the way cannot be replaced by rename: the node still starts, and says so.
+    // An empty directory in the way is removed and replaced (nothing loads it).
     std::fs::remove_file(&path).ok();
     std::fs::create_dir(&path).expect("mkdir");
+    let r = fx.start().report().clone();
+    assert_eq!(
+        (r.from_store, r.compiled, r.rejected, r.store.written),
+        (2, 1, 1, 1),
+        "{r}"
+    );
+    assert!(std::fs::symlink_metadata(&path).expect("stat").is_file(), "{r}");
+    // One that holds something stays the operator's: the node still starts, and says so.
+    std::fs::remove_file(&path).expect("unlink");
+    std::fs::create_dir(&path).expect("mkdir");
+    std::fs::write(path.join("keep"), b"x").expect("a file inside");
     let r = fx.start().report().clone();
     assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
     assert!(r.store.write_error.is_some(), "{r}");
@@ -250,12 +266,7 @@ fn full_disk_starts_the_node_and_damages_nothing_stored() {
     let cache = cache.expect("node starts on a full disk");
     let r = cache.report();
     assert_eq!((r.from_store, r.compiled, r.rejected), (1, 2, 0), "{r}");
-    let err = r
-        .store
-        .write_error
-        .as_ref()
-        .map(|p| p.message.as_str())
-        .unwrap_or_default();
+    let err = r.store.write_error.as_ref().map(|p| p.message()).unwrap_or_default();
     assert!(err.contains("No space left on device"), "{r}");
     assert_eq!(
         std::fs::read(common::artifact_of(&store, &adder)).expect("read"),
@@ -307,7 +318,7 @@ fn read_only_store_starts_the_node_and_still_serves_what_it_holds() {
         r.store
             .write_error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains("Read-only file system")),
         "{r}"
     );

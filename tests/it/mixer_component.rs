@@ -5,7 +5,8 @@ use crate::common;
 
 use std::collections::HashSet;
 
-use wasm_node_cache::{WasmNodeCache, sha256};
+use wasm_node_cache::WasmNodeCache;
+use wasm_node_cache::config::sha256;
 
 #[test]
 fn mixer_runs_after_compilation_and_after_a_restart_from_the_store() {

@@ -4,8 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use wasm_node_cache::error::{KeyError, LockError, PathRefusal};
+use wasm_node_cache::operator::prune::PruneOptions;
 use wasm_node_cache::testing::{Sealer, Store, deadline_after};
-use wasm_node_cache::{ArtifactStore, KeyError, LockError, PathRefusal, PruneOptions, StoreError, engine_fingerprint};
+use wasm_node_cache::{ArtifactStore, Fingerprint, StoreError};
 use wasmtime::Engine;
 
 #[test]
@@ -127,12 +129,18 @@ fn a_key_of_all_equal_bytes_is_a_typed_key_error() {
         "{err:?}"
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let err = ArtifactStore::builder(dir.path().join("store"))
+        .auth_key_file(&key)
+        .open(&Engine::default())
+        .expect_err("refused");
     assert!(
         matches!(
-            wasm_node_cache::load_key(&key),
-            Err(KeyError::AccessibleToOthers { mode: 0o640, .. })
+            &err,
+            StoreError::Key {
+                reason: KeyError::AccessibleToOthers { mode: 0o640, .. }
+            }
         ),
-        "group-readable"
+        "group-readable: {err:?}"
     );
     let inside = dir.path().join("store/node.key");
     let err = ArtifactStore::builder(dir.path().join("store"))
@@ -161,7 +169,7 @@ fn a_held_lock_is_a_lock_error_with_its_cause_printed_once() {
         .open(&engine)
         .expect("open");
     // Another holder of the exclusive lock: a second open file description, as another process has.
-    let holder = Store::open(&path, engine_fingerprint(&engine, false), Sealer::Plain).expect("open");
+    let holder = Store::open(&path, Fingerprint::of(&engine, false), Sealer::Plain).expect("open");
     let _held = holder
         .lock_exclusive(deadline_after(Duration::from_secs(5)), "test")
         .expect("exclusive");
@@ -217,7 +225,8 @@ fn a_node_without_a_store_has_nothing_to_prune() {
 
 #[test]
 fn profile_whitelist_and_hash_errors_are_typed() {
-    use wasm_node_cache::{BadLineCause, CpuProfile, ParseHashError, ProfileError, WhitelistError};
+    use wasm_node_cache::CpuProfile;
+    use wasm_node_cache::error::{BadLineCause, ParseHashError, ProfileError, WhitelistError};
     assert!(matches!(
         "x86-64-v9".parse::<CpuProfile>(),
         Err(ProfileError::Unknown { name }) if name == "x86-64-v9"
@@ -253,7 +262,7 @@ fn profile_whitelist_and_hash_errors_are_typed() {
 
     let conf = dir.path().join("wasm.conf");
     std::fs::write(&conf, format!("{}\nzz{}\n", "ab".repeat(32), "cd".repeat(31))).expect("write");
-    let err = wasm_node_cache::read_whitelist_file(&conf).expect_err("bad line");
+    let err = wasm_node_cache::config::read_whitelist_file(&conf).expect_err("bad line");
     assert!(
         matches!(
             &err,
@@ -266,14 +275,14 @@ fn profile_whitelist_and_hash_errors_are_typed() {
         "{err:?}"
     );
     assert!(matches!(
-        wasm_node_cache::read_whitelist_file(dir.path()),
+        wasm_node_cache::config::read_whitelist_file(dir.path()),
         Err(WhitelistError::NotRegularFile {
             kind: "a directory",
             ..
         })
     ));
     assert!(matches!(
-        wasm_node_cache::read_whitelist_file(&dir.path().join("absent.conf")),
+        wasm_node_cache::config::read_whitelist_file(&dir.path().join("absent.conf")),
         Err(WhitelistError::Io { op: "read", .. })
     ));
 }

@@ -8,12 +8,13 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, chmod, snapshot};
-use wasm_node_cache::engine_fingerprint;
-use wasm_node_cache::profile_statuses;
+use wasm_node_cache::Fingerprint;
+use wasm_node_cache::config::sha256;
+use wasm_node_cache::node::report::Outcome;
 use wasm_node_cache::testing::Sealer;
 use wasm_node_cache::testing::portable_fingerprints;
 use wasm_node_cache::testing::{Store, deadline_after};
-use wasm_node_cache::{CpuProfile, LoadReport, Outcome, sha256};
+use wasm_node_cache::{CpuProfile, LoadReport};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
@@ -65,8 +66,9 @@ fn remove_profile(bake: &Path, profile: CpuProfile) {
 /// The portable profiles this CPU runs, best first, by wasmtime's own check.
 fn runnable_here() -> Vec<CpuProfile> {
     let native = wasm_node_cache::init_wasm_engine().expect("engine");
-    profile_statuses(&native, false)
+    wasm_node_cache::operator::host::HostReport::of(&native, false)
         .expect("profiles")
+        .profiles
         .into_iter()
         .filter(|p| p.runs_here && !p.profile.is_native())
         .map(|p| p.profile)
@@ -75,7 +77,7 @@ fn runnable_here() -> Vec<CpuProfile> {
 
 /// The node's native fingerprint on this CPU.
 fn native_fingerprint() -> String {
-    engine_fingerprint(&wasm_node_cache::init_wasm_engine().expect("engine"), false).to_hex()
+    Fingerprint::of(&wasm_node_cache::init_wasm_engine().expect("engine"), false).to_hex()
 }
 
 /// The portable profiles whose fingerprint is not this CPU's native one, best first. A CPU with
@@ -122,7 +124,7 @@ fn simulated_v3_host() -> Engine {
         !portable_fingerprints(false)
             .expect("fps")
             .iter()
-            .any(|(_, fp)| *fp == engine_fingerprint(&engine, false))
+            .any(|(_, fp)| *fp == Fingerprint::of(&engine, false))
     );
     engine
 }
@@ -382,7 +384,7 @@ fn wasmtime_does_not_check_nan_canonicalization_so_profiles_must_keep_the_node_s
     // SAFETY: produced just now by `precompile_component` in this process.
     assert!(unsafe { Component::deserialize(&native, &payload) }.is_ok());
     let v2 = CpuProfile::X86_64V2.engine().expect("engine");
-    assert_ne!(engine_fingerprint(&other, false), engine_fingerprint(&v2, false));
+    assert_ne!(Fingerprint::of(&other, false), Fingerprint::of(&v2, false));
 }
 
 /// A component whose `nan(a, b)` returns the bits of `a / b`: 0/0 shows whether NaNs are
@@ -650,7 +652,7 @@ fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
     let mut config = wasm_node_cache::node_config();
     config.consume_fuel(false);
     let other = Engine::new(&config).expect("engine");
-    let other_fp = engine_fingerprint(&other, false);
+    let other_fp = Fingerprint::of(&other, false);
     Store::open(&fx.store, other_fp, Sealer::Plain)
         .expect("store")
         .lock_exclusive(deadline_after(std::time::Duration::from_secs(5)), "test")
@@ -708,7 +710,7 @@ fn host_prints_the_triple_the_fingerprint_and_which_profiles_run_here() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let native = wasm_node_cache::init_wasm_engine().expect("engine");
     assert_eq!(v["triple"], "x86_64-unknown-linux-gnu");
-    assert_eq!(v["fingerprint"], engine_fingerprint(&native, false).to_hex());
+    assert_eq!(v["fingerprint"], Fingerprint::of(&native, false).to_hex());
     let names: Vec<&str> = v["profiles"]
         .as_array()
         .expect("profiles")

@@ -6,7 +6,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::{Fixture, chmod, snapshot};
-use wasm_node_cache::{LoadPath, Rejection};
+use wasm_node_cache::error::Rejection;
+use wasm_node_cache::node::report::LoadPath;
 
 /// A start-up of the fixture's node with `bake` as its read-only store.
 fn start_with_bake(fx: &Fixture, bake: &Path) -> wasm_node_cache::LoadReport {
@@ -140,7 +141,7 @@ fn with_no_writable_store_the_bake_serves_and_the_rest_is_compiled_in_memory() {
         r.store
             .write_error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains("not-a-dir")),
         "{r}"
     );
@@ -178,7 +179,7 @@ fn a_bake_is_checked_like_the_writable_store() {
         r.read_only[0]
             .error
             .as_ref()
-            .map(|p| p.message.as_str())
+            .map(|p| p.message())
             .is_some_and(|e| e.contains("writable by other users")),
         "{r}"
     );

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::collections::HashSet;
 
-use wasm_node_cache::{read_whitelist_file, sha256};
+use wasm_node_cache::config::{read_whitelist_file, sha256};
 
 #[test]
 fn config_matches_sources() {
@@ -53,7 +53,7 @@ fn config_matches_sources() {
         whitelist, expected,
         "config/wasm.conf lists exactly the shipped components"
     );
-    let on_disk = wasm_node_cache::whitelist_all_in_dir(&repo.join("config/wasm")).expect("config/wasm");
+    let on_disk = wasm_node_cache::config::whitelist_all_in_dir(&repo.join("config/wasm")).expect("config/wasm");
     assert_eq!(on_disk, expected, "config/wasm holds exactly the shipped components");
 }
 

@@ -1,21 +1,24 @@
-//! `WasmNodeCache`: the node's in-memory map of ready components, filled from the store.
+//! The node's door: [`WasmNodeCache`], the node's own struct, its [`Builder`], and the report of a
+//! start-up ([`report`]). A start-up is one resolution of the whitelist through the
+//! [`ArtifactStore`] the builder opens, which the cache keeps (to prune, for one).
+
+mod builder;
+pub mod report;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::artifact::Sealer;
 use crate::artifact_store::ArtifactStore;
-use crate::builder::Builder;
-use crate::defaults::DEFAULT_WHITELIST_FILE;
+use crate::config::DEFAULT_WHITELIST_FILE;
 use crate::error::StoreError;
 use crate::key::Hash32;
-use crate::operator::{PruneOptions, PruneReport};
-use crate::report::LoadReport;
+use crate::operator::prune::{PruneOptions, PruneReport};
+pub use builder::Builder;
+pub use report::LoadReport;
 
 /// The node's cache of compiled, whitelisted Wasm components.
 ///
@@ -42,15 +45,7 @@ pub struct WasmNodeCache {
     /// Ready components by source hash.
     pub wasm_component_cache: HashMap<Hash32, Component>,
     report: Arc<LoadReport>,
-    store: Option<StoreHandle>,
-}
-
-/// What `prune_store` needs to reopen the store this start-up used.
-#[derive(Clone)]
-pub(crate) struct StoreHandle {
-    pub dir: PathBuf,
-    pub sealer: Sealer,
-    pub lock_timeout: Duration,
+    store: ArtifactStore,
 }
 
 impl std::fmt::Debug for WasmNodeCache {
@@ -64,13 +59,14 @@ impl std::fmt::Debug for WasmNodeCache {
 }
 
 impl WasmNodeCache {
-    /// Start-up with every default: `./config/wasm`, `./config/wasm.conf`, [`default_store_dir`](crate::default_store_dir).
+    /// Start-up with every default: `./config/wasm`, `./config/wasm.conf`, the default store
+    /// ([`config::default_store_dir`](crate::config::default_store_dir)).
     pub fn new() -> anyhow::Result<Self> {
         Self::builder().build()
     }
 
     /// Like [`WasmNodeCache::new`] with an explicit store directory.
-    pub fn with_store(path: impl Into<PathBuf>) -> anyhow::Result<Self> {
+    pub fn with_store(path: impl Into<std::path::PathBuf>) -> anyhow::Result<Self> {
         Self::builder().store(path).build()
     }
 
@@ -106,33 +102,21 @@ impl WasmNodeCache {
         Ok((cache.wasm_engine, cache.wasm_component_cache))
     }
 
-    pub(crate) fn from_parts(
-        wasm_engine: Engine,
-        binary_root: PathBuf,
-        wasm_hash_whitelist: HashSet<Hash32>,
-        wasm_component_cache: HashMap<Hash32, Component>,
-        report: LoadReport,
-        store: Option<StoreHandle>,
-    ) -> WasmNodeCache {
-        WasmNodeCache {
-            wasm_engine,
-            wasm_binary_root_path: binary_root.to_string_lossy().into_owned(),
-            wasm_hash_whitelist,
-            wasm_component_cache,
-            report: Arc::new(report),
-            store,
-        }
-    }
-
     /// What the start-up did: counts, time, per-component outcomes and reasons, store health.
     pub fn report(&self) -> &LoadReport {
         &self.report
     }
 
+    /// The store this start-up used, as the embedder's door: to load more components with the
+    /// node's engine, or to inspect and maintain the store.
+    pub fn artifact_store(&self) -> &ArtifactStore {
+        &self.store
+    }
+
     /// Removes the artifacts this node will never load: those of other engine fingerprints
     /// (older wasmtime versions or settings; portable CPU profiles of this build are kept) and
-    /// those of hashes outside its whitelist. Unlinks
-    /// only, under the store's exclusive lock; leftover temp files go too.
+    /// those of hashes outside its whitelist. Unlinks only, under the store's exclusive lock;
+    /// leftover temp files go too.
     ///
     /// A start-up never does this by itself: nodes of two versions may share a store during a
     /// rolling upgrade, and pruning each other's artifacts would make every restart cold. Call it
@@ -145,20 +129,10 @@ impl WasmNodeCache {
     /// # anyhow::Ok(())
     /// ```
     pub fn prune_store(&self) -> Result<PruneReport, StoreError> {
-        let Some(handle) = &self.store else {
-            return Err(StoreError::NoStore);
-        };
-        let store = ArtifactStore::existing(
-            &self.wasm_engine,
-            &handle.dir,
-            handle.sealer.clone(),
-            handle.lock_timeout,
-        )?;
-        store.prune(&PruneOptions {
+        self.store.prune(&PruneOptions {
             stale: true,
             keep: Some(self.wasm_hash_whitelist.clone()),
-            max_size: None,
-            dry_run: false,
+            ..PruneOptions::default()
         })
     }
 }

@@ -1,16 +1,15 @@
-//! The compile and publish primitives both doors use: compile, load the own compilation, publish
-//! atomically and say what that achieved; and running jobs on every core.
+//! The compile and publish primitives of a resolution: compile, load the own compilation,
+//! publish atomically and say what that achieved; and running jobs on every core.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::Engine;
 
+use super::outcome::StoreWrite;
 use crate::compiled::Compiled;
-use crate::key::{Hash32, Kind};
-use crate::problem::{ProblemKind, StoreProblem};
-use crate::report::StoreWrite;
-use crate::store::Exclusive;
+use crate::error::StoreError;
+use crate::store::ArtifactLock;
 
 /// Compiles `wasm` as `T` and loads the result: the compiled code and the artifact to publish.
 pub(crate) fn compile<T: Compiled>(engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(T, Vec<u8>)> {
@@ -21,28 +20,22 @@ pub(crate) fn compile<T: Compiled>(engine: &Engine, wasm: &[u8]) -> wasmtime::Re
     Ok((value, artifact))
 }
 
-/// Publishes `artifact` as `kind` for `source` and says what that achieved, naming the file and
+/// Publishes `artifact` under the locked key and says what that achieved, naming the file and
 /// the cause.
-pub(crate) fn publish(x: &Exclusive<'_>, source: &Hash32, kind: Kind, artifact: &[u8]) -> StoreWrite {
-    match x.publish_as(source, kind, artifact) {
+pub(crate) fn publish(lock: &ArtifactLock<'_>, artifact: &[u8]) -> StoreWrite {
+    let path = || lock.store().path_of_key(lock.key());
+    match lock.publish(artifact) {
         Ok(p) => match p.durability_error {
             None => StoreWrite::Stored,
-            Some(e) => StoreWrite::DurabilityNotConfirmed(StoreProblem::new(
-                ProblemKind::Durability,
-                format!(
-                    "{} was renamed into place, but fsync of {} failed: {e}",
-                    p.path.display(),
-                    x.store().dir().display()
-                ),
-            )),
+            Some(e) => StoreWrite::DurabilityNotConfirmed(StoreError::NotDurable {
+                path: p.path,
+                source: std::sync::Arc::new(e),
+            }),
         },
-        Err(e) => StoreWrite::NotStored(StoreProblem::new(
-            ProblemKind::Write,
-            format!(
-                "cannot write {}: {e}",
-                x.store().path_of_key(&x.store().key_of(source, kind)).display()
-            ),
-        )),
+        Err(e) => StoreWrite::NotStored(StoreError::NotWritten {
+            path: path(),
+            source: std::sync::Arc::new(e),
+        }),
     }
 }
 

@@ -1,9 +1,15 @@
-//! Where things are when nobody says: the node's default paths, the store directory's default,
-//! and the environment variables that override them. The node's builder and the CLI resolve
-//! through here, so an operator's command sees what the node sees.
+//! The node's configuration: where things are when nobody says (the default paths, the store
+//! directory's default, and the environment variables that override them), and the whitelist
+//! (`config/wasm.conf`: which SHA-256-named binaries of `config/wasm` the node may run). The
+//! node's builder and the CLI resolve through here, so an operator's command sees what the node
+//! sees.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use crate::key::{ParseHashError, parse_hash};
+pub use crate::source::sha256;
+pub use crate::whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
 
 /// Default binary root, relative to the working directory (where the node has always kept its
 /// components).
@@ -61,14 +67,13 @@ pub fn default_store_dir() -> PathBuf {
     }
     // Walked and checked as a store path is, links included: a `$HOME` reached through a link
     // another user owns does not qualify.
-    let owned_by_me = |p: &Path| {
-        crate::trusted_path::walk(p, false).is_ok_and(|w| w.check_final_dir(crate::store::Owner::Me).is_ok())
-    };
+    let owned_by_me =
+        |p: &Path| crate::fs::walk::walk(p, false).is_ok_and(|w| w.check_final_dir(crate::fs::Owner::Me).is_ok());
     if let Some(xdg) = non_empty("XDG_CACHE_HOME").filter(|p| owned_by_me(p)) {
         return xdg.join("wasm-node-cache");
     }
     if let Some(home) = non_empty("HOME").filter(|p| owned_by_me(p)) {
         return home.join(".cache").join("wasm-node-cache");
     }
-    std::env::temp_dir().join(format!("wasm-node-cache-{}", crate::store::euid()))
+    std::env::temp_dir().join(format!("wasm-node-cache-{}", crate::fs::euid()))
 }

@@ -1,4 +1,6 @@
-//! What a start-up did: counts, per-component outcomes, and the store's health.
+//! What a start-up did: counts, per-component outcomes, the store's health, each read-only store
+//! and each CPU profile baked. `Display` gives the summary the CLI prints; `Serialize` the same as
+//! the CLI's `--json`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,10 +9,13 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::key::Hash32;
-use crate::problem::StoreProblem;
 use crate::profile::CpuProfile;
-use crate::source::SkipReason;
-use crate::store::{LoadPath, Rejection};
+pub use crate::resolve::Progress;
+pub use crate::resolve::outcome::{PortableRefusal, StoreWrite};
+use crate::resolve::session::Session;
+pub use crate::resolve::session::{BakeFailure, BakeReport, FingerprintCount, ReadOnlyStoreReport, StoreHealth};
+pub use crate::source::SkipReason;
+pub use crate::store::{LoadPath, LockRepair, Rejection};
 
 /// How one component ended up in (or out of) the cache. In JSON: `"outcome"`, and for a skipped
 /// component `"skip_reason"`.
@@ -67,33 +72,6 @@ pub struct EntryReport {
     pub stored: Option<StoreWrite>,
 }
 
-/// A portable artifact that was found and refused.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortableRefusal {
-    /// The profile it was compiled for.
-    pub profile: CpuProfile,
-    /// The store it lies in.
-    #[serde(serialize_with = "crate::serial::path")]
-    pub store: PathBuf,
-    /// Why it was refused.
-    #[serde(serialize_with = "crate::serial::display")]
-    pub reason: Rejection,
-}
-
-/// What became of a freshly compiled artifact in the writable store. In JSON an object with
-/// `status` and, for the failures, `error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", content = "error", rename_all = "snake_case")]
-pub enum StoreWrite {
-    /// Published and the directory fsynced: it survives a crash.
-    Stored,
-    /// Renamed into place and loadable, but the directory's fsync failed: a crash of the machine
-    /// could still lose it (then the next start compiles it again).
-    DurabilityNotConfirmed(StoreProblem),
-    /// Not published; the next start compiles it again.
-    NotStored(StoreProblem),
-}
-
 impl EntryReport {
     /// The reason behind the outcome, for people: a skip reason, a rejection, a store failure.
     pub fn reason(&self) -> Option<String> {
@@ -118,92 +96,13 @@ impl EntryReport {
             ));
         }
         match &self.stored {
-            Some(StoreWrite::NotStored(e)) => parts.push(format!("not stored: {e}")),
-            Some(StoreWrite::DurabilityNotConfirmed(e)) => parts.push(format!("stored, durability not confirmed: {e}")),
+            Some(StoreWrite::NotStored(e)) => parts.push(format!("not stored: {}", e.message())),
+            Some(StoreWrite::DurabilityNotConfirmed(e)) => {
+                parts.push(format!("stored, durability not confirmed: {}", e.message()))
+            }
             Some(StoreWrite::Stored) | None => {}
         }
         (!parts.is_empty()).then(|| parts.join("; "))
-    }
-}
-
-/// The store's health during the start-up.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StoreHealth {
-    /// The store directory, or `None` when the store is disabled.
-    #[serde(serialize_with = "crate::serial::opt_path")]
-    pub path: Option<PathBuf>,
-    /// The engine fingerprint (hex) artifacts were looked up under.
-    pub fingerprint: String,
-    /// Why the store could not be read, if it could not (then everything was compiled).
-    pub read_error: Option<StoreProblem>,
-    /// Why the store could not be written, if it could not (then compiled artifacts live only in
-    /// memory and the next start compiles them again).
-    pub write_error: Option<StoreProblem>,
-    /// Artifacts written in this start-up (including those whose durability is not confirmed).
-    pub written: usize,
-    /// Why the directory's fsync after publishing failed, if it did: the artifacts were stored,
-    /// but a crash of the machine could still lose them.
-    pub durability_error: Option<StoreProblem>,
-    /// Rejected artifacts removed from this store because another store served their component
-    /// (otherwise every start would reject them again).
-    pub rejected_removed: usize,
-    /// Leftover temporary files removed.
-    pub temp_files_removed: usize,
-    /// Set when the store's lock file could be opened by other users (who could then hold the
-    /// lock) and was made `0600`: what was found and done.
-    pub lock_repaired: Option<String>,
-}
-
-impl StoreHealth {
-    /// True when the store was usable for reading.
-    pub fn readable(&self) -> bool {
-        self.path.is_some() && self.read_error.is_none()
-    }
-
-    /// True when every write the start-up attempted succeeded.
-    pub fn writable(&self) -> bool {
-        self.path.is_some() && self.write_error.is_none()
-    }
-}
-
-/// A fingerprint and how many files a store holds for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FingerprintCount {
-    /// The engine fingerprint, hex.
-    pub fingerprint: String,
-    /// Files of that fingerprint.
-    pub files: usize,
-}
-
-/// What a start-up found in one read-only store.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReadOnlyStoreReport {
-    /// The store directory.
-    #[serde(serialize_with = "crate::serial::path")]
-    pub path: PathBuf,
-    /// Why the store could not be used, if it could not.
-    pub error: Option<StoreProblem>,
-    /// Components loaded from it.
-    pub hits: usize,
-    /// When the store holds artifacts only for other engine fingerprints (a bake made on another
-    /// CPU, wasmtime version, engine settings or MAC mode): each fingerprint (hex) with its number
-    /// of files. Empty otherwise.
-    pub other_fingerprints: Vec<FingerprintCount>,
-}
-
-impl ReadOnlyStoreReport {
-    /// The one-line explanation of a bake that does not fit this engine, if it does not.
-    pub fn mismatch(&self, fingerprint: &str) -> Option<String> {
-        if self.other_fingerprints.is_empty() {
-            return None;
-        }
-        let files: usize = self.other_fingerprints.iter().map(|c| c.files).sum();
-        let theirs: Vec<&str> = self.other_fingerprints.iter().map(|c| c.fingerprint.as_str()).collect();
-        Some(format!(
-            "read-only store {} holds {files} artifact(s) for fingerprint(s) {}, none for this engine's {fingerprint} (built for another CPU, wasmtime version, engine settings or MAC mode); compiling locally",
-            self.path.display(),
-            theirs.join(", ")
-        ))
     }
 }
 
@@ -245,46 +144,15 @@ pub struct LoadReport {
     pub baked: Vec<BakeReport>,
 }
 
-/// What a bake did for one portable CPU profile.
-#[derive(Debug, Clone, Serialize)]
-pub struct BakeReport {
-    /// The profile.
-    pub profile: CpuProfile,
-    /// Its fingerprint (hex): the artifacts' file names start with it.
-    pub fingerprint: String,
-    /// Artifacts compiled and stored now.
-    pub written: usize,
-    /// Artifacts that were already stored and verified.
-    pub present: usize,
-    /// Components that could not be baked, and why.
-    pub failed: Vec<BakeFailure>,
-    /// Why a directory fsync after publishing failed, if one did (the artifacts are stored).
-    pub durability_error: Option<StoreProblem>,
-}
-
-/// A component a bake could not compile or store for a profile.
-#[derive(Debug, Clone, Serialize)]
-pub struct BakeFailure {
-    /// Source SHA-256.
-    #[serde(serialize_with = "crate::serial::hex")]
-    pub hash: Hash32,
-    /// Why.
-    pub reason: StoreProblem,
-}
-
 impl LoadReport {
-    /// The report of `entries`, counted.
-    pub(crate) fn new(
-        mut entries: Vec<EntryReport>,
-        store: StoreHealth,
-        read_only: Vec<ReadOnlyStoreReport>,
-        elapsed: Duration,
-    ) -> LoadReport {
+    /// The report of `entries` and of what the start-up did to the stores, counted.
+    pub(crate) fn new(mut entries: Vec<EntryReport>, session: Session, elapsed: Duration) -> LoadReport {
         entries.sort_by_key(|e| e.hash);
         let mut report = LoadReport {
             elapsed,
-            store,
-            read_only,
+            store: session.health,
+            read_only: session.read_only,
+            baked: session.baked,
             ..LoadReport::default()
         };
         for e in &entries {
@@ -324,21 +192,16 @@ impl LoadReport {
             }
         }
         if let (Some(e), None) = (&self.store.write_error, &self.store.read_error) {
-            log::warn!("artifact store not written: {e}");
+            log::warn!("artifact store not written: {}", e.message());
         }
         if let Some(e) = &self.store.durability_error {
-            log::warn!("artifacts stored, but their durability is not confirmed: {e}");
+            log::warn!(
+                "artifacts stored, but their durability is not confirmed: {}",
+                e.message()
+            );
         }
         for b in &self.baked {
             log::info!("{}", b.summary());
-        }
-        for ro in &self.read_only {
-            if let Some(e) = &ro.error {
-                log::warn!("read-only store {} not used: {e}", ro.path.display());
-            }
-            if let Some(m) = ro.mismatch(&self.store.fingerprint) {
-                log::warn!("{m}");
-            }
         }
         log::info!(
             "wasm components ready in {:.1} ms: {} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
@@ -420,13 +283,13 @@ impl fmt::Display for LoadReport {
                 }
                 writeln!(f)?;
                 if let Some(e) = &self.store.durability_error {
-                    writeln!(f, "store written, durability NOT CONFIRMED: {e}")?;
+                    writeln!(f, "store written, durability NOT CONFIRMED: {}", e.message())?;
                 }
                 if let Some(e) = &self.store.read_error {
-                    writeln!(f, "store NOT READ: {e}")?;
+                    writeln!(f, "store NOT READ: {}", e.message())?;
                 }
                 if let Some(e) = &self.store.write_error {
-                    writeln!(f, "store NOT WRITTEN: {e}")?;
+                    writeln!(f, "store NOT WRITTEN: {}", e.message())?;
                 }
                 if let Some(r) = &self.store.lock_repaired {
                     writeln!(f, "store lock repaired: {r}")?;
@@ -435,7 +298,7 @@ impl fmt::Display for LoadReport {
         }
         for ro in &self.read_only {
             match (&ro.error, ro.mismatch(&self.store.fingerprint)) {
-                (Some(e), _) => writeln!(f, "read-only store {}: NOT USED: {e}", ro.path.display())?,
+                (Some(e), _) => writeln!(f, "read-only store {}: NOT USED: {}", ro.path.display(), e.message())?,
                 (None, Some(m)) => writeln!(f, "{m}")?,
                 (None, None) => writeln!(f, "read-only store {}: {} loaded", ro.path.display(), ro.hits)?,
             }
@@ -449,25 +312,5 @@ impl fmt::Display for LoadReport {
             }
         }
         Ok(())
-    }
-}
-
-impl BakeReport {
-    /// One line for people: what was baked for the profile, and what failed.
-    pub fn summary(&self) -> String {
-        let mut line = format!(
-            "baked {} (fingerprint {}): {} compiled and stored, {} already present",
-            self.profile, self.fingerprint, self.written, self.present
-        );
-        if !self.failed.is_empty() {
-            line.push_str(&format!(", {} FAILED", self.failed.len()));
-            for fail in &self.failed {
-                line.push_str(&format!("\n  {} not baked: {}", hex::encode(fail.hash), fail.reason));
-            }
-        }
-        if let Some(e) = &self.durability_error {
-            line.push_str(&format!("\n  stored, durability not confirmed: {e}"));
-        }
-        line
     }
 }

@@ -1,0 +1,363 @@
+//! [`Stores`]: everything a resolution looks in and writes to, opened and checked once: the
+//! engine and its fingerprint, the writable store (or why it cannot be used), the read-only stores
+//! (opened at their first use), the MAC mode, the lock timeout and what a hung holder already cost,
+//! and the CPU profiles to store with their engines.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine};
+
+use crate::artifact::Sealer;
+use crate::engine::engine_fingerprint;
+use crate::error::{LockError, StoreError};
+use crate::fs::Owner;
+use crate::fs::dir::{Dir, FileId};
+use crate::key::Fingerprint;
+use crate::profile::CpuProfile;
+use crate::store::{Fault, Store, deadline_after};
+
+/// How [`Stores::open`] is asked to open the writable store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// As a start-up: created (`0700`) when missing, made a store (its marker) when empty.
+    Create,
+    /// As an operator's command: never created, never written when opened (maintenance adopts an
+    /// earlier version's store when it removes something).
+    Existing,
+}
+
+/// What a door asks for, resolved from its builder (and, for the node, its defaults).
+pub(crate) struct StoresConfig {
+    pub engine: Engine,
+    /// The writable store; `None` for none at all.
+    pub dir: Option<PathBuf>,
+    pub opening: Opening,
+    /// A store at or below this directory (by device and inode) is refused: the node's binary
+    /// root.
+    pub binary_root: Option<PathBuf>,
+    pub read_only: Vec<PathBuf>,
+    /// MAC mode's key file.
+    pub key_file: Option<PathBuf>,
+    pub lock_timeout: Duration,
+    /// The CPU profiles whose artifacts are stored: `native` (the engine's own) and portable ones
+    /// to bake.
+    pub profiles: Vec<CpuProfile>,
+    /// The `Config` portable profiles are made from (`None`: the node's).
+    pub profile_config: Option<Config>,
+    pub fault: Fault,
+    /// Tests only: the engine stands for the node's on a host of another CPU level.
+    pub simulated_cpu: bool,
+}
+
+/// The writable store, as configured.
+pub(crate) enum Writable {
+    /// No store (the node's `no_store()`).
+    None,
+    /// Open and checked.
+    Open(Store),
+    /// Configured but unusable; every load compiles, and says why.
+    Refused {
+        /// The directory as given.
+        path: PathBuf,
+        /// Why.
+        reason: StoreError,
+    },
+}
+
+/// A read-only store, opened at its first use (a resolution that finds everything in the writable
+/// store never walks its path).
+pub(crate) struct ReadOnly {
+    pub path: PathBuf,
+    store: OnceLock<Result<Store, StoreError>>,
+}
+
+/// A portable profile's engine and its fingerprint in the stores' mode.
+pub(crate) struct ProfileEngine {
+    pub profile: CpuProfile,
+    pub engine: Engine,
+    pub fingerprint: Fingerprint,
+}
+
+/// Everything a resolution needs; shared by every call of a door.
+pub(crate) struct Stores {
+    pub engine: Engine,
+    /// The engine's fingerprint in the stores' mode.
+    pub fingerprint: Fingerprint,
+    /// `Err` when MAC mode was asked for but the key could not be used: no store is then used,
+    /// since nothing in one could be authenticated.
+    pub sealer: Result<Sealer, StoreError>,
+    pub writable: Writable,
+    pub read_only: Vec<ReadOnly>,
+    pub profiles: Vec<CpuProfile>,
+    profile_config: Option<Config>,
+    lock_wait: LockWait,
+    /// The portable profiles' engines, built at the first resolution that needs them.
+    portable: OnceLock<Vec<ProfileEngine>>,
+    /// Whether portable artifacts may serve this engine, computed at first need.
+    serves_portable: OnceLock<bool>,
+    simulated_cpu: bool,
+    /// Set once a resolution has looked for litter (temporary files) in the writable store: a
+    /// long-running host looks once, and again whenever it compiles.
+    looked_for_litter: AtomicBool,
+}
+
+impl Stores {
+    /// Opens what `cfg` asks for. Never fails: a store that cannot be used is recorded, with why,
+    /// and resolutions compile instead (the node's start-up and the embedder's lenient mode).
+    pub(crate) fn open(cfg: StoresConfig) -> Stores {
+        let keyed = cfg.key_file.is_some();
+        let fingerprint = engine_fingerprint(&cfg.engine, keyed);
+        let (writable, sealer) = match &cfg.dir {
+            None => (Writable::None, Ok(Sealer::Plain)),
+            Some(path) => open_writable(path, &cfg, fingerprint),
+        };
+        Stores {
+            fingerprint,
+            writable,
+            sealer,
+            read_only: cfg
+                .read_only
+                .into_iter()
+                .map(|path| ReadOnly {
+                    path,
+                    store: OnceLock::new(),
+                })
+                .collect(),
+            profiles: cfg.profiles,
+            profile_config: cfg.profile_config,
+            lock_wait: LockWait {
+                timeout: cfg.lock_timeout,
+                blocked_since: Mutex::new(None),
+            },
+            portable: OnceLock::new(),
+            serves_portable: OnceLock::new(),
+            simulated_cpu: cfg.simulated_cpu,
+            looked_for_litter: AtomicBool::new(false),
+            engine: cfg.engine,
+        }
+    }
+
+    /// True when artifacts carry a keyed MAC (a failed key counts as keyed: nothing is trusted).
+    pub(crate) fn keyed(&self) -> bool {
+        self.sealer.as_ref().map(Sealer::is_keyed).unwrap_or(true)
+    }
+
+    /// The writable store, if it is open.
+    pub(crate) fn writable_store(&self) -> Option<&Store> {
+        match &self.writable {
+            Writable::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The writable store's directory as configured, usable or not.
+    pub(crate) fn writable_dir(&self) -> Option<&Path> {
+        match &self.writable {
+            Writable::None => None,
+            Writable::Open(s) => Some(s.dir()),
+            Writable::Refused { path, .. } => Some(path),
+        }
+    }
+
+    /// Read-only store `i`, opened (and checked) at its first use.
+    pub(crate) fn read_only_store(&self, i: usize) -> Option<&Result<Store, StoreError>> {
+        let ro = self.read_only.get(i)?;
+        Some(ro.store.get_or_init(|| match &self.sealer {
+            Ok(sealer) => Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()),
+            Err(e) => Err(e.clone()),
+        }))
+    }
+
+    /// Opens every read-only store now, failing at the first that cannot be used: the embedder's
+    /// strict opening, which refuses a configuration that does not work.
+    pub(crate) fn open_read_only_now(&self) -> Result<(), StoreError> {
+        for i in 0..self.read_only.len() {
+            if let Some(Err(e)) = self.read_only_store(i) {
+                return Err(e.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// True when portable artifacts may serve this engine: it has the node's settings, of which
+    /// every portable profile is a variant. wasmtime does not check every setting at load (NaN
+    /// canonicalization, for one), so an engine with other settings would run code compiled with
+    /// the node's.
+    pub(crate) fn serves_portable(&self) -> bool {
+        *self
+            .serves_portable
+            .get_or_init(|| self.simulated_cpu || has_settings_of(&self.engine, self.profile_config.as_ref()))
+    }
+
+    /// True when both native and portable artifacts are stored (a bake): native ones are then
+    /// compiled, not served from the portable ones just made.
+    pub(crate) fn bakes_native(&self) -> bool {
+        self.stores_native() && self.profiles.iter().any(|p| !p.is_native())
+    }
+
+    /// True when this engine's own artifacts are stored (the default).
+    pub(crate) fn stores_native(&self) -> bool {
+        self.profiles.contains(&CpuProfile::Native)
+    }
+
+    /// The portable profiles' engines, best first; empty when portable artifacts may not serve
+    /// this engine or this architecture has none.
+    pub(crate) fn portable_engines(&self) -> &[ProfileEngine] {
+        self.portable.get_or_init(|| {
+            if CpuProfile::portable().is_empty() || !self.serves_portable() {
+                return Vec::new();
+            }
+            CpuProfile::portable()
+                .iter()
+                .filter_map(|&profile| match profile.engine_from(self.profile_config.clone()) {
+                    Ok(engine) => Some(ProfileEngine {
+                        profile,
+                        fingerprint: engine_fingerprint(&engine, self.keyed()),
+                        engine,
+                    }),
+                    Err(e) => {
+                        log::warn!("portable artifacts of {profile} not used: {}", crate::serial::Chain(&e));
+                        None
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// The deadline of a lock wait in a call that started at `call_start`: the lock timeout after
+    /// it, but no later than the timeout after the first wait that a hung holder made fail, so
+    /// that a hung holder costs one timeout per [`Stores`], not one per call.
+    pub(crate) fn deadline(&self, call_start: Instant) -> Instant {
+        self.lock_wait.deadline(call_start)
+    }
+
+    /// Records how a lock wait ended, for [`Stores::deadline`].
+    pub(crate) fn note_lock<T>(&self, result: &Result<T, LockError>) {
+        self.lock_wait.note(result.as_ref().err());
+    }
+
+    /// True the first time it is asked (and again after [`Stores::look_for_litter_again`]).
+    pub(crate) fn should_look_for_litter(&self) -> bool {
+        !self.looked_for_litter.swap(true, Ordering::Relaxed)
+    }
+
+    /// Makes the next resolution look for litter again (one that compiled may have been killed
+    /// mid-write elsewhere too).
+    pub(crate) fn look_for_litter_again(&self) {
+        self.looked_for_litter.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The writable store and the sealer, in order: the directory is walked and checked, compared with
+/// the binary root by device and inode, the key is loaded (and refused if it lies in the store),
+/// and only then is the directory made a store (its marker) or, for an existing one, checked to be
+/// one. On failure, why, with the sealer if the key was fine.
+fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (Writable, Result<Sealer, StoreError>) {
+    let refused = |reason| Writable::Refused {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let create = cfg.opening == Opening::Create;
+    let root_id = cfg.binary_root.as_deref().and_then(|root| FileId::of_path(root).ok());
+    let inside_root = |binary_root: &Path| StoreError::InsideBinaryRoot {
+        path: path.to_path_buf(),
+        binary_root: binary_root.to_path_buf(),
+    };
+    // Before anything is created: the nearest existing directory of the store path, so that no
+    // directory is made inside the binary root. The same check runs again below on the store's
+    // own descriptor, which decides.
+    if let (Some(root), Some(root_id)) = (&cfg.binary_root, root_id)
+        && let Some(existing) = nearest_existing(path)
+        && crate::fs::dir::path_is_within(&existing, root_id).unwrap_or(false)
+    {
+        return (refused(inside_root(root)), load_sealer(cfg, None));
+    }
+    let dir = match Dir::open(path, create, Owner::Me) {
+        Ok(dir) => dir,
+        Err(e) => {
+            return (
+                refused(StoreError::refused(path.to_path_buf(), e)),
+                load_sealer(cfg, None),
+            );
+        }
+    };
+    let sealer = load_sealer(cfg, Some(&dir));
+    if let (Some(root), Some(root_id)) = (&cfg.binary_root, root_id)
+        && dir.is_within(root_id).unwrap_or(false)
+    {
+        return (refused(inside_root(root)), sealer);
+    }
+    let sealer = match sealer {
+        Ok(s) => s,
+        Err(e) => return (refused(e.clone()), Err(e)),
+    };
+    let opened = match cfg.opening {
+        Opening::Create => Store::adopt_dir(dir, path, fingerprint, sealer.clone()),
+        Opening::Existing => Store::inspect_dir(dir, path, fingerprint, sealer.clone()),
+    };
+    match opened {
+        Ok(mut store) => {
+            store.set_fault(cfg.fault);
+            log::debug!("artifact store {} open, fingerprint {fingerprint}", path.display());
+            (Writable::Open(store), Ok(sealer))
+        }
+        Err(e) => (refused(e), Ok(sealer)),
+    }
+}
+
+/// The nearest directory of `path` (made absolute) that exists, itself included.
+fn nearest_existing(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    abs.ancestors().find(|p| p.is_dir()).map(Path::to_path_buf)
+}
+
+/// The sealer of the configuration: plain, or keyed with the key file (refused when it lies in
+/// the store `dir`, by device and inode).
+fn load_sealer(cfg: &StoresConfig, dir: Option<&Dir>) -> Result<Sealer, StoreError> {
+    match &cfg.key_file {
+        None => Ok(Sealer::Plain),
+        Some(key) => crate::authkey::load_key(key, dir)
+            .map(Sealer::Keyed)
+            .map_err(|reason| StoreError::Key { reason }),
+    }
+}
+
+/// True when `engine` has the settings of `base` (the node's when `None`), of which every
+/// portable profile is a variant: the same fingerprint as an engine built from it on this host.
+pub(crate) fn has_settings_of(engine: &Engine, base: Option<&Config>) -> bool {
+    CpuProfile::Native
+        .engine_from(base.cloned())
+        .is_ok_and(|own| engine_fingerprint(&own, false) == engine_fingerprint(engine, false))
+}
+
+/// The lock timeout, and since when a hung holder has made waits fail.
+struct LockWait {
+    timeout: Duration,
+    blocked_since: Mutex<Option<Instant>>,
+}
+
+impl LockWait {
+    fn deadline(&self, call_start: Instant) -> Instant {
+        let own = call_start
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| deadline_after(self.timeout));
+        match *self.blocked_since.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(since) => own.min(since.checked_add(self.timeout).unwrap_or(own)),
+            None => own,
+        }
+    }
+
+    fn note(&self, error: Option<&LockError>) {
+        let mut since = self.blocked_since.lock().unwrap_or_else(|p| p.into_inner());
+        match error {
+            None => *since = None,
+            Some(LockError::TimedOut { waited, .. }) => {
+                since.get_or_insert_with(|| Instant::now() - *waited);
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The marker that makes a directory a store: a `CACHEDIR.TAG` (the Cache Directory Tagging
+//! convention, which cargo writes into `target/` and which restic, borg and GNU tar honour, so
+//! backups skip the store), written before anything else, and naming this crate.
+//!
+//! Nothing is written into or deleted from a directory that is not provably a store: one with this
+//! marker, an empty one (which becomes a store), or one holding nothing but what an earlier
+//! version of this crate wrote before markers existed (`lock`, artifact names, temp files), which
+//! is adopted. A home directory, `/`, or another program's cache is refused.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+
+use rustix::fs::{FileType, OFlags};
+
+use super::{LOCK_NAME, TEMP_PREFIX};
+use crate::error::NotAStore;
+use crate::fs::dir::Dir;
+use crate::key::ArtifactKey;
+
+/// The marker's file name.
+pub(crate) const MARKER_NAME: &str = "CACHEDIR.TAG";
+
+/// The convention's signature: the first line of every cache directory tag.
+const SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+/// The line that says the tag is this crate's (another program's cache has the same signature).
+const OURS: &str = "# This file is a cache directory tag created by wasm-node-cache.";
+
+/// What the marker holds.
+const CONTENT: &str = "Signature: 8a477f597d28d172789f06886806bc55
+# This file is a cache directory tag created by wasm-node-cache.
+# The directory holds precompiled WebAssembly artifacts, each recompiled when missing.
+# For information about cache directory tags, see https://bford.info/cachedir/
+";
+
+/// What a directory is, by its marker and its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// It holds this crate's marker.
+    Marked,
+    /// No marker and nothing else: a new store.
+    Empty,
+    /// No marker, and only what an earlier version of this crate wrote: a store made before
+    /// markers, to be adopted.
+    Unmarked,
+    /// Not a store.
+    Foreign(NotAStore),
+}
+
+/// Reads what `dir` is. Never writes.
+pub(crate) fn standing(dir: &Dir) -> io::Result<Standing> {
+    let mut names = dir.names()?;
+    if names.iter().any(|n| n == MARKER_NAME) {
+        return read_marker(dir);
+    }
+    if names.is_empty() {
+        return Ok(Standing::Empty);
+    }
+    names.sort();
+    let foreign: Vec<&OsString> = names.iter().filter(|n| !written_by_a_store(n)).collect();
+    Ok(match foreign.first() {
+        None => Standing::Unmarked,
+        Some(first) => Standing::Foreign(NotAStore::ForeignEntries {
+            example: first.to_string_lossy().into_owned(),
+            count: foreign.len(),
+        }),
+    })
+}
+
+/// Names an earlier version of this crate wrote into a store.
+fn written_by_a_store(name: &OsString) -> bool {
+    name.to_str()
+        .is_some_and(|n| n == LOCK_NAME || n.starts_with(TEMP_PREFIX) || ArtifactKey::from_file_name(n).is_some())
+}
+
+/// Checks the marker: a regular file (never followed as a link) that begins with the signature
+/// and names this crate.
+fn read_marker(dir: &Dir) -> io::Result<Standing> {
+    let (fd, st) = match dir.open_path(MARKER_NAME) {
+        Ok(found) => found,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(Standing::Foreign(NotAStore::MarkerNotAFile));
+        }
+        Err(e) => return Err(e),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Ok(Standing::Foreign(NotAStore::MarkerNotAFile));
+    }
+    let file = dir.reopen(
+        MARKER_NAME,
+        &fd,
+        &st,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+    )?;
+    let mut text = String::new();
+    // Our marker is a few hundred bytes; more says nothing more.
+    let mut bytes = Vec::new();
+    file.take(4096).read_to_end(&mut bytes)?;
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    let mut lines = text.lines();
+    let ours = lines.next() == Some(SIGNATURE) && text.lines().any(|l| l == OURS);
+    Ok(if ours {
+        Standing::Marked
+    } else {
+        Standing::Foreign(NotAStore::OtherProgramsTag)
+    })
+}
+
+/// Writes the marker: a temporary file, written and fsynced, renamed into place, the directory
+/// fsynced. Threads and processes making one store at once write the same bytes under names of
+/// their own; any rename wins.
+pub(crate) fn write(dir: &Dir) -> io::Result<()> {
+    let temp = super::publish::temp_name();
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let written = (|| {
+        let mut file = dir.open_file(&temp, flags, 0o444)?;
+        file.write_all(CONTENT.as_bytes())?;
+        file.sync_all()?;
+        dir.rename(&temp, MARKER_NAME)?;
+        dir.sync()
+    })();
+    if written.is_err() {
+        let _ = dir.unlink(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::Owner;
+
+    fn open(path: &std::path::Path) -> Dir {
+        Dir::open(path, true, Owner::Me).expect("open")
+    }
+
+    #[test]
+    fn empty_marked_unmarked_and_foreign_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = open(&tmp.path().join("s"));
+        assert_eq!(standing(&dir).expect("read"), Standing::Empty);
+        write(&dir).expect("write");
+        assert_eq!(standing(&dir).expect("read"), Standing::Marked);
+        let text = std::fs::read_to_string(tmp.path().join("s").join(MARKER_NAME)).expect("read");
+        assert!(
+            text.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"),
+            "{text}"
+        );
+
+        let old = open(&tmp.path().join("old"));
+        std::fs::write(tmp.path().join("old/lock"), b"").expect("lock");
+        std::fs::write(tmp.path().join("old/.tmp-1-2-3.part"), b"").expect("temp");
+        let artifact = format!("{}-{}.cwasm", "ab".repeat(16), "cd".repeat(32));
+        std::fs::write(tmp.path().join("old").join(&artifact), b"").expect("artifact");
+        assert_eq!(standing(&old).expect("read"), Standing::Unmarked);
+
+        let home = open(&tmp.path().join("home"));
+        for name in [".bashrc", "notes.txt"] {
+            std::fs::write(tmp.path().join("home").join(name), b"x").expect("file");
+        }
+        assert_eq!(
+            standing(&home).expect("read"),
+            Standing::Foreign(NotAStore::ForeignEntries {
+                example: ".bashrc".into(),
+                count: 2
+            })
+        );
+
+        let cargo = open(&tmp.path().join("target"));
+        std::fs::write(
+            tmp.path().join("target").join(MARKER_NAME),
+            "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by cargo.\n",
+        )
+        .expect("tag");
+        assert_eq!(
+            standing(&cargo).expect("read"),
+            Standing::Foreign(NotAStore::OtherProgramsTag)
+        );
+    }
+}
