@@ -102,6 +102,18 @@ fn render_text(s: &StoreStatus) -> String {
     if let Some(lock) = &s.lock {
         let _ = writeln!(out, "lock:         {lock}");
     }
+    if let Some(problem) = &s.lock_problem {
+        let _ = writeln!(
+            out,
+            "lock file:    {problem}; the next start replaces it with a new file only this uid can open"
+        );
+    }
+    if !s.read_only && !s.marker {
+        let _ = writeln!(
+            out,
+            "marker:       none (a store made by an earlier version); the next warm, prune or clear writes CACHEDIR.TAG"
+        );
+    }
     let _ = writeln!(out, "fingerprint:  {} (this build's engine, {mode})", s.fingerprint);
     let _ = writeln!(
         out,

@@ -10,7 +10,7 @@ use crate::{CpuProfile, WasmNodeCache};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{EXIT_OK, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
 
 #[derive(Args, Debug)]
 pub struct WarmArgs {
@@ -34,15 +34,9 @@ pub struct WarmArgs {
     lock: LockArgs,
     #[command(flatten)]
     key: KeyArgs,
-    /// CPU profiles to store artifacts for, comma-separated: native (this CPU, the default) and portable ones (x86-64-v2, x86-64-v3, x86-64-v4 on x86_64) for a bake that serves other hosts
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "native",
-        conflicts_with = "no_store"
-    )]
-    cpu_profile: Vec<CpuProfile>,
+    /// CPU profiles to store artifacts for, comma-separated: native (this CPU) and portable ones (x86-64-v2, x86-64-v3, x86-64-v4 on x86_64) for a bake that serves other hosts [default: native]. Given, the command is a bake: it exits 1 unless every artifact asked for is stored
+    #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with = "no_store")]
+    cpu_profile: Option<Vec<CpuProfile>>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -66,9 +60,10 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     for dir in args.read_only.resolved() {
         builder = builder.read_only_store(dir);
     }
+    let bake = args.cpu_profile.is_some();
     builder = builder
         .lock_timeout(args.lock.timeout()?)
-        .cpu_profiles(args.cpu_profile);
+        .cpu_profiles(args.cpu_profile.unwrap_or_else(|| vec![CpuProfile::Native]));
     if let Some(key) = args.key.resolved() {
         builder = builder.auth_key_file(key);
     }
@@ -83,10 +78,23 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
         bar.finish_and_clear();
     }
     let cache = result?;
+    let report = cache.report();
     if args.json {
-        println!("{}", output::report_json(cache.report())?);
+        println!("{}", output::report_json(report)?);
     } else {
-        print!("{}", output::report_table(cache.report()));
+        print!("{}", output::report_table(report));
+    }
+    let missing = report.not_stored();
+    if bake && !missing.is_empty() {
+        // A bake is complete or it fails: an image must not ship with half of it.
+        eprintln!(
+            "error: incomplete bake: {} artifact(s) asked for were not stored",
+            missing.len()
+        );
+        for m in &missing {
+            eprintln!("  {} {}: {}", m.profile, hex::encode(m.hash), m.reason.message());
+        }
+        return Ok(EXIT_PROBLEM);
     }
     Ok(EXIT_OK)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::error::StoreError;
 use crate::key::Hash32;
 use crate::profile::CpuProfile;
 pub use crate::resolve::Progress;
@@ -144,6 +145,18 @@ pub struct LoadReport {
     pub baked: Vec<BakeReport>,
 }
 
+/// An artifact a start-up was to store and did not ([`LoadReport::not_stored`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotStored {
+    /// Source SHA-256.
+    #[serde(serialize_with = "crate::serial::hex")]
+    pub hash: Hash32,
+    /// The CPU profile it was to be stored for (`native`: this engine's own).
+    pub profile: CpuProfile,
+    /// Why not.
+    pub reason: StoreError,
+}
+
 impl LoadReport {
     /// The report of `entries` and of what the start-up did to the stores, counted.
     pub(crate) fn new(mut entries: Vec<EntryReport>, session: Session, elapsed: Duration) -> LoadReport {
@@ -239,6 +252,40 @@ impl LoadReport {
             self.from_portable,
             names.join(", ")
         )
+    }
+
+    /// Each artifact this start-up was to store and did not, with why: for this engine (when the
+    /// native profile is among those to store) every whitelisted component not stored, and for
+    /// each portable profile baked every failure. Empty when everything asked for is stored (now
+    /// or before). What `warm --cpu-profile` fails on: a bake is complete or it fails.
+    pub fn not_stored(&self) -> Vec<NotStored> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let reason = match (&e.outcome, &e.stored) {
+                (Outcome::Compiled, Some(StoreWrite::NotStored(StoreError::NativeNotStored))) => None,
+                (Outcome::Compiled, Some(StoreWrite::NotStored(why))) => Some(why.clone()),
+                (Outcome::Skipped(reason), _) => Some(StoreError::Source {
+                    hash: e.hash,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                out.push(NotStored {
+                    hash: e.hash,
+                    profile: CpuProfile::Native,
+                    reason,
+                });
+            }
+        }
+        for b in &self.baked {
+            out.extend(b.failed.iter().map(|f| NotStored {
+                hash: f.hash,
+                profile: b.profile,
+                reason: f.reason.clone(),
+            }));
+        }
+        out
     }
 
     /// The entry for `hash`, if the start-up saw it.

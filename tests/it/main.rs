@@ -17,6 +17,7 @@ mod portable_profiles;
 mod read_only_stores;
 mod shipped_components;
 mod store;
+mod store_identity;
 mod store_scenarios;
 mod trailer_guard;
 mod untrusted_writers;
