@@ -165,8 +165,11 @@ fn render_text(s: &StoreStatus) -> String {
         if s.current == 0 && s.read_only {
             let _ = writeln!(
                 out,
-                "  none for this engine: built for another CPU, wasmtime version, engine settings or MAC mode"
+                "  none for this engine: built by another build of the node, wasmtime version, engine settings, CPU or MAC mode"
             );
+            if let Some(why) = &s.refusal {
+                let _ = writeln!(out, "  wasmtime says of one of them: {why}");
+            }
         }
     }
     for f in &s.foreign_files {

@@ -30,11 +30,11 @@ impl ArtifactStore {
         let inner = self.stores();
         let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
         let profiles = status::Profiles::if_needed(&inner.engine, inner.keyed(), stores)?;
-        let store = StoreStatus::collect(writable, &profiles)?;
+        let store = StoreStatus::collect(writable, &inner.engine, &profiles)?;
         let read_only_stores = read_only
             .into_iter()
             .map(
-                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, &profiles)) {
+                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, &inner.engine, &profiles)) {
                     Ok(status) => ReadOnlyStatus::Open(status),
                     Err(error) => ReadOnlyStatus::Unusable {
                         path,

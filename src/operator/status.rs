@@ -94,6 +94,10 @@ pub struct StoreStatus {
     /// Each fingerprint present with its number of files: this engine's first, then its portable
     /// profiles best first, then stale ones.
     pub fingerprints: Vec<FingerprintStatus>,
+    /// For a read-only store holding no artifact this build loads: wasmtime's own refusal of one
+    /// of its artifacts by this engine, which names the setting that differs (a bake made by
+    /// another build of the node, wasmtime version, engine settings or CPU). `null` otherwise.
+    pub refusal: Option<String>,
     /// Every artifact, sorted by file name.
     pub entries: Vec<ArtifactStatus>,
     /// Files that are not the store's: never loaded, removed by `prune --stale`.
@@ -264,7 +268,11 @@ impl Profiles {
 }
 
 impl StoreStatus {
-    pub(crate) fn collect(store: &Store, profiles: &Profiles) -> Result<StoreStatus, StoreError> {
+    pub(crate) fn collect(
+        store: &Store,
+        engine: &wasmtime::Engine,
+        profiles: &Profiles,
+    ) -> Result<StoreStatus, StoreError> {
         let path = store.dir().to_path_buf();
         let list_error = |source| StoreError::io(path.clone(), "list", source);
         let (lock, lock_problem) = if store.is_read_only() {
@@ -307,6 +315,17 @@ impl StoreStatus {
             .map(|entry| ArtifactStatus::collect(store, profiles, entry))
             .collect();
         let current = rows.iter().filter(|r| r.current).count();
+        let refusal = match rows.iter().find(|r| !r.current && r.refused.is_none()) {
+            Some(r) if store.is_read_only() && current == 0 => Some(store.why_not_loaded(
+                engine,
+                &crate::key::ArtifactKey {
+                    source: r.hash,
+                    fingerprint: r.fingerprint,
+                    kind: r.kind,
+                },
+            )),
+            _ => None,
+        };
         let portable = rows
             .iter()
             .filter(|r| r.profile.is_some_and(|p| !p.is_native()))
@@ -331,6 +350,7 @@ impl StoreStatus {
             total_bytes: rows.iter().map(|r| r.size).sum(),
             temp_files,
             fingerprints,
+            refusal,
             entries: rows,
             foreign_files,
         })

@@ -3,18 +3,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wasmtime::Module;
-use wasmtime::component::Component;
-
 use super::batch::load_all;
 use super::outcome::{Origin, PortableRefusal};
 use super::session::{FingerprintCount, ReadOnlyStoreReport};
 use super::stores::Stores;
 use super::{Slots, pending};
 use crate::compiled::Compiled;
-use crate::key::{Fingerprint, Kind};
+use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
-use crate::store::{Lookup, Rejection, Store};
+use crate::store::{Lookup, Store};
 
 /// Which store a lookup reads, for the origin it gives a hit.
 #[derive(Clone, Copy)]
@@ -185,26 +182,8 @@ pub(super) fn explain_mismatch(stores: &Stores, store: &Store, report: &mut Read
         .into_iter()
         .map(|(fingerprint, files)| FingerprintCount { fingerprint, files })
         .collect();
-    report.refusal = entries.iter().find(|e| e.is_file).map(|e| match e.key.kind {
-        Kind::Component => wasmtime_says::<Component>(stores, store, &e.key),
-        Kind::Module => wasmtime_says::<Module>(stores, store, &e.key),
-    });
-}
-
-/// What this engine makes of the artifact `key` (of another fingerprint): the checks of ours it
-/// fails, or wasmtime's refusal when it passes them, or why the fingerprints differ when wasmtime
-/// would load it.
-fn wasmtime_says<T: Compiled>(stores: &Stores, store: &Store, key: &crate::key::ArtifactKey) -> String {
-    let theirs = store.with_fingerprint(key.fingerprint);
-    match theirs.open_verified::<T>(&key.source, key.kind, &mut Vec::new()) {
-        Err(Lookup::Rejected(r)) => r.to_string(),
-        Err(_) => "the artifact disappeared while being read".to_owned(),
-        // The artifact passed every check of ours (a trusted store, its checksum): handing it to
-        // this engine's deserializer runs wasmtime's compatibility check, and nothing of it.
-        Ok(verified) => match verified.deserialize::<T>(&stores.engine) {
-            Lookup::Rejected(Rejection::Deserialize(e)) => e.to_string(),
-            Lookup::Rejected(r) => r.to_string(),
-            _ => "wasmtime itself would load it: the fingerprints differ in what wasmtime does not check at load (its patch version, this crate's format version, the MAC mode, or a setting such as NaN canonicalization)".to_owned(),
-        },
-    }
+    report.refusal = entries
+        .iter()
+        .find(|e| e.is_file)
+        .map(|e| store.why_not_loaded(&stores.engine, &e.key));
 }

@@ -207,6 +207,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// What `engine` makes of the artifact `key`, which need not be of this store's fingerprint:
+    /// the check of ours it fails, or wasmtime's own refusal when it passes them (which names the
+    /// setting that differs: concurrency support, a wasm feature, a CPU flag), or why the
+    /// fingerprints differ when wasmtime would load it. For saying why a bake does not serve.
+    pub(crate) fn why_not_loaded(&self, engine: &Engine, key: &ArtifactKey) -> String {
+        match key.kind {
+            Kind::Component => self.why_not_loaded_as::<Component>(engine, key),
+            Kind::Module => self.why_not_loaded_as::<wasmtime::Module>(engine, key),
+        }
+    }
+
+    fn why_not_loaded_as<T: Compiled>(&self, engine: &Engine, key: &ArtifactKey) -> String {
+        let theirs = self.with_fingerprint(key.fingerprint);
+        match theirs.open_verified::<T>(&key.source, key.kind, &mut Vec::new()) {
+            Err(Lookup::Rejected(r)) => r.to_string(),
+            Err(_) => "the artifact disappeared while being read".to_owned(),
+            // It passed every check of ours (a trusted store, its checksum or MAC): handing it to
+            // the engine's deserializer runs wasmtime's compatibility check, and nothing of it.
+            Ok(verified) => match verified.deserialize::<T>(engine) {
+                Lookup::Rejected(Rejection::Deserialize(e)) => e,
+                Lookup::Rejected(r) => r.to_string(),
+                _ => "wasmtime itself would load it: the fingerprints differ in what wasmtime does not check at load (its patch version, this crate's format version, the MAC mode, or a setting such as NaN canonicalization)".to_owned(),
+            },
+        }
+    }
+}
+
 impl Verified {
     /// The second half of [`Store::load`].
     pub(crate) fn deserialize<T: Compiled>(self, engine: &Engine) -> Lookup<T> {

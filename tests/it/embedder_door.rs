@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -507,4 +508,93 @@ fn a_portable_profile_is_baked_and_then_serves_a_store_that_lacks_native_artifac
         loaded.origin
     );
     assert_eq!(common::call_add(&engine, &loaded.value, 20, 22), 42);
+}
+
+#[test]
+fn a_stored_artifact_loads_while_another_thread_compiles_the_mixer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let artifacts = ArtifactStore::open(dir.path().join("store"), &engine).expect("open");
+    let adder = common::shipped("adder");
+    assert!(artifacts.load_component(&adder).expect("adder").origin.is_compiled());
+    let compiling = {
+        let artifacts = artifacts.clone();
+        std::thread::spawn(move || artifacts.load_component(&common::mixer::component()).expect("mixer"))
+    };
+    // Let the mixer's compilation start: it takes a good part of a second.
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    let loaded = artifacts.load_component(&adder).expect("adder");
+    let took = t.elapsed();
+    let overlapped = !compiling.is_finished();
+    let mixer = compiling.join().expect("mixer thread");
+    assert!(mixer.origin.is_compiled(), "{}", mixer.origin);
+    assert!(matches!(loaded.origin, Origin::Store { .. }), "{}", loaded.origin);
+    assert!(overlapped, "the mixer was compiled before the adder's load: nothing was tested");
+    assert!(
+        took < Duration::from_millis(10),
+        "a stored artifact waited {took:?} for another artifact's compilation"
+    );
+}
+
+#[test]
+fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let timeout = Duration::from_secs(2);
+    let artifacts = ArtifactStore::builder(&path)
+        .lock_timeout(timeout)
+        .open(&engine)
+        .expect("open");
+    // Another process holds the store's exclusive lock (a hung prune, say).
+    let lock = path.join("lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .expect("lock file");
+    let mut holder = Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Command::new("flock").args(["-n", "-s"]).arg(&lock).arg("true").status().is_ok_and(|s| s.success()) {
+        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let components: Vec<Vec<u8>> = (0..21).map(|i| common::generated_component(i, 2)).collect();
+    let t = std::time::Instant::now();
+    let mut firsts = Vec::new();
+    for c in &components {
+        let call = std::time::Instant::now();
+        let loaded = artifacts.load_component(c).expect("served");
+        firsts.push(call.elapsed());
+        assert!(
+            matches!(&loaded.origin, Origin::Compiled { stored: StoreWrite::NotStored(e), .. } if e.kind() == "lock"),
+            "{}",
+            loaded.origin
+        );
+    }
+    let total = t.elapsed();
+    holder.kill().expect("kill");
+    holder.wait().expect("reap");
+    assert!(firsts[0] >= timeout, "the first call waits the timeout: {:?}", firsts[0]);
+    // One timeout each would be 42 s; compiling 21 tiny components takes milliseconds.
+    assert!(
+        total < timeout * 2,
+        "21 calls waited {total:?}: more than one timeout of {timeout:?} (per call: {firsts:?})"
+    );
+    // The holder gone, the next call stores again.
+    let loaded = artifacts.load_component(&components[0]).expect("served");
+    assert!(
+        matches!(&loaded.origin, Origin::Compiled { stored: StoreWrite::Stored, .. }),
+        "{}",
+        loaded.origin
+    );
 }

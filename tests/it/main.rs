@@ -8,6 +8,7 @@ mod cli;
 mod crash_and_concurrency;
 mod deploy_recipe;
 mod embedder_door;
+mod engine_identity;
 mod fuzz_artifact;
 mod hostile_store;
 mod mixer_component;
