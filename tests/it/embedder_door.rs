@@ -530,7 +530,10 @@ fn a_stored_artifact_loads_while_another_thread_compiles_the_mixer() {
     let mixer = compiling.join().expect("mixer thread");
     assert!(mixer.origin.is_compiled(), "{}", mixer.origin);
     assert!(matches!(loaded.origin, Origin::Store { .. }), "{}", loaded.origin);
-    assert!(overlapped, "the mixer was compiled before the adder's load: nothing was tested");
+    assert!(
+        overlapped,
+        "the mixer was compiled before the adder's load: nothing was tested"
+    );
     assert!(
         took < Duration::from_millis(10),
         "a stored artifact waited {took:?} for another artifact's compilation"
@@ -556,15 +559,22 @@ fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
         .mode(0o600)
         .open(&lock)
         .expect("lock file");
+    // `-o`: the lock is flock's own, not the command's, so killing flock releases it.
     let mut holder = Command::new("flock")
-        .arg("-x")
+        .args(["-o", "-x"])
         .arg(&lock)
         .args(["sleep", "60"])
         .stdout(Stdio::null())
         .spawn()
         .expect("flock");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Command::new("flock").args(["-n", "-s"]).arg(&lock).arg("true").status().is_ok_and(|s| s.success()) {
+    while Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         assert!(std::time::Instant::now() < deadline, "flock never took the lock");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -584,7 +594,11 @@ fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
     let total = t.elapsed();
     holder.kill().expect("kill");
     holder.wait().expect("reap");
-    assert!(firsts[0] >= timeout, "the first call waits the timeout: {:?}", firsts[0]);
+    assert!(
+        firsts[0] >= timeout,
+        "the first call waits the timeout: {:?}",
+        firsts[0]
+    );
     // One timeout each would be 42 s; compiling 21 tiny components takes milliseconds.
     assert!(
         total < timeout * 2,
@@ -593,7 +607,13 @@ fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
     // The holder gone, the next call stores again.
     let loaded = artifacts.load_component(&components[0]).expect("served");
     assert!(
-        matches!(&loaded.origin, Origin::Compiled { stored: StoreWrite::Stored, .. }),
+        matches!(
+            &loaded.origin,
+            Origin::Compiled {
+                stored: StoreWrite::Stored,
+                ..
+            }
+        ),
         "{}",
         loaded.origin
     );

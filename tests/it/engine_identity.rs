@@ -75,24 +75,49 @@ fn a_bake_made_by_an_engine_one_setting_apart_says_why_it_does_not_serve() {
     let store = fx.store.to_str().expect("utf-8");
     let out = cli(
         fx.dir.path(),
-        &["warm", "--json", "--all-in-dir", "--wasm-dir", root, "--store", store, "--read-only-store", bake_dir],
+        &[
+            "warm",
+            "--json",
+            "--all-in-dir",
+            "--wasm-dir",
+            root,
+            "--store",
+            store,
+            "--read-only-store",
+            bake_dir,
+        ],
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!((v["from_store"].as_u64(), v["compiled"].as_u64()), (Some(0), Some(3)), "{v}");
+    assert_eq!(
+        (v["from_store"].as_u64(), v["compiled"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
     let why = v["read_only_stores"][0]["refusal"].as_str().unwrap_or_default();
-    assert!(why.contains("epoch interruption"), "wasmtime's reason in the report: {v}");
+    assert!(
+        why.contains("epoch interruption"),
+        "wasmtime's reason in the report: {v}"
+    );
     assert!(
         stderr.contains("wasmtime says of one of them") && stderr.contains("epoch interruption"),
         "and in the warning: {stderr}"
     );
-    let out = cli(fx.dir.path(), &["status", "--store", store, "--read-only-store", bake_dir]);
+    let out = cli(
+        fx.dir.path(),
+        &["status", "--store", store, "--read-only-store", bake_dir],
+    );
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("epoch interruption"), "status says it too: {shown}");
-    let out = cli(fx.dir.path(), &["status", "--json", "--store", store, "--read-only-store", bake_dir]);
+    let out = cli(
+        fx.dir.path(),
+        &["status", "--json", "--store", store, "--read-only-store", bake_dir],
+    );
     let s: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(
-        s["read_only_stores"][0]["refusal"].as_str().is_some_and(|w| w.contains("epoch interruption")),
+        s["read_only_stores"][0]["refusal"]
+            .as_str()
+            .is_some_and(|w| w.contains("epoch interruption")),
         "{s}"
     );
 }
@@ -125,14 +150,26 @@ fn the_next_release_bakes_into_the_live_store_and_both_restarts_are_warm() {
         });
         std::thread::spawn(move || builder.build().expect("the bake"))
     };
-    compiling.recv_timeout(Duration::from_secs(30)).expect("the bake compiles");
+    compiling
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the bake compiles");
     // ...while the running release restarts, in another process, with a lock timeout far below
     // the bake's compile time: blocked, it would compile in memory.
     let store = fx.store.to_str().expect("utf-8");
     let root = fx.root.to_str().expect("utf-8");
     let out = cli(
         fx.dir.path(),
-        &["warm", "--json", "--all-in-dir", "--wasm-dir", root, "--store", store, "--lock-timeout", "0.2"],
+        &[
+            "warm",
+            "--json",
+            "--all-in-dir",
+            "--wasm-dir",
+            root,
+            "--store",
+            store,
+            "--lock-timeout",
+            "0.2",
+        ],
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(

@@ -182,6 +182,7 @@ fn other_uid_holds(lock: &Path) -> Child {
             "--clear-groups",
             "--",
             "flock",
+            "-o",
             "-x",
         ])
         .arg(lock)
@@ -255,8 +256,9 @@ fn status_shows_a_loose_lock_and_never_a_pid_others_could_write() {
     // Anyone could have written this pid.
     std::fs::write(&lock, b"1\n").expect("write");
     chmod(&lock, 0o666);
+    // `-o`: the lock is flock's own, not the command's, so killing flock releases it.
     let mut holder = Command::new("flock")
-        .arg("-x")
+        .args(["-o", "-x"])
         .arg(&lock)
         .args(["sleep", "60"])
         .spawn()
