@@ -25,7 +25,7 @@ use crate::profile::CpuProfile;
 pub use crate::profile::ProfileError;
 use crate::serial::Chain;
 pub use crate::source::SkipReason;
-pub use crate::store::Rejection;
+pub use crate::store::{Holder, Rejection};
 pub use crate::whitelist::{BadLineCause, WhitelistError};
 
 /// Why a store operation failed, or why a store or an artifact could not be used. A store that is
@@ -344,7 +344,7 @@ impl fmt::Display for LockError {
                     LockHolder::ThisProcess { purpose } => {
                         write!(f, " by this process ({purpose}, pid {})", std::process::id())
                     }
-                    LockHolder::Recorded { pid } => write!(f, " by another process (last exclusive holder: pid {pid})"),
+                    LockHolder::Recorded(h) => write!(f, " by another process (last exclusive holder: {h})"),
                     LockHolder::Unknown => f.write_str(" by another process"),
                 }
             }
@@ -368,12 +368,9 @@ pub enum LockHolder {
         /// What it holds the lock for.
         purpose: String,
     },
-    /// The pid the last exclusive holder wrote into the lock file (only read from a lock file
-    /// only this uid can write).
-    Recorded {
-        /// That pid.
-        pid: u32,
-    },
+    /// The process the last exclusive holder wrote into the lock file (only read from a lock
+    /// file only this uid can write): its pid, whether it runs, its command line.
+    Recorded(crate::store::Holder),
 }
 
 /// What is wrong with a lock file.

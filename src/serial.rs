@@ -11,6 +11,10 @@ pub(crate) fn hex<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&hex::encode(bytes))
 }
 
+pub(crate) fn hex_list<S: Serializer>(list: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(hex::encode))
+}
+
 /// Paths as (lossy) text: serde's own `Path` impl fails on a path that is not UTF-8, and a report
 /// must never fail to print.
 pub(crate) fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {

@@ -45,6 +45,12 @@ pub enum ArtifactError {
         /// True when the tag is a keyed MAC.
         keyed: bool,
     },
+    /// The artifact was sealed under another MAC key (its trailer records another key id): not a
+    /// corrupt artifact, an artifact for a node with another key.
+    OtherKey {
+        /// The id recorded in the trailer (16 bits derived from that key).
+        key_id: u16,
+    },
     /// The artifact's MAC flag does not match the store's mode.
     WrongMode {
         /// True when the artifact carries a MAC.
@@ -86,9 +92,11 @@ impl fmt::Display for ArtifactError {
             ArtifactError::UnsupportedVersion { found } => {
                 write!(f, "format version {found} is not {FORMAT_VERSION}")
             }
-            ArtifactError::BadTag { keyed: true } => {
-                f.write_str("MAC does not verify: trailer forged or corrupted, or another key")
-            }
+            ArtifactError::BadTag { keyed: true } => f.write_str("MAC does not verify: trailer forged or corrupted"),
+            ArtifactError::OtherKey { key_id } => write!(
+                f,
+                "sealed under another MAC key (key id {key_id:04x}): an artifact of a node with another key, not a corrupt one"
+            ),
             ArtifactError::BadTag { keyed: false } => f.write_str("trailer checksum mismatch: trailer corrupted"),
             ArtifactError::WrongMode { artifact_keyed: true } => {
                 f.write_str("artifact carries a MAC but the store is not in MAC mode")
@@ -240,8 +248,18 @@ mod tests {
             verify(&plain, &k, &mine),
             Err(ArtifactError::WrongMode { artifact_keyed: false })
         );
-        let forged = artifact(b"p", &k, &theirs);
-        assert_eq!(verify(&forged, &k, &mine), Err(ArtifactError::BadTag { keyed: true }));
+        let another = artifact(b"p", &k, &theirs);
+        let their_id = theirs.key_id().expect("keyed");
+        assert_ne!(Some(their_id), mine.key_id());
+        assert_eq!(
+            verify(&another, &k, &mine),
+            Err(ArtifactError::OtherKey { key_id: their_id }),
+            "another key is told apart from a corrupt artifact"
+        );
+        let mut corrupt = artifact(b"p", &k, &mine);
+        let tag_at = corrupt.len() - 1;
+        corrupt[tag_at] ^= 1;
+        assert_eq!(verify(&corrupt, &k, &mine), Err(ArtifactError::BadTag { keyed: true }));
         assert!(verify(&artifact(b"p", &k, &mine), &k, &mine).is_ok());
     }
 

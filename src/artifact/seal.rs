@@ -6,6 +6,7 @@ use std::fmt;
 use twox_hash::xxhash3_128::SecretBuffer;
 
 const PLAIN_TAG_CONTEXT: &str = "wasm-node-cache 2026-11-25 artifact trailer tag v1";
+const KEY_ID_CONTEXT: &str = "wasm-node-cache 2026-11-30 MAC key id v1";
 
 /// How the trailer's tag is computed: a plain checksum, or a MAC under a secret key.
 #[derive(Clone)]
@@ -30,6 +31,21 @@ impl Sealer {
     /// True when artifacts carry a keyed MAC.
     pub fn is_keyed(&self) -> bool {
         matches!(self, Sealer::Keyed(_))
+    }
+
+    /// The key's id: 16 bits derived from the key (never the key, nor enough of anything to
+    /// guess it), recorded in every MAC-mode trailer so that an artifact sealed under another key
+    /// is told apart from a corrupt one. Never 0, which marks "no id" (plain mode, or an artifact
+    /// written before ids were recorded). `None` in plain mode.
+    pub(crate) fn key_id(&self) -> Option<u16> {
+        match self {
+            Sealer::Plain => None,
+            Sealer::Keyed(key) => {
+                let derived = blake3::derive_key(KEY_ID_CONTEXT, key);
+                let id = u16::from_le_bytes([derived[0], derived[1]]);
+                Some(id.max(1))
+            }
+        }
     }
 
     /// A hasher for this mode's payload checksum.

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `WNCART\0\x01` |
 //! | 8 | 4 | format version |
-//! | 12 | 4 | flags (bit 0: header tag is a keyed MAC; bit 1: the payload is a core module, not a component) |
+//! | 12 | 4 | flags (bit 0: header tag is a keyed MAC; bit 1: the payload is a core module, not a component; bits 16-31: in MAC mode, the key's id, 0 when unknown) |
 //! | 16 | 32 | SHA-256 of the source binary |
 //! | 48 | 16 | engine fingerprint |
 //! | 64 | 8 | payload length |
@@ -63,6 +63,9 @@ const FLAG_MAC: u32 = 1;
 /// Set for a core module's artifact. Component artifacts, the only kind before modules were
 /// stored, have it clear, so they keep their format version.
 const FLAG_MODULE: u32 = 2;
+/// Where a MAC-mode trailer records its key's id ([`Sealer::key_id`]). Readers before ids ignore
+/// these bits, so recording them needs no new format version; artifacts written before have 0.
+const KEY_ID_SHIFT: u32 = 16;
 
 fn kind_flag(kind: Kind) -> u32 {
     match kind {
@@ -73,7 +76,10 @@ fn kind_flag(kind: Kind) -> u32 {
 
 /// The flag bit of `sealer`'s mode.
 fn mode_flag(sealer: &Sealer) -> u32 {
-    if sealer.is_keyed() { FLAG_MAC } else { 0 }
+    match sealer.key_id() {
+        Some(id) => FLAG_MAC | (u32::from(id) << KEY_ID_SHIFT),
+        None => 0,
+    }
 }
 
 /// The decoded trailer of an artifact.
@@ -164,6 +170,15 @@ pub fn decode_trailer_bytes(t: &[u8; TRAILER_LEN], file_len: u64, sealer: &Seale
         blake3::Hash::from_bytes(a)
     };
     if padded(sealer.tag(&t[..TAGGED_LEN])) != padded(raw.tag) {
+        // The recorded key id is not authenticated (the tag just failed): a diagnosis, never a
+        // reason to trust anything.
+        let theirs = (flags >> KEY_ID_SHIFT) as u16;
+        if let Some(ours) = sealer.key_id()
+            && theirs != 0
+            && theirs != ours
+        {
+            return Err(ArtifactError::OtherKey { key_id: theirs });
+        }
         return Err(ArtifactError::BadTag {
             keyed: sealer.is_keyed(),
         });

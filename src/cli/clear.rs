@@ -25,6 +25,9 @@ pub struct ClearArgs {
     store: StoreArgs,
     #[command(flatten)]
     lock: LockArgs,
+    /// Print one JSON object instead of the lines
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `clear`; returns the exit status.
@@ -34,5 +37,13 @@ pub fn run(args: ClearArgs) -> anyhow::Result<u8> {
     // unreadable key file must not stop an operator from emptying the store.
     let store = args.store.open_existing(None, Vec::new(), timeout)?;
     let report = store.clear()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(if report.complete() {
+            super::EXIT_OK
+        } else {
+            super::EXIT_PROBLEM
+        });
+    }
     Ok(prune::print_report(&report))
 }

@@ -45,10 +45,16 @@ pub struct PruneArgs {
     /// Print what would be removed; remove nothing
     #[arg(long)]
     dry_run: bool,
+    /// With --stale, remove this build's artifacts of the other MAC mode too (kept without it: a node with the other mode still loads them)
+    #[arg(long, requires = "stale")]
+    force: bool,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
     lock: LockArgs,
+    /// Print one JSON object instead of the lines
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `prune`; returns the exit status.
@@ -68,7 +74,12 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
         keep,
         max_size: args.max_size,
         dry_run: args.dry_run,
+        force: args.force,
     })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(if report.complete() { EXIT_OK } else { EXIT_PROBLEM });
+    }
     Ok(print_report(&report))
 }
 
@@ -87,7 +98,14 @@ pub fn print_report(report: &PruneReport) -> u8 {
             a.reason
         );
     }
-    println!(
+    for f in &report.foreign_removed {
+        println!(
+            "{verb}  {}  foreign {}",
+            f.file.display(),
+            if f.directory { "directory" } else { "file" }
+        );
+    }
+    let mut summary = format!(
         "{}{verb} {} artifact(s), {} {}; {} kept",
         if dry_run { "dry run: " } else { "" },
         report.removed.len(),
@@ -95,8 +113,18 @@ pub fn print_report(report: &PruneReport) -> u8 {
         if dry_run { "would be freed" } else { "freed" },
         report.kept
     );
-    for f in &report.foreign_removed {
-        println!("{verb}  {}  foreign file", f.file.display());
+    if !report.foreign_removed.is_empty() {
+        summary.push_str(&format!("; {verb} {} foreign file(s)", report.foreign_removed.len()));
+    }
+    if report.temp_files_removed > 0 {
+        summary.push_str(&format!("; removed {} temp file(s)", report.temp_files_removed));
+    }
+    println!("{summary}");
+    if report.kept_other_mode > 0 {
+        println!(
+            "kept {} artifact(s) of this build in the other MAC mode: a node with the other mode still loads them (give its --key-file, or --force to remove them)",
+            report.kept_other_mode
+        );
     }
     for f in &report.failed {
         println!("FAILED  {}  cannot remove: {}", f.file.display(), f.error);

@@ -42,6 +42,9 @@ pub struct StatusArgs {
     read_only: ReadOnlyArgs,
     #[command(flatten)]
     key: KeyArgs,
+    /// The node's whitelist (wasm.conf format): also say how many of its hashes the stores hold for this engine
+    #[arg(long, value_name = "FILE")]
+    whitelist: Option<std::path::PathBuf>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -65,10 +68,29 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         args.read_only.resolved(),
         crate::config::DEFAULT_LOCK_TIMEOUT,
     )?;
-    let report = store.status()?;
+    let mut report = store.status()?;
+    if let Some(file) = &args.whitelist {
+        report = report.with_whitelist(&crate::config::read_whitelist_file(file)?);
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        println!("{}", report.verdict());
+        if let Some(c) = &report.whitelist {
+            println!(
+                "whitelist:    {} of {} listed component(s) stored for this engine{}",
+                c.stored,
+                c.listed,
+                if c.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; missing: {}",
+                        c.missing.iter().map(hex::encode).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            );
+        }
         let blocks: Vec<String> = std::iter::once(render_text(&report.store))
             .chain(report.read_only_stores.iter().map(|ro| match ro {
                 ReadOnlyStatus::Open(view) => render_text(view),
@@ -83,11 +105,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
             .collect();
         print!("{}", blocks.join("\n"));
     }
-    Ok(if report.unusable_read_only() > 0 {
-        EXIT_PROBLEM
-    } else {
-        EXIT_OK
-    })
+    Ok(if report.healthy { EXIT_OK } else { EXIT_PROBLEM })
 }
 
 fn render_text(s: &StoreStatus) -> String {

@@ -42,6 +42,9 @@ pub struct VerifyArgs {
     key: KeyArgs,
     #[command(flatten)]
     lock: LockArgs,
+    /// Print one JSON object instead of the lines
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `verify`; returns the exit status.
@@ -51,6 +54,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .store
         .open_existing(Some(&args.key), args.read_only.resolved(), timeout)?;
     let report = store.verify()?;
+    let code = if report.problems() > 0 { EXIT_PROBLEM } else { EXIT_OK };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(code);
+    }
     print_store(&report.store);
     for ro in &report.read_only_stores {
         match ro {
@@ -129,4 +137,17 @@ fn print_store(s: &StoreVerification) {
             format!("; {} foreign file(s)", s.foreign_files.len())
         }
     );
+    if s.other_mode > 0 {
+        println!(
+            "NOT CHECKED  {} artifact(s) of this build in {} mode: a node {} the key loads them; give --key-file {}to check them",
+            s.other_mode,
+            if s.keyed { "plain" } else { "MAC" },
+            if s.keyed { "without" } else { "with" },
+            if s.keyed {
+                "nothing (no key) "
+            } else {
+                "(the node's key) "
+            },
+        );
+    }
 }

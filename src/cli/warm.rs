@@ -37,6 +37,9 @@ pub struct WarmArgs {
     /// CPU profiles to store artifacts for, comma-separated: native (this CPU) and portable ones (x86-64-v2, x86-64-v3, x86-64-v4 on x86_64) for a bake that serves other hosts [default: native]. Given, the command is a bake: it exits 1 unless every artifact asked for is stored
     #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with = "no_store")]
     cpu_profile: Option<Vec<CpuProfile>>,
+    /// Exit 1 when anything went wrong (a component skipped, an artifact rejected or not stored, a store refused or not read, a bake that did not serve), after printing the report
+    #[arg(long)]
+    strict: bool,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -83,6 +86,15 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
         println!("{}", output::report_json(report)?);
     } else {
         print!("{}", output::report_table(report));
+    }
+    if args.strict {
+        let problems = report.problems();
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            return Ok(EXIT_PROBLEM);
+        }
     }
     let missing = report.not_stored();
     if bake && !missing.is_empty() {

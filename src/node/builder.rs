@@ -249,7 +249,14 @@ impl Builder {
                 .into_iter()
                 .map(EntryReport::unlisted),
         );
-        let report = LoadReport::new(entries, session, started.elapsed());
+        let mut report = LoadReport::new(entries, session, started.elapsed());
+        report.binary_root_missing = !binary_root.is_dir();
+        if report.binary_root_missing {
+            log::warn!(
+                "binary root {} does not exist: only stored artifacts can be served",
+                binary_root.display()
+            );
+        }
         report.log();
         Ok(WasmNodeCache {
             wasm_engine: store.engine().clone(),

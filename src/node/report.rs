@@ -18,24 +18,38 @@ pub use crate::resolve::session::{BakeFailure, BakeReport, FingerprintCount, Rea
 pub use crate::source::SkipReason;
 pub use crate::store::{LoadPath, LockRepair, Rejection};
 
-/// How one component ended up in (or out of) the cache. In JSON: `"outcome"`, and for a skipped
-/// component `"skip_reason"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", content = "skip_reason", rename_all = "snake_case")]
+/// How one component ended up in (or out of) the cache. In JSON: `"outcome"`, and
+/// `"skip_reason"` (the reason of a skipped component, `null` for the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Loaded from a verified stored artifact.
     FromStore,
     /// Compiled from its source binary in this start-up.
     Compiled,
     /// Whitelisted but not loaded; the node starts without it. This is the node's alarm.
-    Skipped(#[serde(serialize_with = "crate::serial::display")] SkipReason),
+    Skipped(SkipReason),
     /// A file in the binary root named by a hash that is not whitelisted (an old binary left after
     /// an upgrade, or a `wasm.conf` not yet edited): reported, never loaded, never an alarm.
     Unlisted,
 }
 
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("outcome", self.as_str())?;
+        let reason = match self {
+            Outcome::Skipped(r) => Some(r.to_string()),
+            _ => None,
+        };
+        m.serialize_entry("skip_reason", &reason)?;
+        m.end()
+    }
+}
+
 impl Outcome {
-    /// `from_store`, `compiled` or `skipped`: the JSON name.
+    /// `from_store`, `compiled`, `skipped` or `unlisted`: the JSON name.
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::FromStore => "from_store",
@@ -143,6 +157,14 @@ pub struct LoadReport {
     /// What was baked for each portable CPU profile asked for ([`crate::Builder::cpu_profiles`]);
     /// empty for a node's start-up.
     pub baked: Vec<BakeReport>,
+    /// Wall time of the compile and bake phases (`compile_ms` in JSON).
+    #[serde(rename = "compile_ms", serialize_with = "crate::serial::millis")]
+    pub compile_time: Duration,
+    /// Time spent waiting for the store's locks, summed over every wait (`lock_wait_ms`).
+    #[serde(rename = "lock_wait_ms", serialize_with = "crate::serial::millis")]
+    pub lock_wait: Duration,
+    /// The binary root did not exist: only stored artifacts could be served.
+    pub binary_root_missing: bool,
 }
 
 /// An artifact a start-up was to store and did not ([`LoadReport::not_stored`]).
@@ -166,6 +188,8 @@ impl LoadReport {
             store: session.health,
             read_only: session.read_only,
             baked: session.baked,
+            compile_time: session.compile_time,
+            lock_wait: session.lock_wait,
             ..LoadReport::default()
         };
         for e in &entries {
@@ -254,6 +278,51 @@ impl LoadReport {
         )
     }
 
+    /// What went wrong, one sentence each: components skipped, stored artifacts rejected, a store
+    /// that could not be read or written (refused, lock timed out, full disk), a durability not
+    /// confirmed, a read-only store unusable or holding only another build's artifacts, an
+    /// artifact of a bake not stored, a missing binary root. Empty for a healthy start: what
+    /// `warm --strict` fails on, and what to alert on.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.binary_root_missing {
+            out.push("the binary root does not exist: only stored artifacts could be served".to_owned());
+        }
+        if self.skipped > 0 {
+            out.push(format!(
+                "{} component(s) skipped: the node runs without them",
+                self.skipped
+            ));
+        }
+        if self.rejected > 0 {
+            out.push(format!("{} stored artifact(s) rejected", self.rejected));
+        }
+        if let Some(e) = &self.store.read_error {
+            out.push(format!("store not read: {}", e.message()));
+        } else if let Some(e) = &self.store.write_error {
+            out.push(format!("store not written: {}", e.message()));
+        }
+        if let Some(e) = &self.store.durability_error {
+            out.push(format!("store durability not confirmed: {}", e.message()));
+        }
+        for ro in &self.read_only {
+            if let Some(e) = &ro.error {
+                out.push(format!(
+                    "read-only store {} not used: {}",
+                    ro.path.display(),
+                    e.message()
+                ));
+            } else if let Some(m) = ro.mismatch(&self.store.fingerprint) {
+                out.push(m);
+            }
+        }
+        let baked: usize = self.baked.iter().map(|b| b.failed.len()).sum();
+        if baked > 0 {
+            out.push(format!("{baked} artifact(s) of the bake not stored"));
+        }
+        out
+    }
+
     /// Each artifact this start-up was to store and did not, with why: for this engine (when the
     /// native profile is among those to store) every whitelisted component not stored, and for
     /// each portable profile baked every failure. Empty when everything asked for is stored (now
@@ -308,6 +377,9 @@ impl fmt::Display for LoadReport {
             self.skipped,
             self.unlisted
         )?;
+        if self.binary_root_missing {
+            writeln!(f, "binary root MISSING: only stored artifacts could be served")?;
+        }
         match &self.store.path {
             None => writeln!(f, "store: disabled")?,
             Some(p) => {

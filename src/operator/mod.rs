@@ -44,10 +44,7 @@ impl ArtifactStore {
                 },
             )
             .collect();
-        Ok(StatusReport {
-            store,
-            read_only_stores,
-        })
+        Ok(StatusReport::new(store, read_only_stores))
     }
 
     /// Checks every artifact of this engine's fingerprint in every store exactly as a start-up
@@ -78,12 +75,13 @@ impl ArtifactStore {
         // Portable CPU profiles of this build are current: a bake holds them for other hosts.
         let portable = crate::profile::portable_fingerprints(writable.is_keyed())
             .map_err(|reason| StoreError::Profile { profile: None, reason })?;
-        let store = StoreVerification::check(writable, &portable)?;
+        let other_mode = self.build_fingerprints(!writable.is_keyed())?;
+        let store = StoreVerification::check(writable, &portable, &other_mode)?;
         let read_only_stores = self
             .open_read_only()
             .into_iter()
             .map(
-                |(path, opened)| match opened.and_then(|ro| StoreVerification::check(&ro, &portable)) {
+                |(path, opened)| match opened.and_then(|ro| StoreVerification::check(&ro, &portable, &other_mode)) {
                     Ok(checked) => ReadOnlyVerification::Checked(checked),
                     Err(error) => ReadOnlyVerification::Unusable { path, error },
                 },
@@ -110,14 +108,13 @@ impl ArtifactStore {
         let store = self.operated_store()?;
         // Portable CPU profiles of this build are current, not stale: a bake holds them for
         // other hosts.
-        let current = if options.stale {
-            crate::profile::portable_fingerprints(store.is_keyed())
-                .map_err(|reason| StoreError::Profile { profile: None, reason })?
-                .into_iter()
-                .map(|(_, fp)| fp)
-                .collect()
+        let (current, other_mode) = if options.stale {
+            (
+                self.current_fingerprints(store.is_keyed())?,
+                self.build_fingerprints(!store.is_keyed())?,
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         if !options.dry_run {
             store.adopt(store.dir())?;
@@ -125,6 +122,8 @@ impl ArtifactStore {
         let selection = crate::store::maintenance::PruneOptions {
             stale: options.stale,
             current,
+            other_mode,
+            force: options.force,
             keep: options.keep.clone(),
             max_size: options.max_size,
             dry_run: options.dry_run,
@@ -143,6 +142,22 @@ impl ArtifactStore {
         store.adopt(store.dir())?;
         let report = store.clear(self.stores().deadline(std::time::Instant::now()))?;
         Ok(PruneReport::from_removal(report, false))
+    }
+
+    /// This build's portable profiles' fingerprints in a mode (`keyed`: MAC mode).
+    fn current_fingerprints(&self, keyed: bool) -> Result<Vec<crate::key::Fingerprint>, StoreError> {
+        Ok(crate::profile::portable_fingerprints(keyed)
+            .map_err(|reason| StoreError::Profile { profile: None, reason })?
+            .into_iter()
+            .map(|(_, fp)| fp)
+            .collect())
+    }
+
+    /// Every fingerprint of this build in a mode: the engine's own and its portable profiles'.
+    fn build_fingerprints(&self, keyed: bool) -> Result<Vec<crate::key::Fingerprint>, StoreError> {
+        let mut fps = self.current_fingerprints(keyed)?;
+        fps.push(crate::Fingerprint::of(self.engine(), keyed));
+        Ok(fps)
     }
 
     /// The writable store, which every operator command works on.

@@ -28,6 +28,10 @@ pub struct PruneOptions {
     pub max_size: Option<u64>,
     /// Decide and report, but remove nothing and take no lock.
     pub dry_run: bool,
+    /// With `stale`, remove this build's artifacts of the other MAC mode too. Without it they
+    /// are kept: maintenance run without the node's key (or with it, on a store a plain-mode node
+    /// shares) must not delete what a node still loads.
+    pub force: bool,
 }
 
 /// What [`ArtifactStore::prune`](crate::ArtifactStore::prune) or
@@ -46,6 +50,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Artifacts left in the store (not counting failures).
     pub kept: usize,
+    /// Of `kept`, artifacts of this build in the other MAC mode, which `stale` keeps unless
+    /// forced (a node with the other mode still loads them).
+    pub kept_other_mode: usize,
     /// True when nothing was removed: the report says what would have been.
     pub dry_run: bool,
 }
@@ -92,6 +99,7 @@ impl PruneReport {
             temp_files_removed: r.temp_files_removed,
             bytes_freed: r.bytes_freed,
             kept: r.kept,
+            kept_other_mode: r.kept_other_mode,
             dry_run,
         }
     }

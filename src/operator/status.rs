@@ -11,12 +11,22 @@ use crate::error::{LockKind, LockProblem, StoreError};
 use crate::key::{Fingerprint, Hash32, Kind};
 use crate::profile::{CpuProfile, ProfileStatus};
 use crate::serial;
-use crate::store::{LockState, Rejection, Store, StoredEntry};
+pub use crate::store::{Holder, LockState};
+use crate::store::{Rejection, Store, StoredEntry};
 
-/// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: the writable store, then
-/// each read-only store in the same form. Serializes as `status --json`'s object.
+/// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: a verdict, the writable
+/// store, then each read-only store in the same form. Serializes as `status --json`'s object.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
+    /// True when nothing needs attention ([`StatusReport::problems`] is empty).
+    pub healthy: bool,
+    /// What needs attention, one sentence each: bad or refused artifacts, writable artifacts,
+    /// leftover temp files, foreign files, a lock file others could open, a read-only store that is
+    /// unusable or holds nothing for this engine, whitelisted components not stored.
+    pub problems: Vec<String>,
+    /// With a whitelist ([`StatusReport::with_whitelist`]): how many of its hashes the stores
+    /// hold for this engine; `null` without one.
+    pub whitelist: Option<Coverage>,
     /// The writable store (its fields at the top level of the JSON object).
     #[serde(flatten)]
     pub store: StoreStatus,
@@ -24,7 +34,134 @@ pub struct StatusReport {
     pub read_only_stores: Vec<ReadOnlyStatus>,
 }
 
+/// How much of a whitelist the stores hold for this engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    /// Hashes in the whitelist.
+    pub listed: usize,
+    /// Of them, those with an artifact this engine loads: its own fingerprint's, or a portable
+    /// profile's that this CPU runs, in the writable store or a read-only one, with a sound
+    /// trailer and trusted by the loader.
+    pub stored: usize,
+    /// The others, sorted (hex in JSON).
+    #[serde(serialize_with = "serial::hex_list")]
+    pub missing: Vec<Hash32>,
+}
+
 impl StatusReport {
+    pub(crate) fn new(store: StoreStatus, read_only_stores: Vec<ReadOnlyStatus>) -> StatusReport {
+        let mut report = StatusReport {
+            healthy: true,
+            problems: Vec::new(),
+            whitelist: None,
+            store,
+            read_only_stores,
+        };
+        report.judge();
+        report
+    }
+
+    /// The report with the coverage of `whitelist` (the node's `wasm.conf`), which counts in the
+    /// verdict: a whitelisted component not stored is compiled at the next start.
+    pub fn with_whitelist(mut self, whitelist: &std::collections::HashSet<Hash32>) -> StatusReport {
+        let loadable = |s: &StoreStatus| -> Vec<Hash32> {
+            s.entries
+                .iter()
+                .filter(|e| e.kind == Kind::Component && e.current && e.header_error.is_none() && e.refused.is_none())
+                .filter(|e| {
+                    s.fingerprints
+                        .iter()
+                        .find(|f| f.fingerprint == e.fingerprint)
+                        .is_none_or(|f| f.current || f.runs_here != Some(false))
+                })
+                .map(|e| e.hash)
+                .collect()
+        };
+        let mut held: std::collections::HashSet<Hash32> = loadable(&self.store).into_iter().collect();
+        for ro in &self.read_only_stores {
+            if let ReadOnlyStatus::Open(s) = ro {
+                held.extend(loadable(s));
+            }
+        }
+        let mut missing: Vec<Hash32> = whitelist.iter().filter(|h| !held.contains(*h)).copied().collect();
+        missing.sort();
+        self.whitelist = Some(Coverage {
+            listed: whitelist.len(),
+            stored: whitelist.len() - missing.len(),
+            missing,
+        });
+        self.judge();
+        self
+    }
+
+    /// The one line `status` prints first: `healthy`, or `UNHEALTHY:` and what is wrong.
+    pub fn verdict(&self) -> String {
+        if self.healthy {
+            "healthy".to_owned()
+        } else {
+            format!("UNHEALTHY: {}", self.problems.join("; "))
+        }
+    }
+
+    fn judge(&mut self) {
+        let mut problems = Vec::new();
+        let store = |problems: &mut Vec<String>, s: &StoreStatus| {
+            let name = if s.read_only {
+                format!("read-only store {}", s.path.display())
+            } else {
+                "the store".to_owned()
+            };
+            // Only what this build loads: a stale artifact is never read, whatever its state.
+            let bad = s
+                .entries
+                .iter()
+                .filter(|e| e.current && ((e.header_error.is_some() && !e.other_mode) || e.refused.is_some()))
+                .count();
+            if bad > 0 {
+                problems.push(format!(
+                    "{bad} artifact(s) of this build in {name} bad or refused (the next start replaces them; `verify` names them)"
+                ));
+            }
+            if s.writable > 0 {
+                problems.push(format!("{} artifact(s) in {name} writable by someone", s.writable));
+            }
+            if s.temp_files > 0 {
+                problems.push(format!("{} unfinished temp file(s) in {name}", s.temp_files));
+            }
+            if !s.foreign_files.is_empty() {
+                problems.push(format!("{} foreign file(s) in {name}", s.foreign_files.len()));
+            }
+            if let Some(p) = &s.lock_problem {
+                problems.push(format!("lock file of {name}: {p}"));
+            }
+            if s.read_only && s.current == 0 && s.artifacts > 0 {
+                problems.push(format!("{name} holds nothing for this engine"));
+            }
+        };
+        store(&mut problems, &self.store);
+        for ro in &self.read_only_stores {
+            match ro {
+                ReadOnlyStatus::Open(s) => store(&mut problems, s),
+                ReadOnlyStatus::Unusable { path, error, .. } => problems.push(format!(
+                    "read-only store {} not usable: {}",
+                    path.display(),
+                    error.message()
+                )),
+            }
+        }
+        if let Some(c) = &self.whitelist
+            && !c.missing.is_empty()
+        {
+            problems.push(format!(
+                "{} of {} whitelisted component(s) not stored for this engine (compiled at the next start)",
+                c.missing.len(),
+                c.listed
+            ));
+        }
+        self.healthy = problems.is_empty();
+        self.problems = problems;
+    }
+
     /// How many read-only stores could not be opened.
     pub fn unusable_read_only(&self) -> usize {
         self.read_only_stores

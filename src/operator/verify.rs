@@ -23,15 +23,17 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Bad artifacts in every store, plus read-only stores that could not be opened: zero when
-    /// everything a node would load is sound.
+    /// Bad artifacts in every store, artifacts of this build that could not be checked (the other
+    /// MAC mode's), plus read-only stores that could not be opened: zero when everything a node
+    /// would load is sound.
     pub fn problems(&self) -> usize {
         self.store.bad()
+            + self.store.other_mode
             + self
                 .read_only_stores
                 .iter()
                 .map(|r| match r {
-                    ReadOnlyVerification::Checked(s) => s.bad(),
+                    ReadOnlyVerification::Checked(s) => s.bad() + s.other_mode,
                     ReadOnlyVerification::Unusable { .. } => 1,
                 })
                 .sum::<usize>()
@@ -66,13 +68,19 @@ pub struct StoreVerification {
     /// This build's engine fingerprint, in the store's mode.
     #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
+    /// True in MAC mode.
+    pub keyed: bool,
     /// Every artifact this build serves, sorted by file name, with its verdict: those of
     /// [`StoreVerification::fingerprint`] and those of this build's portable CPU profiles (a
     /// bake's, served to hosts of other CPUs).
     pub artifacts: Vec<ArtifactCheck>,
-    /// Artifacts of other fingerprints (another wasmtime, engine settings or MAC mode): counted,
-    /// not checked (never loaded by this build).
+    /// Artifacts of other fingerprints (another wasmtime, engine settings or build): counted, not
+    /// checked (never loaded by this build).
     pub other_fingerprints: usize,
+    /// Artifacts of this build in the other MAC mode: a node with (or without) the key loads
+    /// them, and they cannot be checked without that key. Counted as unchecked: `verify` exits 1
+    /// until it is given the mode they were written in.
+    pub other_mode: usize,
     /// Files that are not the store's: never loaded, removed by `prune --stale`.
     pub foreign_files: Vec<ForeignFileStatus>,
 }
@@ -88,6 +96,7 @@ impl StoreVerification {
     pub(crate) fn check(
         store: &Store,
         portable: &[(CpuProfile, Fingerprint)],
+        other_mode: &[Fingerprint],
     ) -> Result<StoreVerification, StoreError> {
         let list_error = |source| StoreError::io(store.dir(), "list", source);
         let entries = store.entries().map_err(list_error)?;
@@ -101,6 +110,7 @@ impl StoreVerification {
         let (current, other): (Vec<_>, Vec<_>) = entries
             .into_iter()
             .partition(|e| profile_of(e.key.fingerprint).is_some());
+        let other_mode = other.iter().filter(|e| other_mode.contains(&e.key.fingerprint)).count();
         let artifacts = current
             .into_iter()
             .map(|entry| {
@@ -126,8 +136,10 @@ impl StoreVerification {
             path: store.dir().to_path_buf(),
             read_only: store.is_read_only(),
             fingerprint: store.fingerprint(),
+            keyed: store.is_keyed(),
             artifacts,
-            other_fingerprints: other.len(),
+            other_fingerprints: other.len() - other_mode,
+            other_mode,
             foreign_files,
         })
     }

@@ -122,6 +122,7 @@ pub(crate) fn run<T: Compiled>(
     progress: Option<&ProgressFn>,
 ) -> (Vec<Resolved<T>>, Session) {
     let deadline = stores.deadline(Instant::now());
+    let waited = LockWaits::default();
     let mut session = Session::default();
     session.health.fingerprint = stores.fingerprint.to_hex();
     session.health.path = stores.writable_dir().map(Path::to_path_buf);
@@ -165,7 +166,7 @@ pub(crate) fn run<T: Compiled>(
     let mut temps = 0;
     {
         let shared = writable.map(|store| {
-            let shared = store.lock_shared(deadline, "load artifacts");
+            let shared = waited.time(|| store.lock_shared(deadline, "load artifacts"));
             stores.note_lock(&shared);
             shared.map_err(|source| lock_error(store, LockKind::Shared, source))
         });
@@ -215,17 +216,27 @@ pub(crate) fn run<T: Compiled>(
     }
 
     // Compile what is still missing, each artifact under its own lock.
+    let compiling = Instant::now();
     let jobs = pending(&slots);
     if !jobs.is_empty() {
         stores.look_for_litter_again();
-        compile_pending(stores, writable, deadline, &jobs, &mut slots, &mut session, progress);
+        compile_pending(
+            stores,
+            writable,
+            deadline,
+            &jobs,
+            &mut slots,
+            &mut session,
+            progress,
+            &waited,
+        );
     }
 
     // Bake the CPU profiles asked for, hits included.
     if stores.profiles.iter().any(|p| !p.is_native()) {
         match writable {
             Some(store) => {
-                let shared = store.lock_shared(deadline, "bake CPU profiles");
+                let shared = waited.time(|| store.lock_shared(deadline, "bake CPU profiles"));
                 stores.note_lock(&shared);
                 match shared {
                     Ok(_guard) => session.baked = bake::bake(stores, store, deadline, &mut slots, progress),
@@ -242,6 +253,8 @@ pub(crate) fn run<T: Compiled>(
         }
     }
 
+    session.compile_time = compiling.elapsed();
+    session.lock_wait = waited.total();
     if let Some(store) = stores.writable_store() {
         session.health.lock_repaired = store.lock_repair();
     }
@@ -336,6 +349,7 @@ fn clean_up<T: Compiled>(
 /// artifacts, each is compiled under its own lock after looking again (another thread or process
 /// may have published it meanwhile) and published; otherwise it is compiled in memory, with the
 /// reason it was not stored.
+#[allow(clippy::too_many_arguments)]
 fn compile_pending<T: Compiled>(
     stores: &Stores,
     writable: Option<&Store>,
@@ -344,6 +358,7 @@ fn compile_pending<T: Compiled>(
     slots: &mut Slots<'_, T>,
     session: &mut Session,
     progress: Option<&ProgressFn>,
+    waited: &LockWaits,
 ) {
     let not_stored = if !stores.stores_native() {
         Some(StoreError::NativeNotStored)
@@ -354,7 +369,7 @@ fn compile_pending<T: Compiled>(
     };
     let target = writable.filter(|_| not_stored.is_none());
     let shared = target.map(|store| {
-        let shared = store.lock_shared(deadline, "publish artifacts");
+        let shared = waited.time(|| store.lock_shared(deadline, "publish artifacts"));
         stores.note_lock(&shared);
         shared.map_err(|source| lock_error(store, LockKind::Shared, source))
     });
@@ -373,7 +388,16 @@ fn compile_pending<T: Compiled>(
     let done = AtomicUsize::new(0);
     let purpose = format!("compile {} {}(s)", total, T::KIND);
     let results = on_every_core(&work, |(hash, bytes)| {
-        let result = compile_one::<T>(stores, target, not_stored.as_ref(), deadline, hash, bytes, &purpose);
+        let result = compile_one::<T>(
+            stores,
+            target,
+            not_stored.as_ref(),
+            deadline,
+            hash,
+            bytes,
+            &purpose,
+            waited,
+        );
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(p) = progress {
             p(Progress { done: n, total });
@@ -403,6 +427,7 @@ fn compile_pending<T: Compiled>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_one<T: Compiled>(
     stores: &Stores,
     target: Option<&Store>,
@@ -411,6 +436,7 @@ fn compile_one<T: Compiled>(
     hash: &Hash32,
     bytes: &[u8],
     purpose: &str,
+    waited: &LockWaits,
 ) -> wasmtime::Result<(T, Origin)> {
     let t = Instant::now();
     let compiled = |stored| {
@@ -436,7 +462,7 @@ fn compile_one<T: Compiled>(
         });
     };
     let key = store.key_of(hash, T::KIND);
-    let lock = store.lock_artifact(&key, deadline, purpose);
+    let lock = waited.time(|| store.lock_artifact(&key, deadline, purpose));
     stores.note_lock(&lock);
     match lock {
         Ok(lock) => {
@@ -491,6 +517,25 @@ fn not_baked<T>(stores: &Stores, slots: &Slots<'_, T>, why: &StoreError) -> Vec<
             }
         })
         .collect()
+}
+
+/// The time a resolution spent waiting for locks, summed over its threads.
+#[derive(Default)]
+struct LockWaits(std::sync::atomic::AtomicU64);
+
+impl LockWaits {
+    /// Runs `take` (a lock acquisition) and adds its duration.
+    fn time<R>(&self, take: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = take();
+        let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::Relaxed);
+        r
+    }
+
+    fn total(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
 }
 
 fn lock_error(store: &Store, kind: LockKind, source: crate::error::LockError) -> StoreError {

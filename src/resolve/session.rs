@@ -159,4 +159,8 @@ pub(crate) struct Session {
     pub health: StoreHealth,
     pub read_only: Vec<ReadOnlyStoreReport>,
     pub baked: Vec<BakeReport>,
+    /// Wall time of the compile and bake phases.
+    pub compile_time: std::time::Duration,
+    /// Time spent waiting for locks, summed over every wait (in parallel ones too).
+    pub lock_wait: std::time::Duration,
 }

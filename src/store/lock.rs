@@ -44,9 +44,9 @@ const PROBE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEX
 /// How the lock is opened to take part.
 const RDWR: OFlags = OFlags::RDWR.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
 
-/// Who holds the store's lock right now, as seen by a probe that waits for nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+/// Who holds the store's lock right now, as seen by a probe that waits for nobody. In JSON
+/// `{"state": "free" | "shared" | "exclusive" | "unknown", "last_holder": null | {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LockState {
     /// Nobody holds it (or the lock file does not exist yet).
@@ -54,11 +54,83 @@ pub enum LockState {
     /// One or more processes hold it shared: nodes loading or publishing artifacts.
     Shared,
     /// A process holds it exclusively (pruning, clearing, removing what it must); `last_holder` is
-    /// the pid the last exclusive holder recorded, which is usually that process.
+    /// the process the last exclusive holder recorded, which is usually that one.
     Exclusive {
-        /// Pid recorded in the lock file (only read from a lock file only this uid can write).
-        last_holder: Option<u32>,
+        /// The pid recorded in the lock file (only read from a lock file only this uid can
+        /// write), whether it still runs, and its command line.
+        last_holder: Option<Holder>,
     },
+    /// This uid cannot open the lock file (another owner): who holds it is unknown.
+    Unknown,
+}
+
+/// A process named by the pid the last exclusive holder wrote into the lock file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Holder {
+    /// The pid, as seen from this pid namespace.
+    pub pid: u32,
+    /// Whether a process with this pid runs now (it may be another one, if the pid was reused).
+    pub alive: bool,
+    /// Its command line, from `/proc/PID/cmdline`, when readable.
+    pub command: Option<String>,
+}
+
+impl Holder {
+    pub(crate) fn of(pid: u32) -> Holder {
+        let alive = match rustix::process::Pid::from_raw(pid as i32) {
+            Some(p) => match rustix::process::test_kill_process(p) {
+                Ok(()) => true,
+                Err(e) => e == Errno::PERM,
+            },
+            None => false,
+        };
+        let command = std::fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(|raw| {
+            let text: String = String::from_utf8_lossy(&raw)
+                .split('\0')
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            (!text.is_empty()).then(|| text.chars().take(200).collect())
+        });
+        Holder { pid, alive, command }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        match (&self.command, self.alive) {
+            (Some(c), true) => write!(f, ", running: {c}"),
+            (None, true) => f.write_str(", running"),
+            (_, false) => f.write_str(", no longer running"),
+        }
+    }
+}
+
+impl LockState {
+    /// `free`, `shared`, `exclusive` or `unknown`: the JSON name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockState::Free => "free",
+            LockState::Shared => "shared",
+            LockState::Exclusive { .. } => "exclusive",
+            LockState::Unknown => "unknown",
+        }
+    }
+}
+
+impl serde::Serialize for LockState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("state", self.as_str())?;
+        let holder = match self {
+            LockState::Exclusive { last_holder } => last_holder.as_ref(),
+            _ => None,
+        };
+        m.serialize_entry("last_holder", &holder)?;
+        m.end()
+    }
 }
 
 impl std::fmt::Display for LockState {
@@ -66,10 +138,11 @@ impl std::fmt::Display for LockState {
         match self {
             LockState::Free => f.write_str("free"),
             LockState::Shared => f.write_str("held shared (a node is loading or compiling artifacts)"),
-            LockState::Exclusive { last_holder: Some(pid) } => {
-                write!(f, "held exclusively (maintenance; last exclusive holder pid {pid})")
+            LockState::Exclusive { last_holder: Some(h) } => {
+                write!(f, "held exclusively (maintenance; last exclusive holder: {h})")
             }
             LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (maintenance)"),
+            LockState::Unknown => f.write_str("unknown (this uid cannot open the lock file)"),
         }
     }
 }
@@ -285,7 +358,12 @@ impl Store {
             Found::Untrusted(LockProblem::Symlink | LockProblem::NotRegularFile, _) => return Ok(LockState::Free),
             Found::Untrusted(_, _) => self.dir.open_path(LOCK_NAME).map_err(io)?,
         };
-        let file = self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).map_err(io)?;
+        let file = match self.dir.reopen(LOCK_NAME, &fd, &st, PROBE) {
+            Ok(file) => file,
+            // Another owner's lock file (a `sudo warm` by mistake): shown as such, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(LockState::Unknown),
+            Err(e) => return Err(io(e)),
+        };
         // flock works on a read-only descriptor.
         match file.try_lock() {
             Ok(()) => {
@@ -301,7 +379,7 @@ impl Store {
                 Ok(LockState::Shared)
             }
             Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
-                last_holder: self.last_lock_holder(),
+                last_holder: self.last_lock_holder().map(Holder::of),
             }),
             Err(TryLockError::Error(e)) => Err(io(e)),
         }
@@ -457,7 +535,7 @@ impl Store {
             let now = Instant::now();
             if now >= deadline {
                 let holder = held::holder_of(id, kind, None)
-                    .or_else(|| self.last_lock_holder().map(|pid| LockHolder::Recorded { pid }))
+                    .or_else(|| self.last_lock_holder().map(|pid| LockHolder::Recorded(Holder::of(pid))))
                     .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
                     waited: now - start,
@@ -472,7 +550,7 @@ impl Store {
                     })
                     .or_else(|| {
                         self.last_lock_holder()
-                            .map(|p| format!("by another process, last exclusive holder pid {p}"))
+                            .map(|p| format!("by another process, last exclusive holder {}", Holder::of(p)))
                     })
                     .unwrap_or_else(|| "by another process".to_owned());
                 log::warn!(
@@ -687,8 +765,14 @@ mod tests {
         drop(a);
         drop(b);
         let x = s.lock_exclusive(soon(), "compile").expect("exclusive");
-        assert!(matches!(s.lock_state().expect("probe"), LockState::Exclusive { .. }));
-        assert_eq!(s.last_lock_holder(), Some(std::process::id()));
+        match s.lock_state().expect("probe") {
+            LockState::Exclusive { last_holder: Some(h) } => {
+                assert_eq!(h.pid, std::process::id());
+                assert!(h.alive);
+                assert!(h.command.is_some_and(|c| !c.is_empty()));
+            }
+            other => panic!("{other:?}"),
+        }
         drop(x);
         assert!(!matches!(s.lock_state().expect("probe"), LockState::Exclusive { .. }));
     }

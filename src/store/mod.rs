@@ -46,7 +46,7 @@ pub use fault::Fault;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub(crate) use lock::LOCK_NAME;
-pub use lock::{ArtifactLock, Exclusive, LockGuard, LockRepair, LockState, deadline_after};
+pub use lock::{ArtifactLock, Exclusive, Holder, LockGuard, LockRepair, LockState, deadline_after};
 use marker::Standing;
 pub use publish::{ARTIFACT_MODE, Published};
 pub use rejection::Rejection;

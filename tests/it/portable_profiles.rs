@@ -584,7 +584,7 @@ fn mac_mode_refuses_portable_artifacts_without_a_valid_mac() {
         assert_eq!(e.portable_refused.len(), 1, "{r}");
         assert_eq!(e.portable_refused[0].profile, CpuProfile::X86_64V2);
         assert!(
-            e.portable_refused[0].reason.to_string().contains("MAC does not verify"),
+            e.portable_refused[0].reason.to_string().contains("another MAC key"),
             "{r}"
         );
     }

@@ -124,9 +124,10 @@ fn an_empty_directory_becomes_a_store_and_an_earlier_versions_store_is_adopted()
             fx.store.as_os_str(),
         ],
     );
+    // Unhealthy (a leftover temp file), and says so with exit status 1.
     assert_eq!(
         status.status.code(),
-        Some(0),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
