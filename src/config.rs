@@ -37,6 +37,13 @@ pub fn resolve_key_file(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
+/// Checks a MAC key file as a store would use it: reached safely (every directory and link on the
+/// way checked), a regular file with one link, owned by this uid or root, no permission for group
+/// or others, 32 random bytes or 64 hex digits. For commands that take a key but open no store.
+pub fn check_key_file(path: &Path) -> Result<(), crate::error::KeyError> {
+    crate::authkey::load_key(path, None).map(drop)
+}
+
 /// The read-only stores to search: `explicit` if any are given, else the colon-separated
 /// `$WASM_NODE_CACHE_READ_ONLY_DIRS` (empty entries ignored). The builder and the CLI resolve them
 /// the same way.

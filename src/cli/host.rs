@@ -34,7 +34,12 @@ pub struct HostArgs {
 
 /// Runs `host`; returns the exit status.
 pub fn run(args: HostArgs) -> anyhow::Result<u8> {
-    let keyed = args.key.resolved().is_some();
+    let key = args.key.resolved();
+    if let Some(file) = &key {
+        // The fingerprints shown are MAC mode's only if the node could use this key.
+        crate::config::check_key_file(file)?;
+    }
+    let keyed = key.is_some();
     let engine = crate::init_wasm_engine()?;
     let doc = HostReport::of(&engine, keyed)?;
     if args.json {

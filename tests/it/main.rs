@@ -13,6 +13,7 @@ mod fuzz_artifact;
 mod hostile_store;
 mod mixer_component;
 mod operator_door;
+mod operator_health;
 mod path_trust;
 mod portable_profiles;
 mod read_only_stores;

@@ -1,0 +1,330 @@
+//! What an operator alerts on and what maintenance must never do: a MAC-mode store survives
+//! maintenance run without the node's key, `warm --strict` fails for each degraded case, `status`
+//! gives one verdict and the whitelist's coverage, every command speaks JSON. The real CLI, in
+//! separate processes.
+
+use crate::common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, chmod, snapshot};
+use serde_json::Value;
+
+fn cli(cwd: &Path, args: &[&OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("WASM_NODE_CACHE_DIR")
+        .env_remove("WASM_NODE_CACHE_KEY_FILE")
+        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run wasm-node-cache")
+}
+
+fn s<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
+    args.iter().map(|a| OsStr::new(*a)).collect()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `warm` over the fixture's components into its store, with `extra`.
+fn warm(fx: &Fixture, extra: &[&OsStr]) -> Output {
+    let mut args = s(&["warm", "--all-in-dir", "--wasm-dir"]);
+    args.push(fx.root.as_os_str());
+    args.extend(s(&["--store"]));
+    args.push(fx.store.as_os_str());
+    args.extend_from_slice(extra);
+    cli(fx.dir.path(), &args)
+}
+
+/// The store's files but the lock, whose only content is the pid of the last exclusive holder.
+fn store_files(store: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut all = snapshot(store);
+    all.remove(&store.join("lock"));
+    all
+}
+
+#[test]
+fn a_mac_mode_store_survives_prune_and_verify_without_the_key_byte_for_byte() {
+    let fx = Fixture::new();
+    let key = common::key_file(&fx.dir.path().join("node.key"), 3, 0o600);
+    let with_key = [OsStr::new("--key-file"), key.as_os_str()];
+    let out = warm(&fx, &with_key);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = store_files(&fx.store);
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+
+    let verify = cli(fx.dir.path(), &[&s(&["verify"])[..], &store].concat());
+    let text = stdout(&verify);
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "what verify could not check is a problem: {text}"
+    );
+    assert!(
+        text.contains("NOT CHECKED  3 artifact(s) of this build in MAC mode"),
+        "{text}"
+    );
+    let prune = cli(fx.dir.path(), &[&s(&["prune", "--stale"])[..], &store].concat());
+    let text = stdout(&prune);
+    assert_eq!(prune.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("kept 3 artifact(s) of this build in the other MAC mode"),
+        "{text}"
+    );
+    let json = cli(
+        fx.dir.path(),
+        &[&s(&["prune", "--stale", "--json"])[..], &store].concat(),
+    );
+    let v: Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(
+        (v["removed"].as_array().map(Vec::len), v["kept_other_mode"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
+    assert_eq!(
+        store_files(&fx.store),
+        before,
+        "the node's artifacts are untouched, byte for byte"
+    );
+
+    // The node still starts warm; with its key, verify checks them all.
+    let v: Value = serde_json::from_slice(&warm(&fx, &[&with_key[..], &s(&["--json"])].concat()).stdout).expect("json");
+    assert_eq!(v["from_store"], 3, "{v}");
+    let verify = cli(fx.dir.path(), &[&s(&["verify"])[..], &store, &with_key].concat());
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    // Another key: told apart from a corrupt artifact.
+    let other = common::key_file(&fx.dir.path().join("other.key"), 9, 0o600);
+    let verify = cli(
+        fx.dir.path(),
+        &[&s(&["verify", "--key-file"])[..], &[other.as_os_str()], &store].concat(),
+    );
+    let text = stdout(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("another MAC key") && !text.contains("corrupted"),
+        "{text}"
+    );
+    // Only --force removes them.
+    let forced = cli(
+        fx.dir.path(),
+        &[&s(&["prune", "--stale", "--force"])[..], &store].concat(),
+    );
+    assert!(stdout(&forced).contains("removed 3 artifact(s)"), "{}", stdout(&forced));
+}
+
+/// Starts `flock -o -x LOCK sleep 60` and waits until it holds the lock.
+fn hold_lock(lock: &Path) -> Child {
+    let child = Command::new("flock")
+        .args(["-o", "-x"])
+        .arg(lock)
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(lock)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// `warm --strict --json` exits 1 and its report says `expect`.
+fn strict_fails(fx: &Fixture, extra: &[&OsStr], expect: &str) {
+    let out = warm(fx, &[&s(&["--strict", "--json"])[..], extra].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{expect}: {stderr}");
+    assert!(stderr.contains(expect), "{expect}: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("the report is still printed");
+    assert!(v["entries"].is_array(), "{v}");
+}
+
+#[test]
+fn warm_strict_fails_for_each_degraded_case() {
+    let fx = Fixture::new();
+    let healthy = warm(&fx, &s(&["--strict"]));
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert_eq!(warm(&fx, &s(&["--strict"])).status.code(), Some(0), "warm and healthy");
+
+    // A rejected artifact (truncated on disk).
+    let adder = common::artifact_of(&fx.store, &common::adder_hash());
+    chmod(&adder, 0o644);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&adder)
+        .expect("open")
+        .set_len(100)
+        .expect("truncate");
+    strict_fails(&fx, &[], "rejected");
+    // The lock held past the timeout.
+    let mut holder = hold_lock(&fx.store.join("lock"));
+    strict_fails(&fx, &s(&["--lock-timeout", "0.2"]), "store not read");
+    holder.kill().expect("kill");
+    holder.wait().expect("reap");
+    // The store refused (writable by everyone).
+    chmod(&fx.store, 0o777);
+    strict_fails(&fx, &[], "store not read");
+    chmod(&fx.store, 0o700);
+    // Every component skipped: the whitelist names binaries nobody has.
+    let empty = fx.dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let conf = fx.dir.path().join("other.conf");
+    std::fs::write(&conf, format!("{}\n", "ab".repeat(32))).expect("write");
+    let out = cli(
+        fx.dir.path(),
+        &[
+            &s(&["warm", "--strict", "--wasm-dir"])[..],
+            &[
+                empty.as_os_str(),
+                OsStr::new("--whitelist"),
+                conf.as_os_str(),
+                OsStr::new("--store"),
+                fx.store.as_os_str(),
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 component(s) skipped"));
+    // A missing binary root: a warning, and a failure with --strict.
+    let missing = fx.dir.path().join("nonexistent");
+    let out = cli(
+        fx.dir.path(),
+        &[
+            &s(&["warm", "--wasm-dir"])[..],
+            &[
+                missing.as_os_str(),
+                OsStr::new("--whitelist"),
+                conf.as_os_str(),
+                OsStr::new("--store"),
+                fx.store.as_os_str(),
+            ],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("does not exist"), "a warning: {stderr}");
+    assert!(stdout(&out).contains("binary root MISSING"), "{}", stdout(&out));
+}
+
+#[test]
+#[ignore = "needs root: mounts a full tmpfs"]
+fn warm_strict_fails_on_a_full_disk() {
+    let fx = Fixture::new();
+    let disk = fx.dir.path().join("disk");
+    std::fs::create_dir(&disk).expect("mkdir");
+    let mut mount = s(&["-t", "tmpfs", "-o", "size=32k,mode=0700", "tmpfs"]);
+    mount.push(disk.as_os_str());
+    common::mount_or_fail(&mount);
+    let store = disk.join("store");
+    let mut args = s(&["warm", "--strict", "--all-in-dir", "--wasm-dir"]);
+    args.push(fx.root.as_os_str());
+    args.push(OsStr::new("--store"));
+    args.push(store.as_os_str());
+    let out = cli(fx.dir.path(), &args);
+    let unmounted = Command::new("umount").arg(&disk).status().is_ok_and(|s| s.success());
+    assert!(unmounted, "umount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("store not written"), "{stderr}");
+}
+
+#[test]
+fn status_gives_one_verdict_and_the_whitelists_coverage() {
+    let fx = Fixture::new();
+    warm(&fx, &[]);
+    let conf = fx.dir.path().join("wasm.conf");
+    let listed: Vec<String> = fx.whitelist.iter().map(hex::encode).collect();
+    std::fs::write(&conf, format!("{}\n{}\n", listed.join("\n"), "cd".repeat(32))).expect("write");
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    let out = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out).lines().next(), Some("healthy"), "{}", stdout(&out));
+    let out = cli(
+        fx.dir.path(),
+        &[&s(&["status", "--whitelist"])[..], &[conf.as_os_str()], &store].concat(),
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("UNHEALTHY: 1 of 4 whitelisted component(s) not stored"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 of 4 listed component(s) stored") && text.contains(&"cd".repeat(32)),
+        "{text}"
+    );
+    let out = cli(
+        fx.dir.path(),
+        &[
+            &s(&["status", "--json", "--whitelist"])[..],
+            &[conf.as_os_str()],
+            &store,
+        ]
+        .concat(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["healthy"], false, "{v}");
+    assert_eq!(
+        (v["whitelist"]["listed"].as_u64(), v["whitelist"]["stored"].as_u64()),
+        (Some(4), Some(3)),
+        "{v}"
+    );
+    assert_eq!(v["whitelist"]["missing"][0], "cd".repeat(32), "{v}");
+    assert_eq!(v["lock"]["last_holder"], Value::Null, "absent values are null: {v}");
+    for e in v["entries"].as_array().expect("entries") {
+        assert!(e.get("header_error").is_some() && e.get("refused").is_some(), "{e}");
+    }
+}
+
+#[test]
+fn every_subcommand_speaks_json() {
+    let fx = Fixture::new();
+    let warmed = warm(&fx, &s(&["--json"]));
+    let v: Value = serde_json::from_slice(&warmed.stdout).expect("warm --json");
+    for e in v["entries"].as_array().expect("entries") {
+        assert!(
+            e.get("skip_reason").is_some_and(Value::is_null),
+            "absent values are null: {e}"
+        );
+    }
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    for args in [
+        &["status", "--json"][..],
+        &["verify", "--json"],
+        &["prune", "--stale", "--json"],
+        &["clear", "--json"],
+    ] {
+        let out = cli(fx.dir.path(), &[&s(args)[..], &store].concat());
+        assert!(
+            serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v.is_object()),
+            "{args:?}: {}{}",
+            stdout(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let host = cli(fx.dir.path(), &s(&["host", "--json"]));
+    assert!(serde_json::from_slice::<Value>(&host.stdout).is_ok_and(|v| v.is_object()));
+    // An unreadable key is an error, for host too.
+    let out = cli(fx.dir.path(), &s(&["host", "--key-file", "/nonexistent/node.key"]));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
