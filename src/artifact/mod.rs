@@ -83,6 +83,28 @@ pub enum ArtifactError {
     },
 }
 
+impl ArtifactError {
+    /// A stable name for the check that failed: `too_short`, `too_long`, `bad_magic`,
+    /// `unsupported_version`, `bad_tag`, `other_key`, `wrong_mode`, `length_mismatch`,
+    /// `wrong_source`, `wrong_fingerprint`, `payload_checksum`, `wrong_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ArtifactError::TooShort { .. } => "too_short",
+            ArtifactError::TooLong { .. } => "too_long",
+            ArtifactError::BadMagic => "bad_magic",
+            ArtifactError::UnsupportedVersion { .. } => "unsupported_version",
+            ArtifactError::BadTag { .. } => "bad_tag",
+            ArtifactError::OtherKey { .. } => "other_key",
+            ArtifactError::WrongMode { .. } => "wrong_mode",
+            ArtifactError::LengthMismatch { .. } => "length_mismatch",
+            ArtifactError::WrongSource { .. } => "wrong_source",
+            ArtifactError::WrongFingerprint { .. } => "wrong_fingerprint",
+            ArtifactError::PayloadChecksum => "payload_checksum",
+            ArtifactError::WrongKind { .. } => "wrong_kind",
+        }
+    }
+}
+
 impl fmt::Display for ArtifactError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

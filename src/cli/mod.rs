@@ -14,6 +14,7 @@
 
 mod clear;
 mod host;
+mod metrics;
 mod output;
 mod prune;
 mod size;

@@ -45,6 +45,9 @@ pub struct StatusArgs {
     /// The node's whitelist (wasm.conf format): also say how many of its hashes the stores hold for this engine
     #[arg(long, value_name = "FILE")]
     whitelist: Option<std::path::PathBuf>,
+    /// Also write the report's numbers to FILE in the Prometheus text format (atomically), for node_exporter's textfile collector
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -71,6 +74,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
     let mut report = store.status()?;
     if let Some(file) = &args.whitelist {
         report = report.with_whitelist(&crate::config::read_whitelist_file(file)?);
+    }
+    if let Some(file) = &args.metrics_file {
+        super::metrics::write(file, &super::metrics::of_status(&report))?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

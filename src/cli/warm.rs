@@ -40,6 +40,9 @@ pub struct WarmArgs {
     /// Exit 1 when anything went wrong (a component skipped, an artifact rejected or not stored, a store refused or not read, a bake that did not serve), after printing the report
     #[arg(long)]
     strict: bool,
+    /// Also write the report's numbers to FILE in the Prometheus text format (atomically), for node_exporter's textfile collector
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -82,6 +85,9 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
     }
     let cache = result?;
     let report = cache.report();
+    if let Some(file) = &args.metrics_file {
+        super::metrics::write(file, &super::metrics::of_warm(report))?;
+    }
     if args.json {
         println!("{}", output::report_json(report)?);
     } else {

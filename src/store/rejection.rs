@@ -54,6 +54,22 @@ impl Rejection {
         }
     }
 
+    /// A stable name for the reason, for metrics and programs: `symlink`, `not_regular_file`,
+    /// `foreign_owner`, `writable_by_others`, `changed_while_read`, `io`, `deserialize`, or the
+    /// format check that failed ([`ArtifactError::kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::Symlink => "symlink",
+            Rejection::NotRegularFile => "not_regular_file",
+            Rejection::ForeignOwner { .. } => "foreign_owner",
+            Rejection::WritableByOthers { .. } => "writable_by_others",
+            Rejection::Format(e) => e.kind(),
+            Rejection::ChangedWhileRead { .. } => "changed_while_read",
+            Rejection::Io { .. } => "io",
+            Rejection::Deserialize(_) => "deserialize",
+        }
+    }
+
     /// True when the artifact was written in the other authentication mode: not a defect, just
     /// not checkable with this store's sealer (and always stale here, since the mode is part of
     /// the fingerprint).

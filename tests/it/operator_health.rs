@@ -328,3 +328,121 @@ fn every_subcommand_speaks_json() {
     let out = cli(fx.dir.path(), &s(&["host", "--key-file", "/nonexistent/node.key"]));
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Checks `text` line by line against the Prometheus text format: `# HELP name text`,
+/// `# TYPE name gauge`, other comments, and samples `name{label="value",...} number`.
+fn assert_prometheus_text(text: &str) -> Vec<(String, f64)> {
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(name_ok(rest.split(' ').next().unwrap_or_default()), "{line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            assert!(name_ok(parts.next().unwrap_or_default()), "{line}");
+            assert!(matches!(parts.next(), Some("gauge" | "counter")), "{line}");
+        } else if line.starts_with('#') {
+            continue;
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let labels = labels
+                        .strip_suffix('}')
+                        .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                    for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                        let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line}"));
+                        assert!(name_ok(k) && !v.contains('\n'), "{line}");
+                    }
+                    name
+                }
+                None => series,
+            };
+            assert!(name_ok(name), "{line}");
+            samples.push((series.to_owned(), value));
+        }
+    }
+    samples
+}
+
+#[test]
+fn the_metrics_files_parse_as_prometheus_text() {
+    let fx = Fixture::new();
+    let warm_file = fx.dir.path().join("warm.prom");
+    let out = warm(&fx, &[OsStr::new("--metrics-file"), warm_file.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let warm_samples = assert_prometheus_text(&std::fs::read_to_string(&warm_file).expect("warm.prom"));
+    let value = |samples: &[(String, f64)], series: &str| {
+        samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{series} in {samples:?}"))
+    };
+    assert_eq!(
+        value(&warm_samples, r#"wasm_node_cache_components{origin="compiled"}"#),
+        3.0
+    );
+    assert_eq!(value(&warm_samples, r#"wasm_node_cache_healthy{command="warm"}"#), 1.0);
+    assert!(value(&warm_samples, "wasm_node_cache_compile_seconds") > 0.0);
+    // Truncate an artifact: the next start rejects it, and the file counts it by reason.
+    let adder = common::artifact_of(&fx.store, &common::adder_hash());
+    chmod(&adder, 0o644);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&adder)
+        .expect("open")
+        .set_len(100)
+        .expect("truncate");
+    warm(&fx, &[OsStr::new("--metrics-file"), warm_file.as_os_str()]);
+    let again = assert_prometheus_text(&std::fs::read_to_string(&warm_file).expect("warm.prom"));
+    assert_eq!(
+        value(&again, r#"wasm_node_cache_rejections{reason="too_short"}"#),
+        1.0,
+        "{again:?}"
+    );
+
+    let status_file = fx.dir.path().join("status.prom");
+    let out = cli(
+        fx.dir.path(),
+        &[
+            OsStr::new("status"),
+            OsStr::new("--store"),
+            fx.store.as_os_str(),
+            OsStr::new("--metrics-file"),
+            status_file.as_os_str(),
+        ],
+    );
+    assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status_samples = assert_prometheus_text(&std::fs::read_to_string(&status_file).expect("status.prom"));
+    let store = fx.store.display();
+    assert_eq!(
+        value(
+            &status_samples,
+            &format!(r#"wasm_node_cache_store_artifacts{{store="{store}",group="current"}}"#)
+        ),
+        3.0
+    );
+    assert!(
+        value(
+            &status_samples,
+            &format!(r#"wasm_node_cache_store_bytes{{store="{store}",group="current"}}"#)
+        ) > 0.0
+    );
+    assert_eq!(
+        value(&status_samples, r#"wasm_node_cache_lock_state{state="free"}"#),
+        1.0
+    );
+    // Written atomically: nothing else is left beside the files.
+    let names: Vec<String> = std::fs::read_dir(fx.dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}

@@ -1,0 +1,261 @@
+//! `--metrics-file PATH` of `warm` and `status`: what the report says, as gauges in the Prometheus
+//! text format, written atomically (a temporary file beside `PATH`, renamed over it) for
+//! node_exporter's textfile collector, which must never read a half-written file.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use prometheus_client::encoding::text::encode_registry;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::LoadReport;
+use crate::operator::status::{ReadOnlyStatus, StatusReport, StoreStatus};
+
+type Value = Gauge<f64, AtomicU64>;
+type Labelled = Family<Vec<(String, String)>, Value>;
+
+/// A registry of gauges, each named `wasm_node_cache_<name>`.
+struct Metrics(Registry);
+
+impl Metrics {
+    fn new() -> Metrics {
+        Metrics(Registry::with_prefix("wasm_node_cache"))
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        let g = Value::default();
+        g.set(value);
+        self.0.register(name, help, g);
+    }
+
+    fn family(&mut self, name: &str, help: &str, values: &[(Vec<(&str, String)>, f64)]) {
+        let family = Labelled::default();
+        for (labels, value) in values {
+            let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+            family.get_or_create(&labels).set(*value);
+        }
+        self.0.register(name, help, family);
+    }
+
+    /// The two gauges every file has, labelled with the `command` that wrote it (so that the
+    /// files of `warm` and `status` sit side by side in one textfile directory).
+    fn finish(mut self, command: &str, healthy: bool) -> Registry {
+        let label = || vec![("command", command.to_owned())];
+        self.family(
+            "healthy",
+            "1 when the command's report names no problem, 0 otherwise",
+            &[(label(), f64::from(u8::from(healthy)))],
+        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.family(
+            "last_run_timestamp_seconds",
+            "When the command wrote this file (seconds since the Unix epoch): alert when it is old",
+            &[(label(), now)],
+        );
+        self.0
+    }
+}
+
+/// The gauges of a start-up (`warm`).
+pub(crate) fn of_warm(report: &LoadReport) -> Registry {
+    use crate::artifact_store::StoreWrite;
+    use crate::node::report::Outcome;
+    let mut m = Metrics::new();
+    let mut origins = std::collections::BTreeMap::<&str, f64>::new();
+    for o in [
+        "store",
+        "read_only_store",
+        "portable",
+        "compiled",
+        "skipped",
+        "unlisted",
+    ] {
+        origins.insert(o, 0.0);
+    }
+    let mut rejections = std::collections::BTreeMap::<&str, f64>::new();
+    let mut not_stored = 0.0;
+    for e in &report.entries {
+        let origin = match &e.outcome {
+            Outcome::FromStore if e.profile.is_some_and(|p| !p.is_native()) => "portable",
+            Outcome::FromStore if e.store.as_ref() == report.store.path.as_ref() => "store",
+            Outcome::FromStore => "read_only_store",
+            Outcome::Compiled => "compiled",
+            Outcome::Skipped(_) => "skipped",
+            _ => "unlisted",
+        };
+        *origins.entry(origin).or_default() += 1.0;
+        if let Some(r) = &e.rejected {
+            *rejections.entry(r.kind()).or_default() += 1.0;
+        }
+        for r in &e.portable_refused {
+            *rejections.entry(r.reason.kind()).or_default() += 1.0;
+        }
+        if matches!(e.stored, Some(StoreWrite::NotStored(_))) {
+            not_stored += 1.0;
+        }
+    }
+    let origins: Vec<_> = origins
+        .into_iter()
+        .map(|(o, n)| (vec![("origin", o.to_owned())], n))
+        .collect();
+    m.family(
+        "components",
+        "Components of the last start-up, by where their code came from",
+        &origins,
+    );
+    let rejections: Vec<_> = rejections
+        .into_iter()
+        .map(|(r, n)| (vec![("reason", r.to_owned())], n))
+        .collect();
+    m.family(
+        "rejections",
+        "Stored artifacts refused in the last start-up (a portable one's refusal included), by reason",
+        &rejections,
+    );
+    m.gauge(
+        "startup_seconds",
+        "Wall time of the last start-up",
+        report.elapsed.as_secs_f64(),
+    );
+    m.gauge(
+        "compile_seconds",
+        "Wall time of the last start-up's compile and bake phases",
+        report.compile_time.as_secs_f64(),
+    );
+    m.gauge(
+        "lock_wait_seconds",
+        "Time the last start-up waited for the store's locks, summed over every wait",
+        report.lock_wait.as_secs_f64(),
+    );
+    m.gauge(
+        "artifacts_written",
+        "Artifacts the last start-up stored",
+        report.store.written as f64,
+    );
+    m.gauge(
+        "artifacts_not_stored",
+        "Artifacts the last start-up compiled and could not store",
+        not_stored,
+    );
+    m.finish("warm", report.problems().is_empty())
+}
+
+/// The gauges of `status`, one series per store.
+pub(crate) fn of_status(report: &StatusReport) -> Registry {
+    let mut m = Metrics::new();
+    let stores: Vec<&StoreStatus> = std::iter::once(&report.store)
+        .chain(report.read_only_stores.iter().filter_map(|r| match r {
+            ReadOnlyStatus::Open(s) => Some(s),
+            ReadOnlyStatus::Unusable { .. } => None,
+        }))
+        .collect();
+    let label = |s: &StoreStatus| s.path.display().to_string();
+    let mut bytes = Vec::new();
+    let mut files = Vec::new();
+    for s in &stores {
+        let mut groups = std::collections::BTreeMap::<&str, (f64, f64)>::new();
+        for g in ["current", "portable", "stale"] {
+            groups.insert(g, (0.0, 0.0));
+        }
+        for e in &s.entries {
+            let group = match (e.current, e.profile) {
+                (true, Some(p)) if !p.is_native() => "portable",
+                (true, _) => "current",
+                (false, _) => "stale",
+            };
+            let slot = groups.entry(group).or_default();
+            slot.0 += e.size as f64;
+            slot.1 += 1.0;
+        }
+        for (g, (b, n)) in groups {
+            bytes.push((vec![("store", label(s)), ("group", g.to_owned())], b));
+            files.push((vec![("store", label(s)), ("group", g.to_owned())], n));
+        }
+    }
+    m.family(
+        "store_bytes",
+        "Bytes of artifacts by store and fingerprint group (current: this engine's; portable: this build's CPU profiles; stale: other fingerprints)",
+        &bytes,
+    );
+    m.family(
+        "store_artifacts",
+        "Artifact files by store and fingerprint group",
+        &files,
+    );
+    let per_store = |f: &dyn Fn(&StoreStatus) -> usize| -> Vec<(Vec<(&str, String)>, f64)> {
+        stores
+            .iter()
+            .map(|s| (vec![("store", label(s))], f(s) as f64))
+            .collect()
+    };
+    m.family(
+        "store_temp_files",
+        "Unfinished temporary files by store",
+        &per_store(&|s| s.temp_files),
+    );
+    m.family(
+        "store_foreign_files",
+        "Files that are not the store's, by store",
+        &per_store(&|s| s.foreign_files.len()),
+    );
+    m.family(
+        "store_bad_or_refused",
+        "Artifacts with a bad trailer or refused by the loader, by store",
+        &per_store(&|s| s.bad_or_refused),
+    );
+    if let Some(lock) = &report.store.lock {
+        m.family(
+            "lock_state",
+            "The writable store's lock, probed without waiting: 1 for the state it is in",
+            &["free", "shared", "exclusive", "unknown"].map(|state| {
+                (
+                    vec![("state", state.to_owned())],
+                    f64::from(u8::from(lock.as_str() == state)),
+                )
+            }),
+        );
+    }
+    if let Some(c) = &report.whitelist {
+        m.gauge("whitelist_listed", "Hashes in the whitelist given", c.listed as f64);
+        m.gauge(
+            "whitelist_stored",
+            "Of them, those the stores hold for this engine",
+            c.stored as f64,
+        );
+    }
+    m.finish("status", report.healthy)
+}
+
+/// Writes `registry` to `path` atomically: a temporary file in the same directory, written and
+/// fsynced, renamed over `path`.
+pub(crate) fn write(path: &Path, registry: &Registry) -> anyhow::Result<()> {
+    let mut text = String::new();
+    encode_registry(&mut text, registry).context("cannot encode the metrics")?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("{}: cannot write the metrics file", path.display()));
+    }
+    Ok(())
+}
