@@ -14,6 +14,7 @@
 
 mod clear;
 mod host;
+mod logging;
 mod metrics;
 mod output;
 mod prune;
@@ -59,6 +60,9 @@ struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// How log lines look: auto (journal when stderr is the systemd journal, else text), text, journal (no timestamp, syslog priority), json
+    #[arg(long, value_enum, default_value_t = logging::LogFormat::Auto, global = true)]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -190,18 +194,6 @@ impl KeyArgs {
     }
 }
 
-fn init_logging(verbose: u8) {
-    // Only this crate gets louder with -v: wasmtime and cranelift at debug drown everything else.
-    let default = match verbose {
-        0 => "warn",
-        1 => "warn,wasm_node_cache=info",
-        _ => "warn,wasm_node_cache=debug",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
-}
-
 /// Runs the CLI on this process's arguments: parses them, sets up logging, runs the subcommand,
 /// prints a failure as one line on stderr, and returns the exit status (0 success, 1 the command
 /// ran and found a problem, 2 it could not run).
@@ -214,7 +206,7 @@ pub fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    logging::init(cli.verbose, cli.log_format);
     let result = match cli.command {
         Command::Warm(args) => warm::run(args),
         Command::Status(args) => status::run(args),

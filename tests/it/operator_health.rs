@@ -446,3 +446,61 @@ fn the_metrics_files_parse_as_prometheus_text() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+#[test]
+fn under_the_journal_log_lines_carry_a_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new();
+    let conf = fx.dir.path().join("wasm.conf");
+    std::fs::write(&conf, format!("{}\n", "ab".repeat(32))).expect("write");
+    let missing = fx.dir.path().join("nonexistent");
+    let run = |journal: Option<&Path>, extra: &[&str]| {
+        let err_file = fx.dir.path().join("stderr");
+        let stderr = std::fs::File::create(&err_file).expect("stderr file");
+        let meta = stderr.metadata().expect("stat");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
+        c.args(["warm", "--wasm-dir"])
+            .arg(&missing)
+            .arg("--whitelist")
+            .arg(&conf)
+            .arg("--store")
+            .arg(&fx.store)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        match journal {
+            // As systemd sets it: the device and inode of the service's standard error.
+            Some(_) => c.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino())),
+            None => c.env_remove("JOURNAL_STREAM"),
+        };
+        assert!(c.status().expect("run").success());
+        std::fs::read_to_string(&err_file).expect("read")
+    };
+    let journal = run(Some(fx.dir.path()), &[]);
+    let line = journal
+        .lines()
+        .find(|l| l.contains("does not exist"))
+        .unwrap_or_else(|| panic!("{journal}"));
+    assert!(
+        line.starts_with("<4>wasm_node_cache"),
+        "a warning, priority 4, no timestamp: {line}"
+    );
+    let text = run(None, &[]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("does not exist"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with('[') && line.contains("WARN"),
+        "a timestamp on a terminal or file: {line}"
+    );
+    let json = run(None, &["--log-format", "json"]);
+    let line = json
+        .lines()
+        .find(|l| l.contains("does not exist"))
+        .unwrap_or_else(|| panic!("{json}"));
+    let v: Value = serde_json::from_str(line).expect("one JSON object a line");
+    assert_eq!(v["level"], "warn", "{v}");
+    assert!(v["time"].is_string() && v["target"].is_string(), "{v}");
+}
