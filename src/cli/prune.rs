@@ -45,7 +45,7 @@ pub struct PruneArgs {
     /// Print what would be removed; remove nothing
     #[arg(long)]
     dry_run: bool,
-    /// With --stale, remove this build's artifacts of the other MAC mode too (kept without it: a node with the other mode still loads them)
+    /// With --stale and no key, remove this build's MAC-mode artifacts too (kept without it: a node in MAC mode still loads them)
     #[arg(long, requires = "stale")]
     force: bool,
     #[command(flatten)]
@@ -122,7 +122,7 @@ pub fn print_report(report: &PruneReport) -> u8 {
     println!("{summary}");
     if report.kept_other_mode > 0 {
         println!(
-            "kept {} artifact(s) of this build in the other MAC mode: a node with the other mode still loads them (give its --key-file, or --force to remove them)",
+            "kept {} artifact(s) of this build in MAC mode: a node with the key loads them, and without the key nothing can be checked (give --key-file, or --force to remove them)",
             report.kept_other_mode
         );
     }

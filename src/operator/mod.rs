@@ -75,7 +75,7 @@ impl ArtifactStore {
         // Portable CPU profiles of this build are current: a bake holds them for other hosts.
         let portable = crate::profile::portable_fingerprints(writable.is_keyed())
             .map_err(|reason| StoreError::Profile { profile: None, reason })?;
-        let other_mode = self.build_fingerprints(!writable.is_keyed())?;
+        let other_mode = self.mac_mode_fingerprints(writable)?;
         let store = StoreVerification::check(writable, &portable, &other_mode)?;
         let read_only_stores = self
             .open_read_only()
@@ -111,7 +111,7 @@ impl ArtifactStore {
         let (current, other_mode) = if options.stale {
             (
                 self.current_fingerprints(store.is_keyed())?,
-                self.build_fingerprints(!store.is_keyed())?,
+                self.mac_mode_fingerprints(store)?,
             )
         } else {
             (Vec::new(), Vec::new())
@@ -153,10 +153,16 @@ impl ArtifactStore {
             .collect())
     }
 
-    /// Every fingerprint of this build in a mode: the engine's own and its portable profiles'.
-    fn build_fingerprints(&self, keyed: bool) -> Result<Vec<crate::key::Fingerprint>, StoreError> {
-        let mut fps = self.current_fingerprints(keyed)?;
-        fps.push(crate::Fingerprint::of(self.engine(), keyed));
+    /// Run without the key (plain mode), every fingerprint of this build in MAC mode: the
+    /// engine's own and its portable profiles'. A MAC-mode node uses them, and nothing about them
+    /// can be checked without its key, so maintenance keeps them. Empty with the key: plain-mode
+    /// artifacts are stale to a node in MAC mode, and can be checked without a key anyway.
+    fn mac_mode_fingerprints(&self, store: &Store) -> Result<Vec<crate::key::Fingerprint>, StoreError> {
+        if store.is_keyed() {
+            return Ok(Vec::new());
+        }
+        let mut fps = self.current_fingerprints(true)?;
+        fps.push(crate::Fingerprint::of(self.engine(), true));
         Ok(fps)
     }
 

@@ -28,9 +28,8 @@ pub struct PruneOptions {
     pub max_size: Option<u64>,
     /// Decide and report, but remove nothing and take no lock.
     pub dry_run: bool,
-    /// With `stale`, remove this build's artifacts of the other MAC mode too. Without it they
-    /// are kept: maintenance run without the node's key (or with it, on a store a plain-mode node
-    /// shares) must not delete what a node still loads.
+    /// With `stale` and no key, remove this build's MAC-mode artifacts too. Without it they are
+    /// kept: maintenance run without the node's key must not delete what a MAC-mode node loads.
     pub force: bool,
 }
 
@@ -50,8 +49,8 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Artifacts left in the store (not counting failures).
     pub kept: usize,
-    /// Of `kept`, artifacts of this build in the other MAC mode, which `stale` keeps unless
-    /// forced (a node with the other mode still loads them).
+    /// Of `kept`, artifacts of this build in MAC mode that `stale` kept because it ran without
+    /// the key (a MAC-mode node loads them); `force` removes them.
     pub kept_other_mode: usize,
     /// True when nothing was removed: the report says what would have been.
     pub dry_run: bool,
