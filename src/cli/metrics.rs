@@ -162,13 +162,14 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
     let mut files = Vec::new();
     for s in &stores {
         let mut groups = std::collections::BTreeMap::<&str, (f64, f64)>::new();
-        for g in ["current", "portable", "stale"] {
+        for g in ["current", "portable", "mac_mode", "stale"] {
             groups.insert(g, (0.0, 0.0));
         }
         for e in &s.entries {
             let group = match (e.current, e.profile) {
                 (true, Some(p)) if !p.is_native() => "portable",
                 (true, _) => "current",
+                (false, _) if e.mac_mode => "mac_mode",
                 (false, _) => "stale",
             };
             let slot = groups.entry(group).or_default();
@@ -182,7 +183,7 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
     }
     m.family(
         "store_bytes",
-        "Bytes of artifacts by store and fingerprint group (current: this engine's; portable: this build's CPU profiles; stale: other fingerprints)",
+        "Bytes of artifacts by store and fingerprint group (current: this engine's; portable: this build's CPU profiles; mac_mode: this build's MAC-mode artifacts seen without the key; stale: other fingerprints)",
         &bytes,
     );
     m.family(

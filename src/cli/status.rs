@@ -20,8 +20,9 @@ or writable by group or others); `writable` = loads, but has a write bit (stores
 artifacts were published read-only), so a careless `cp` could write into a loaded artifact.
 FINGERPRINT is `current` for artifacts this build's engine loads, a CPU profile's name (x86-64-v3)
 for this build's portable artifacts (a bake for other hosts; each group says whether this CPU runs
-it, by wasmtime's own check), `stale` for those of another wasmtime version, settings or MAC mode
-(`prune --stale` removes them, never portable ones); a store holding several fingerprints lists
+it, by wasmtime's own check), `MAC mode` (seen without the key) for this build's artifacts written with --key-file (a node with the
+key loads them; `prune --stale` keeps them), `stale` for those of another wasmtime version, settings
+or MAC mode (`prune --stale` removes them, never portable ones); a store holding several fingerprints lists
 each with its count. --read-only-store adds a block per baked store. LOCK is
 probed without waiting. Changes nothing, never creates a store.
 
@@ -141,11 +142,16 @@ fn render_text(s: &StoreStatus) -> String {
     let _ = writeln!(out, "fingerprint:  {} (this build's engine, {mode})", s.fingerprint);
     let _ = writeln!(
         out,
-        "artifacts:    {} ({} current{}, {} stale), {}{}{}{}",
+        "artifacts:    {} ({} current{}, {}{} stale), {}{}{}{}",
         s.artifacts,
         s.current,
         if s.portable > 0 {
             format!(", of which {} portable", s.portable)
+        } else {
+            String::new()
+        },
+        if s.mac_mode > 0 {
+            format!("{} of this build in MAC mode, ", s.mac_mode)
         } else {
             String::new()
         },
@@ -182,6 +188,9 @@ fn render_text(s: &StoreStatus) -> String {
                     "  portable {p}: does NOT run on this CPU ({})",
                     f.refused.as_deref().unwrap_or("refused")
                 ),
+                (false, None, _) if f.mac_mode => {
+                    "  this build in MAC mode: a node with the key loads them, `prune --stale` keeps them".to_string()
+                }
                 (false, None, _) => "  stale".to_string(),
             };
             let _ = writeln!(out, "  fingerprint {}: {} file(s){mark}", f.fingerprint, f.files);
@@ -219,6 +228,8 @@ fn render_text(s: &StoreStatus) -> String {
             p.name().to_string()
         } else if r.current {
             "current".to_string()
+        } else if r.mac_mode {
+            "MAC mode".to_string()
         } else {
             format!("stale {}", &r.fingerprint.to_hex()[..8])
         };

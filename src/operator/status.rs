@@ -218,8 +218,10 @@ pub struct StoreStatus {
     pub current: usize,
     /// Of `current`, artifacts of a portable CPU profile.
     pub portable: usize,
-    /// Artifacts of other fingerprints.
+    /// Artifacts of other fingerprints (not counting `mac_mode`).
     pub stale: usize,
+    /// Seen without the key: artifacts of this build in MAC mode.
+    pub mac_mode: usize,
     /// Artifacts with a bad trailer (not counting the other MAC mode's) or refused by the loader.
     pub bad_or_refused: usize,
     /// Artifacts anyone has write permission on.
@@ -271,6 +273,9 @@ pub struct ArtifactStatus {
     pub header_error: Option<HeaderProblem>,
     /// The trailer is of the other authentication mode: not a defect, just not checkable here.
     pub other_mode: bool,
+    /// Seen without the key: an artifact of this build in MAC mode, which a node with the key
+    /// loads and `prune --stale` keeps (neither current here nor stale).
+    pub mac_mode: bool,
     /// Owner uid.
     pub uid: u32,
     /// Permission bits (JSON: octal text).
@@ -341,6 +346,8 @@ pub struct FingerprintStatus {
     pub current: bool,
     /// The CPU profile of this build the fingerprint belongs to, if any.
     pub profile: Option<CpuProfile>,
+    /// Seen without the key: a fingerprint of this build in MAC mode.
+    pub mac_mode: bool,
     /// For a profile: whether this CPU runs its code (wasmtime's check).
     pub runs_here: Option<bool>,
     /// For a profile this CPU cannot run: wasmtime's reason, in its words (text: wasmtime gives
@@ -377,7 +384,12 @@ impl ForeignFileStatus {
 
 /// This build's CPU profiles with their fingerprints, computed only when some store holds an
 /// artifact of a fingerprint other than the engine's own (it builds an engine per profile).
-pub(crate) struct Profiles(Vec<ProfileStatus>);
+pub(crate) struct Profiles {
+    statuses: Vec<ProfileStatus>,
+    /// Seen without the key: this build's fingerprints in MAC mode (its engine's and its
+    /// profiles'), whose artifacts a MAC-mode node loads.
+    mac: Vec<Fingerprint>,
+}
 
 impl Profiles {
     /// The profiles, when some store of `stores` holds a fingerprint other than the engine's own.
@@ -391,16 +403,34 @@ impl Profiles {
                 .is_ok_and(|fps| fps.iter().any(|fp| *fp != s.fingerprint()))
         });
         if !foreign {
-            return Ok(Profiles(Vec::new()));
+            return Ok(Profiles {
+                statuses: Vec::new(),
+                mac: Vec::new(),
+            });
         }
-        let statuses = crate::profile::profile_statuses(engine, keyed)
-            .map_err(|reason| StoreError::Profile { profile: None, reason })?;
-        Ok(Profiles(statuses))
+        let profile_error = |reason| StoreError::Profile { profile: None, reason };
+        let statuses = crate::profile::profile_statuses(engine, keyed).map_err(profile_error)?;
+        let mac = if keyed {
+            Vec::new()
+        } else {
+            let mut mac: Vec<Fingerprint> = crate::profile::portable_fingerprints(true)
+                .map_err(profile_error)?
+                .into_iter()
+                .map(|(_, fp)| fp)
+                .collect();
+            mac.push(crate::engine::engine_fingerprint(engine, true));
+            mac
+        };
+        Ok(Profiles { statuses, mac })
     }
 
     fn of(&self, fp: &Fingerprint) -> Option<&ProfileStatus> {
         let hex = fp.to_hex();
-        self.0.iter().find(|p| p.fingerprint == hex)
+        self.statuses.iter().find(|p| p.fingerprint == hex)
+    }
+
+    fn is_mac(&self, fp: &Fingerprint) -> bool {
+        self.mac.contains(fp)
     }
 }
 
@@ -439,6 +469,7 @@ impl StoreStatus {
                     files,
                     current: native,
                     profile: profile.map(|p| p.profile).or(native.then_some(CpuProfile::Native)),
+                    mac_mode: profiles.is_mac(&fp),
                     runs_here: profile.map(|p| p.runs_here),
                     refused: profile.and_then(|p| p.refused.clone()),
                 }
@@ -467,6 +498,7 @@ impl StoreStatus {
             .iter()
             .filter(|r| r.profile.is_some_and(|p| !p.is_native()))
             .count();
+        let mac_mode = rows.iter().filter(|r| r.mac_mode).count();
         Ok(StoreStatus {
             path,
             read_only: store.is_read_only(),
@@ -478,7 +510,8 @@ impl StoreStatus {
             artifacts: rows.len(),
             current,
             portable,
-            stale: rows.len() - current,
+            stale: rows.len() - current - mac_mode,
+            mac_mode,
             bad_or_refused: rows
                 .iter()
                 .filter(|r| (r.header_error.is_some() && !r.other_mode) || r.refused.is_some())
@@ -528,6 +561,7 @@ impl ArtifactStatus {
             created: created_unix.map(UtcDate),
             header_error,
             other_mode,
+            mac_mode: profiles.is_mac(&entry.key.fingerprint),
             uid: entry.uid,
             mode: entry.mode,
             writable: entry.has_write_bit(),

@@ -75,6 +75,17 @@ fn a_mac_mode_store_survives_prune_and_verify_without_the_key_byte_for_byte() {
     let text = stdout(&prune);
     assert_eq!(prune.status.code(), Some(0), "{text}");
     assert!(text.contains("kept 3 artifact(s) of this build in MAC mode"), "{text}");
+    // Status without the key says what they are, not "stale".
+    let status = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
+    let text = stdout(&status);
+    assert!(
+        text.contains("(0 current, 3 of this build in MAC mode, 0 stale)") && text.contains("  MAC mode  "),
+        "{text}"
+    );
+    let v: Value =
+        serde_json::from_slice(&cli(fx.dir.path(), &[&s(&["status", "--json"])[..], &store].concat()).stdout)
+            .expect("json");
+    assert_eq!((v["mac_mode"].as_u64(), v["stale"].as_u64()), (Some(3), Some(0)), "{v}");
     let json = cli(
         fx.dir.path(),
         &[&s(&["prune", "--stale", "--json"])[..], &store].concat(),
