@@ -50,8 +50,10 @@ Examples:
 
 Exit status: 0 success; 1 the command ran and found a problem; 2 the command could not run.
 Logging: -v for info, -vv for debug, or RUST_LOG=wasm_node_cache=debug.
-Store directory: --store, else $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache.
-MAC key: --key-file, else $WASM_NODE_CACHE_KEY_FILE (authenticated mode; must match the node's).";
+Store directory: --store, else $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else
+~/.cache/wasm-node-cache (each only when owned by this user), else $TMPDIR/wasm-node-cache-<uid>.
+MAC key: --key-file, else $WASM_NODE_CACHE_KEY_FILE (authenticated mode: give maintenance the node's key,
+or it cannot check the node's artifacts).";
 
 /// Keeps a blockchain node's precompiled WebAssembly components in a locked, verified on-disk store.
 #[derive(Parser, Debug)]
@@ -76,7 +78,8 @@ enum Command {
         wasm-node-cache warm --wasm-dir ./corpus --all-in-dir --json\n  \
         wasm-node-cache warm --store /opt/wasm-bake --cpu-profile native,x86-64-v2,x86-64-v3,x86-64-v4   (a bake for every CPU)\n\n\
         Exit status: 0 the start-up ran (components that could not be loaded are listed, not fatal);\n\
-        2 it could not run (unreadable or invalid whitelist).")]
+        1 with --strict, something went wrong (the report says what), or with --cpu-profile, an\n\
+        artifact asked for was not stored; 2 it could not run (unreadable or invalid whitelist).")]
     Warm(warm::WarmArgs),
     /// Show the store: path, lock, this engine's fingerprint, every artifact and whether its trailer is sound.
     #[command(after_help = status::AFTER_HELP)]
@@ -98,7 +101,7 @@ enum Command {
 /// Where the store is: shared by every subcommand.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StoreArgs {
-    /// Store directory [default: $WASM_NODE_CACHE_DIR, else ~/.cache/wasm-node-cache]
+    /// Store directory [default: $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache, else $TMPDIR/wasm-node-cache-<uid>]
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
 }

@@ -31,7 +31,12 @@ such as an artifact name in uppercase) are listed as `foreign` (JSON `foreign_fi
 --read-only-store that is missing or refused is shown with its error (JSON: `path`, `read_only`,
 `error`) and the others are still shown.
 
-Exit status: 0 shown; 1 shown, but a read-only store is not usable; 2 could not run (no store at
+The first line is the verdict: `healthy`, or `UNHEALTHY:` and each problem (a bad or refused
+artifact of this build, a writable artifact, temp files, foreign files, a loose lock file, a
+read-only store not usable or holding nothing for this engine, and with --whitelist each listed
+component not stored for this engine).
+
+Exit status: 0 healthy; 1 shown, but unhealthy (the verdict says why); 2 could not run (no store at
 that path, store refused, unreadable).";
 
 /// Options of `status`.
@@ -85,9 +90,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         println!("{}", report.verdict());
         if let Some(c) = &report.whitelist {
             println!(
-                "whitelist:    {} of {} listed component(s) stored for this engine{}",
+                "whitelist:    {} of {} listed component(s) stored for this engine{}{}",
                 c.stored,
                 c.listed,
+                if c.mac_mode.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} in MAC mode (not checked without the key)", c.mac_mode.len())
+                },
                 if c.missing.is_empty() {
                     String::new()
                 } else {
@@ -208,10 +218,14 @@ fn render_text(s: &StoreStatus) -> String {
     for f in &s.foreign_files {
         let _ = writeln!(
             out,
-            "foreign:      {} ({}{}): not a file of this store, never loaded; `prune --stale` removes it",
+            "foreign:      {} ({}): not a file of this store, never loaded; {}",
             f.file.display(),
-            format_size(f.size),
-            if f.directory { ", a directory" } else { "" }
+            if f.directory {
+                "a directory".to_owned()
+            } else {
+                format_size(f.size)
+            },
+            f.removal()
         );
     }
     if s.entries.is_empty() {

@@ -28,8 +28,8 @@ such as an artifact name in uppercase) are listed as `foreign`; no node loads th
 `prune --stale` removes them. A --read-only-store that is missing or refused is reported as BAD
 and the others are still checked.
 
-Exit status: 0 every artifact is sound; 1 at least one is bad, or a read-only store is not usable;
-2 could not run.";
+Exit status: 0 every artifact is sound; 1 at least one is bad, a read-only store is not usable, or
+artifacts of this build in MAC mode were not checked (no key); 2 could not run.";
 
 /// Options of `verify`.
 #[derive(Args, Debug)]
@@ -104,9 +104,14 @@ fn print_store(s: &StoreVerification) {
     // current key while another file was checked.
     for f in &s.foreign_files {
         println!(
-            "foreign  {}  {}  not a file of this store (never loaded; `prune --stale` removes it)",
+            "foreign  {}  {}  not a file of this store (never loaded; {})",
             f.file.display(),
-            format_size(f.size)
+            if f.directory {
+                "a directory".to_owned()
+            } else {
+                format_size(f.size)
+            },
+            f.removal()
         );
     }
     let bad = s.bad();

@@ -43,6 +43,10 @@ pub struct Coverage {
     /// profile's that this CPU runs, in the writable store or a read-only one, with a sound
     /// trailer and trusted by the loader.
     pub stored: usize,
+    /// Seen without the key: of the others, those held as this build's MAC-mode artifacts, which
+    /// a node with the key loads but which cannot be checked here (sorted, hex in JSON).
+    #[serde(serialize_with = "serial::hex_list")]
+    pub mac_mode: Vec<Hash32>,
     /// The others, sorted (hex in JSON).
     #[serde(serialize_with = "serial::hex_list")]
     pub missing: Vec<Hash32>,
@@ -83,11 +87,30 @@ impl StatusReport {
                 held.extend(loadable(s));
             }
         }
-        let mut missing: Vec<Hash32> = whitelist.iter().filter(|h| !held.contains(*h)).copied().collect();
+        let in_mac_mode = |s: &StoreStatus| -> Vec<Hash32> {
+            s.entries
+                .iter()
+                .filter(|e| e.kind == Kind::Component && e.mac_mode && e.refused.is_none())
+                .map(|e| e.hash)
+                .collect()
+        };
+        let mut mac: std::collections::HashSet<Hash32> = in_mac_mode(&self.store).into_iter().collect();
+        for ro in &self.read_only_stores {
+            if let ReadOnlyStatus::Open(s) = ro {
+                mac.extend(in_mac_mode(s));
+            }
+        }
+        let (mut mac_mode, mut missing): (Vec<Hash32>, Vec<Hash32>) = whitelist
+            .iter()
+            .filter(|h| !held.contains(*h))
+            .copied()
+            .partition(|h| mac.contains(h));
+        mac_mode.sort();
         missing.sort();
         self.whitelist = Some(Coverage {
             listed: whitelist.len(),
-            stored: whitelist.len() - missing.len(),
+            stored: whitelist.len() - missing.len() - mac_mode.len(),
+            mac_mode,
             missing,
         });
         self.judge();
@@ -149,14 +172,21 @@ impl StatusReport {
                 )),
             }
         }
-        if let Some(c) = &self.whitelist
-            && !c.missing.is_empty()
-        {
-            problems.push(format!(
-                "{} of {} whitelisted component(s) not stored for this engine (compiled at the next start)",
-                c.missing.len(),
-                c.listed
-            ));
+        if let Some(c) = &self.whitelist {
+            if !c.missing.is_empty() {
+                problems.push(format!(
+                    "{} of {} whitelisted component(s) not stored for this engine (compiled at the next start)",
+                    c.missing.len(),
+                    c.listed
+                ));
+            }
+            if !c.mac_mode.is_empty() {
+                problems.push(format!(
+                    "{} of {} whitelisted component(s) held only in MAC mode, which cannot be checked without the key (give --key-file)",
+                    c.mac_mode.len(),
+                    c.listed
+                ));
+            }
         }
         self.healthy = problems.is_empty();
         self.problems = problems;
@@ -379,6 +409,16 @@ impl ForeignFileStatus {
                 directory: f.is_dir,
             })
             .collect())
+    }
+
+    /// What removes it: `prune --stale` unlinks files and removes empty directories, but never
+    /// empties a directory (it could be a mount point or hold someone's data).
+    pub fn removal(&self) -> &'static str {
+        if self.directory {
+            "`prune --stale` removes it once empty; it never deletes what a directory holds"
+        } else {
+            "`prune --stale` removes it"
+        }
     }
 }
 

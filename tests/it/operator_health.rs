@@ -86,6 +86,21 @@ fn a_mac_mode_store_survives_prune_and_verify_without_the_key_byte_for_byte() {
         serde_json::from_slice(&cli(fx.dir.path(), &[&s(&["status", "--json"])[..], &store].concat()).stdout)
             .expect("json");
     assert_eq!((v["mac_mode"].as_u64(), v["stale"].as_u64()), (Some(3), Some(0)), "{v}");
+    // Asked about the whitelist without the key, status says what it cannot check, not "missing".
+    let whitelist = fx.dir.path().join("wasm.conf");
+    let listed: Vec<String> = fx.whitelist.iter().map(hex::encode).collect();
+    std::fs::write(&whitelist, listed.join("\n")).expect("write whitelist");
+    let status = cli(
+        fx.dir.path(),
+        &[&s(&["status", "--whitelist"])[..], &[whitelist.as_os_str()], &store].concat(),
+    );
+    let text = stdout(&status);
+    assert_eq!(status.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("UNHEALTHY: 3 of 3 whitelisted component(s) held only in MAC mode")
+            && !text.contains("missing"),
+        "{text}"
+    );
     let json = cli(
         fx.dir.path(),
         &[&s(&["prune", "--stale", "--json"])[..], &store].concat(),
