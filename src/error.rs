@@ -344,6 +344,10 @@ impl fmt::Display for LockError {
                     LockHolder::ThisProcess { purpose } => {
                         write!(f, " by this process ({purpose}, pid {})", std::process::id())
                     }
+                    LockHolder::Holding(holders) => {
+                        let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
+                        write!(f, " by {}", list.join(", "))
+                    }
                     LockHolder::Recorded(h) => write!(f, " by another process (last exclusive holder: {h})"),
                     LockHolder::Unknown => f.write_str(" by another process"),
                 }
@@ -368,6 +372,8 @@ pub enum LockHolder {
         /// What it holds the lock for.
         purpose: String,
     },
+    /// The processes the kernel's lock table names as holding it (Linux `/proc/locks`).
+    Holding(Vec<crate::store::Holder>),
     /// The process the last exclusive holder wrote into the lock file (only read from a lock
     /// file only this uid can write): its pid, whether it runs, its command line.
     Recorded(crate::store::Holder),

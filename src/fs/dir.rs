@@ -36,6 +36,21 @@ impl FileId {
         }
     }
 
+    /// The device number.
+    pub(crate) fn dev(self) -> u64 {
+        self.dev
+    }
+
+    /// The inode number.
+    pub(crate) fn ino(self) -> u64 {
+        self.ino
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_parts(dev: u64, ino: u64) -> FileId {
+        FileId { dev, ino }
+    }
+
     /// The identity of what `path` names, following links (as a binary root is read).
     pub(crate) fn of_path(path: &Path) -> io::Result<FileId> {
         Ok(FileId::of(&rfs::stat(path)?))

@@ -45,26 +45,31 @@ const PROBE: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEX
 const RDWR: OFlags = OFlags::RDWR.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
 
 /// Who holds the store's lock right now, as seen by a probe that waits for nobody. In JSON
-/// `{"state": "free" | "shared" | "exclusive" | "unknown", "last_holder": null | {...}}`.
+/// `{"state": "free" | "shared" | "exclusive" | "unknown", "holders": [{...}], "last_holder": null | {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LockState {
     /// Nobody holds it (or the lock file does not exist yet).
     Free,
     /// One or more processes hold it shared: nodes loading or publishing artifacts.
-    Shared,
-    /// A process holds it exclusively (pruning, clearing, removing what it must); `last_holder` is
-    /// the process the last exclusive holder recorded, which is usually that one.
+    Shared {
+        /// The holders, from the kernel's lock table (empty where it cannot be read).
+        holders: Vec<Holder>,
+    },
+    /// A process holds it exclusively (pruning, clearing, removing what it must).
     Exclusive {
+        /// The holder, from the kernel's lock table (empty where it cannot be read).
+        holders: Vec<Holder>,
         /// The pid recorded in the lock file (only read from a lock file only this uid can
-        /// write), whether it still runs, and its command line.
+        /// write), whether it still runs, and its command line: usually the holder, unless a
+        /// tool that records nothing (`flock`) holds the lock.
         last_holder: Option<Holder>,
     },
     /// This uid cannot open the lock file (another owner): who holds it is unknown.
     Unknown,
 }
 
-/// A process named by the pid the last exclusive holder wrote into the lock file.
+/// A process holding a lock, or the one the last exclusive holder wrote into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
     /// The pid, as seen from this pid namespace.
@@ -112,7 +117,7 @@ impl LockState {
     pub fn as_str(&self) -> &'static str {
         match self {
             LockState::Free => "free",
-            LockState::Shared => "shared",
+            LockState::Shared { .. } => "shared",
             LockState::Exclusive { .. } => "exclusive",
             LockState::Unknown => "unknown",
         }
@@ -122,13 +127,15 @@ impl LockState {
 impl serde::Serialize for LockState {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(2))?;
+        let mut m = s.serialize_map(Some(3))?;
         m.serialize_entry("state", self.as_str())?;
-        let holder = match self {
-            LockState::Exclusive { last_holder } => last_holder.as_ref(),
-            _ => None,
+        let (holders, last): (&[Holder], _) = match self {
+            LockState::Shared { holders } => (holders, None),
+            LockState::Exclusive { holders, last_holder } => (holders, last_holder.as_ref()),
+            _ => (&[], None),
         };
-        m.serialize_entry("last_holder", &holder)?;
+        m.serialize_entry("holders", holders)?;
+        m.serialize_entry("last_holder", &last)?;
         m.end()
     }
 }
@@ -137,14 +144,45 @@ impl std::fmt::Display for LockState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LockState::Free => f.write_str("free"),
-            LockState::Shared => f.write_str("held shared (a node is loading or compiling artifacts)"),
-            LockState::Exclusive { last_holder: Some(h) } => {
-                write!(f, "held exclusively (maintenance; last exclusive holder: {h})")
+            LockState::Shared { holders } => {
+                f.write_str("held shared (nodes loading or compiling artifacts)")?;
+                write_holders(f, holders)
             }
-            LockState::Exclusive { last_holder: None } => f.write_str("held exclusively (maintenance)"),
+            LockState::Exclusive { holders, last_holder } => {
+                f.write_str("held exclusively (maintenance)")?;
+                write_holders(f, holders)?;
+                match last_holder {
+                    Some(h) if !holders.iter().any(|k| k.pid == h.pid) => {
+                        write!(f, "; last exclusive holder recorded: {h}")
+                    }
+                    _ => Ok(()),
+                }
+            }
             LockState::Unknown => f.write_str("unknown (this uid cannot open the lock file)"),
         }
     }
+}
+
+/// ` by pid 1 (running: cmd), pid 2 (...)`, or nothing when no holder is known.
+pub(crate) fn write_holders(f: &mut std::fmt::Formatter<'_>, holders: &[Holder]) -> std::fmt::Result {
+    for (i, h) in holders.iter().enumerate() {
+        f.write_str(if i == 0 { " by " } else { ", " })?;
+        write!(f, "pid {}", h.pid)?;
+        if let Some(c) = &h.command {
+            write!(f, " ({c})")?;
+        }
+    }
+    Ok(())
+}
+
+/// The processes other than this one the kernel lists as holding the lock file `id`.
+fn kernel_holders(id: FileId) -> Vec<Holder> {
+    super::lock_holders::flock_holders(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(pid, _)| *pid != std::process::id())
+        .map(|(pid, _)| Holder::of(pid))
+        .collect()
 }
 
 /// A lock file that failed a check and was replaced by a new one, as a start-up reports it.
@@ -358,6 +396,7 @@ impl Store {
             Found::Untrusted(LockProblem::Symlink | LockProblem::NotRegularFile, _) => return Ok(LockState::Free),
             Found::Untrusted(_, _) => self.dir.open_path(LOCK_NAME).map_err(io)?,
         };
+        let id = FileId::of(&st);
         let file = match self.dir.reopen(LOCK_NAME, &fd, &st, PROBE) {
             Ok(file) => file,
             // Another owner's lock file (a `sudo warm` by mistake): shown as such, not an error.
@@ -376,9 +415,12 @@ impl Store {
         match file.try_lock_shared() {
             Ok(()) => {
                 file.unlock().map_err(io)?;
-                Ok(LockState::Shared)
+                Ok(LockState::Shared {
+                    holders: kernel_holders(id),
+                })
             }
             Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
+                holders: kernel_holders(id),
                 last_holder: self.last_lock_holder().map(Holder::of),
             }),
             Err(TryLockError::Error(e)) => Err(io(e)),
@@ -535,6 +577,10 @@ impl Store {
             let now = Instant::now();
             if now >= deadline {
                 let holder = held::holder_of(id, kind, None)
+                    .or_else(|| {
+                        let holders = kernel_holders(id);
+                        (!holders.is_empty()).then_some(LockHolder::Holding(holders))
+                    })
                     .or_else(|| self.last_lock_holder().map(|pid| LockHolder::Recorded(Holder::of(pid))))
                     .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
@@ -547,6 +593,13 @@ impl Store {
                     .map(|h| match h {
                         LockHolder::ThisProcess { purpose } => format!("by this process: {purpose}"),
                         _ => String::new(),
+                    })
+                    .or_else(|| {
+                        let holders = kernel_holders(id);
+                        (!holders.is_empty()).then(|| {
+                            let list: Vec<String> = holders.iter().map(Holder::to_string).collect();
+                            format!("by {}", list.join(", "))
+                        })
                     })
                     .or_else(|| {
                         self.last_lock_holder()
@@ -766,7 +819,9 @@ mod tests {
         drop(b);
         let x = s.lock_exclusive(soon(), "compile").expect("exclusive");
         match s.lock_state().expect("probe") {
-            LockState::Exclusive { last_holder: Some(h) } => {
+            LockState::Exclusive {
+                last_holder: Some(h), ..
+            } => {
                 assert_eq!(h.pid, std::process::id());
                 assert!(h.alive);
                 assert!(h.command.is_some_and(|c| !c.is_empty()));

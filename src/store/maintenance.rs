@@ -536,12 +536,15 @@ mod tests {
         assert_eq!(s.lock_state().expect("probe"), LockState::Free);
         assert!(!s.lock_path().exists(), "the probe never creates the lock file");
         let shared = s.lock_shared(t(), "test").expect("shared");
-        assert_eq!(s.lock_state().expect("probe"), LockState::Shared);
+        assert_eq!(
+            s.lock_state().expect("probe"),
+            LockState::Shared { holders: Vec::new() }
+        );
         drop(shared);
         let _x = s.lock_exclusive(t(), "test").expect("exclusive");
         assert!(matches!(
             s.lock_state().expect("probe"),
-            LockState::Exclusive { last_holder: Some(h) } if h.pid == std::process::id() && h.alive
+            LockState::Exclusive { last_holder: Some(h), .. } if h.pid == std::process::id() && h.alive
         ));
     }
 

@@ -20,6 +20,7 @@
 mod fault;
 mod load;
 mod lock;
+mod lock_holders;
 pub mod maintenance;
 pub(crate) mod marker;
 mod publish;

@@ -165,6 +165,50 @@ fn hold_lock(lock: &Path) -> Child {
     child
 }
 
+#[test]
+fn status_and_a_command_that_gave_up_name_the_process_holding_the_lock() {
+    let fx = Fixture::new();
+    assert_eq!(warm(&fx, &[]).status.code(), Some(0));
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    // `flock` writes no pid into the lock file: only the kernel's lock table names it.
+    let mut holder = hold_lock(&fx.store.join("lock"));
+    let pid = holder.id();
+    let status = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
+    let text = stdout(&status);
+    assert!(
+        text.contains(&format!(
+            "lock:         held exclusively (maintenance) by pid {pid} (flock -o -x "
+        )),
+        "{text}"
+    );
+    let v: Value =
+        serde_json::from_slice(&cli(fx.dir.path(), &[&s(&["status", "--json"])[..], &store].concat()).stdout)
+            .expect("json");
+    assert_eq!(
+        (
+            v["lock"]["state"].as_str(),
+            v["lock"]["holders"][0]["pid"].as_u64(),
+            v["lock"]["holders"][0]["alive"].as_bool()
+        ),
+        (Some("exclusive"), Some(u64::from(pid)), Some(true)),
+        "{v}"
+    );
+    let clear = cli(
+        fx.dir.path(),
+        &[&s(&["clear", "--lock-timeout", "1"])[..], &store].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&clear.stderr);
+    assert_eq!(clear.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "lock still held after 1.0 s by pid {pid}, running: flock -o -x "
+        )),
+        "{stderr}"
+    );
+    holder.kill().expect("kill");
+    holder.wait().expect("wait");
+}
+
 /// `warm --strict --json` exits 1 and its report says `expect`.
 fn strict_fails(fx: &Fixture, extra: &[&OsStr], expect: &str) {
     let out = warm(fx, &[&s(&["--strict", "--json"])[..], extra].concat());
