@@ -22,5 +22,6 @@ mod shipped_components;
 mod store;
 mod store_identity;
 mod store_scenarios;
+mod systemd_units;
 mod trailer_guard;
 mod untrusted_writers;
