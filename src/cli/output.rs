@@ -12,12 +12,15 @@ pub fn report_json(report: &LoadReport) -> anyhow::Result<String> {
 pub fn report_table(report: &LoadReport) -> String {
     let mut out = format!("{:<64}  {:<10}  {}\n", "HASH", "OUTCOME", "DETAIL");
     for e in &report.entries {
-        out.push_str(&format!(
-            "{:<64}  {:<10}  {}\n",
+        let line = format!(
+            "{:<64}  {:<10}  {}",
             hex::encode(e.hash),
             e.outcome.as_str(),
             e.reason().unwrap_or_default()
-        ));
+        );
+        // No padding after the last word: a copied session or a diff shows no invisible spaces.
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out.push('\n');
     out.push_str(&report.to_string());

@@ -218,9 +218,10 @@ impl LoadReport {
             // A rejection alone was already logged, naming the file, when it happened.
             let needs_warning = matches!(e.outcome, Outcome::Skipped(_))
                 || matches!(
-                    e.stored,
-                    Some(StoreWrite::NotStored(_) | StoreWrite::DurabilityNotConfirmed(_))
-                );
+                    &e.stored,
+                    Some(StoreWrite::NotStored(why)) if !matches!(why, StoreError::NativeNotStored)
+                )
+                || matches!(e.stored, Some(StoreWrite::DurabilityNotConfirmed(_)));
             match (needs_warning, e.reason()) {
                 (true, Some(reason)) => {
                     log::warn!("component {}: {}: {reason}", hex::encode(e.hash), e.outcome.as_str())

@@ -415,6 +415,8 @@ fn compile_pending<T: Compiled>(
                             session.health.written += 1;
                             session.health.durability_error.get_or_insert_with(|| e.clone());
                         }
+                        // Not asked for: a bake of portable profiles only. Nothing went wrong.
+                        StoreWrite::NotStored(StoreError::NativeNotStored) => {}
                         StoreWrite::NotStored(e) => {
                             session.health.write_error.get_or_insert_with(|| e.clone());
                         }

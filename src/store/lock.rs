@@ -490,6 +490,20 @@ impl Store {
     /// locked until the exchange is settled, so nobody verifies it in between. The old inode is
     /// unlinked: whoever has it open holds nothing of this store's.
     fn replace_lock(&self, problem: LockProblem, old: &Stat) -> Result<(), LockError> {
+        // The new file's temporary name is exposed to a process removing leftover temp files
+        // under the exclusive lock of the old inode; that pass runs once, so trying again is
+        // enough.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.replace_lock_once(problem, old) {
+                Err(LockError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => continue,
+                done => return done,
+            }
+        }
+    }
+
+    fn replace_lock_once(&self, problem: LockProblem, old: &Stat) -> Result<(), LockError> {
         let temp = format!("{TEMP_PREFIX}lock-{}-{}", std::process::id(), next_id());
         let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         let fresh = self.dir.open_file(&temp, create, 0o600).map_err(io)?;

@@ -109,6 +109,20 @@ fn read_marker(dir: &Dir) -> io::Result<Standing> {
 /// fsynced. Threads and processes making one store at once write the same bytes under names of
 /// their own; any rename wins.
 pub(crate) fn write(dir: &Dir) -> io::Result<()> {
+    // No lock is held yet (the marker comes first), so a process removing leftover temp files
+    // under the exclusive lock may remove ours between its creation and its rename: that pass
+    // runs once per lock, so trying again is enough.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match write_once(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => continue,
+            done => return done,
+        }
+    }
+}
+
+fn write_once(dir: &Dir) -> io::Result<()> {
     let temp = super::publish::temp_name();
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let written = (|| {

@@ -84,7 +84,12 @@ impl fmt::Display for Rejection {
             Rejection::Symlink => f.write_str("is a symbolic link; links in the store are never followed"),
             Rejection::NotRegularFile => f.write_str("not a regular file"),
             Rejection::ForeignOwner { uid } => {
-                write!(f, "owned by uid {uid}, not by this process's uid {}", crate::fs::euid())
+                write!(
+                    f,
+                    "owned by {}, not by this process's {}",
+                    crate::fs::user_name(*uid),
+                    crate::fs::user_name(crate::fs::euid())
+                )
             }
             Rejection::WritableByOthers { mode } => {
                 write!(f, "writable by group or others (mode {mode:03o})")

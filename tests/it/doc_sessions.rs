@@ -10,7 +10,8 @@
 //!
 //! Each block runs in a fresh sandbox, as the node's service would: the working directory holds
 //! the repository's `config/` and stands for `/srv/node`; `/var/cache/node-wasm` (the store,
-//! `$WASM_NODE_CACHE_DIR`), `/opt/wasm-bake` and `/etc/node` are directories of the sandbox, named
+//! `$WASM_NODE_CACHE_DIR`), `/opt/wasm-bake`, `/etc/node` and node_exporter's
+//! `/var/lib/node_exporter/textfile_collector` are directories of the sandbox, named
 //! in commands and shown in output by those paths. Commands run with `sh -c`, with the CLI first on
 //! `PATH`.
 
@@ -25,6 +26,10 @@ use wasm_node_cache::Fingerprint;
 
 /// The paths a doc names, and where they are in the sandbox (most specific first).
 const PATHS: &[(&str, &str)] = &[
+    (
+        "/var/lib/node_exporter/textfile_collector",
+        "var/lib/node_exporter/textfile_collector",
+    ),
     ("/var/cache/node-wasm", "var/cache/node-wasm"),
     ("/opt/wasm-bake", "opt/wasm-bake"),
     ("/etc/node", "etc/node"),
@@ -42,7 +47,7 @@ impl Sandbox {
         let root = dir.path().join("srv-node");
         common::sh(
             &format!(
-                "mkdir -p '{0}' '{0}/etc/node' '{0}/opt' '{0}/var/cache' '{0}/tmp' && chmod 700 '{0}/etc/node' && cp -R '{1}/config' '{0}/config'",
+                "mkdir -p '{0}' '{0}/etc/node' '{0}/opt' '{0}/var/cache' '{0}/var/lib/node_exporter/textfile_collector' '{0}/tmp' && chmod 700 '{0}/etc/node' && cp -R '{1}/config' '{0}/config'",
                 root.display(),
                 common::repo().display()
             ),
@@ -248,4 +253,64 @@ fn the_json_field_tables_of_operating_md_name_exactly_the_fields_printed() {
             "the table under {heading} and the keys `{command}` prints"
         );
     }
+}
+
+/// The names of every `fn` in the repository's Rust sources (src/, tests/, benches/, examples/).
+fn rust_fn_names() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, names: &mut std::collections::BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, names);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for rest in text.split("fn ").skip(1) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for dir in ["src", "tests", "benches", "examples", "node-build-check"] {
+        walk(&common::repo().join(dir), &mut names);
+    }
+    names
+}
+
+/// A doc that names a test (or a function) by a name no longer in the code sends a reader to
+/// nothing: every backticked snake_case name of four words or more must be a `fn` of the
+/// repository (metric names excepted).
+#[test]
+fn every_test_the_docs_cite_exists() {
+    let names = rust_fn_names();
+    let mut missing = Vec::new();
+    let docs = [
+        "README.md",
+        "SECURITY.md",
+        "docs/operating.md",
+        "docs/deploying.md",
+        "docs/design.md",
+        "docs/performance.md",
+    ];
+    for doc in docs {
+        let text = std::fs::read_to_string(common::repo().join(doc)).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        for token in text.split('`').skip(1).step_by(2) {
+            let cited = token.matches('_').count() >= 3
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !token.starts_with("wasm_node_cache_");
+            if cited && !names.contains(token) {
+                missing.push(format!("{doc}: {token}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "cited but not in the code:\n{}", missing.join("\n"));
 }
