@@ -656,30 +656,42 @@ pub fn symlinked_lock_file(door: Door) {
     assert_eq!(start(door, &fx, &Opts::default()).loaded(), 3);
 }
 
-/// A bake made through the door, served read-only to a start with an empty writable store:
-/// nothing compiled, nothing written into the bake.
-pub fn read_only_store_served(door: Door) {
-    let fx = Fixture::new();
+/// A bake of the fixture's components made through `door` at `<fixture>/bake`, as an image build
+/// does: the lock file removed (a bake has none) and every write bit of the directory cleared.
+fn bake(door: Door, fx: &Fixture) -> PathBuf {
     let bake = fx.dir.path().join("bake");
     let baking = Opts {
         store: Some(bake.clone()),
         ..Opts::default()
     };
-    assert_eq!(start(door, &fx, &baking).compiled(), 3);
+    let run = start(door, fx, &baking);
+    assert_eq!(run.count(|s| *s == Source::Compiled(Ok(()))), 3, "{:?}", run.sources);
+    if let Some(r) = &run.report {
+        assert_eq!(r.store.written, 3, "{r}");
+    }
     std::fs::remove_file(bake.join("lock")).expect("a bake has no lock file");
     super::chmod(&bake, 0o555);
+    bake
+}
+
+/// Options of a start with `bake` as its read-only store.
+fn with_bake(bake: &Path) -> Opts {
+    Opts {
+        read_only: vec![bake.to_path_buf()],
+        ..Opts::default()
+    }
+}
+
+/// A bake made through the door, served read-only to a start with an empty writable store:
+/// nothing compiled, nothing written into the bake.
+pub fn read_only_store_served(door: Door) {
+    let fx = Fixture::new();
+    let bake = bake(door, &fx);
     let before: Vec<_> = std::fs::read_dir(&bake)
         .expect("bake")
         .map(|e| e.expect("e").path())
         .collect();
-    let run = start(
-        door,
-        &fx,
-        &Opts {
-            read_only: vec![bake.clone()],
-            ..Opts::default()
-        },
-    );
+    let run = start(door, &fx, &with_bake(&bake));
     run.assert_serves_everything();
     assert_eq!(
         run.count(|s| *s == Source::ReadOnly(bake.clone())),
@@ -693,6 +705,153 @@ pub fn read_only_store_served(door: Door) {
         .collect();
     assert_eq!(before, after, "the bake is never written");
     assert_eq!(super::artifact_count(&fx.store), 0, "nothing compiled, nothing stored");
+}
+
+/// A baked artifact damaged by `damage` (the bake's directory writable meanwhile): refused for a
+/// reason `check` accepts, the adder compiled and healed into the writable store, the bake left
+/// byte for byte as it was; the next start takes the adder from the writable store, searched
+/// first, and the rest from the bake.
+fn baked_artifact_rejected_and_healed(door: Door, damage: impl FnOnce(&Path), check: impl Fn(&Rejection) -> bool) {
+    let fx = Fixture::new();
+    let bake = bake(door, &fx);
+    let adder = super::adder_hash();
+    super::chmod(&bake, 0o755);
+    damage(&super::artifact_of(&bake, &adder));
+    super::chmod(&bake, 0o555);
+    let before = super::snapshot(&bake);
+
+    let run = start(door, &fx, &with_bake(&bake));
+    run.assert_serves_everything();
+    assert_eq!(run.sources[&adder], Source::Compiled(Ok(())), "{:?}", run.sources);
+    assert_eq!(
+        run.count(|s| *s == Source::ReadOnly(bake.clone())),
+        2,
+        "{:?}",
+        run.sources
+    );
+    let why = run.rejected.get(&adder).expect("the baked artifact is rejected");
+    assert!(check(why), "unexpected rejection: {why:?}");
+    run.assert_node_counts((2, 1, 1, 0));
+    if let Some(r) = &run.report {
+        assert_eq!(
+            r.store.written, 1,
+            "the healed artifact goes to the writable store: {r}"
+        );
+    }
+    assert_eq!(super::snapshot(&bake), before, "the bake is untouched");
+    assert_eq!(super::artifact_count(&fx.store), 1);
+
+    let next = start(door, &fx, &with_bake(&bake));
+    next.assert_serves_everything();
+    assert_eq!(
+        next.sources[&adder],
+        Source::Store,
+        "the writable store is searched first: {:?}",
+        next.sources
+    );
+    assert_eq!(
+        next.count(|s| *s == Source::ReadOnly(bake.clone())),
+        2,
+        "{:?}",
+        next.sources
+    );
+    assert!(next.rejected.is_empty(), "{:?}", next.rejected);
+    next.assert_node_counts((3, 0, 0, 0));
+    if let Some(r) = &next.report {
+        assert_eq!(
+            r.entry(&adder).and_then(|e| e.store.clone()).as_deref(),
+            Some(fx.store.as_path()),
+            "{r}"
+        );
+    }
+}
+
+/// A corrupt artifact in the bake.
+pub fn corrupt_baked_artifact(door: Door) {
+    baked_artifact_rejected_and_healed(
+        door,
+        |path| {
+            let bytes = std::fs::read(path).expect("read");
+            let middle = bytes.len() / 2;
+            replace_file(path, &flipped(bytes, middle));
+        },
+        |r| matches!(r, Rejection::Format(ArtifactError::PayloadChecksum)),
+    );
+}
+
+/// An artifact in the bake given to another uid (needs root): a bake is checked like the
+/// writable store.
+pub fn foreign_baked_artifact(door: Door) {
+    baked_artifact_rejected_and_healed(
+        door,
+        super::give_to_other_uid,
+        |r| matches!(r, Rejection::ForeignOwner { uid } if *uid == super::OTHER_UID),
+    );
+}
+
+/// A corrupt artifact in the writable store for a component the bake serves: the bake serves it,
+/// the rejected file is removed (not replaced: nothing was compiled), and the start says so;
+/// the next start reports nothing.
+pub fn corrupt_artifact_beside_a_bake(door: Door) {
+    let fx = Fixture::new();
+    let bake = bake(door, &fx);
+    let adder = super::adder_hash();
+    start(door, &fx, &Opts::default());
+    let victim = fx.artifact_path(&adder);
+    let bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    replace_file(&victim, &flipped(bytes, middle));
+    for hash in &fx.whitelist {
+        if *hash != adder {
+            std::fs::remove_file(fx.artifact_path(hash)).expect("unlink");
+        }
+    }
+
+    let run = start(door, &fx, &with_bake(&bake));
+    run.assert_serves_everything();
+    assert_eq!(
+        run.count(|s| *s == Source::ReadOnly(bake.clone())),
+        3,
+        "{:?}",
+        run.sources
+    );
+    assert!(
+        matches!(
+            run.rejected.get(&adder),
+            Some(Rejection::Format(ArtifactError::PayloadChecksum))
+        ),
+        "{:?}",
+        run.rejected
+    );
+    assert_eq!(run.rejected.len(), 1, "{:?}", run.rejected);
+    assert!(!victim.exists(), "the rejected file is gone");
+    run.assert_node_counts((3, 0, 1, 0));
+    if let Some(r) = &run.report {
+        assert_eq!(
+            r.entry(&adder).and_then(|e| e.store.clone()).as_deref(),
+            Some(bake.as_path()),
+            "{r}"
+        );
+        assert_eq!(r.store.rejected_removed, 1, "{r}");
+        assert!(r.to_string().contains("1 rejected artifact(s) removed"), "{r}");
+    }
+
+    let next = start(door, &fx, &with_bake(&bake));
+    assert_eq!(
+        next.count(|s| *s == Source::ReadOnly(bake.clone())),
+        3,
+        "{:?}",
+        next.sources
+    );
+    assert!(
+        next.rejected.is_empty(),
+        "the next start reports nothing: {:?}",
+        next.rejected
+    );
+    next.assert_node_counts((3, 0, 0, 0));
+    if let Some(r) = &next.report {
+        assert_eq!(r.store.rejected_removed, 0, "{r}");
+    }
 }
 
 /// An injected failure to write (`fault`): every component compiled and served, none stored, the

@@ -40,6 +40,10 @@ through_both_doors!(
     plain_artifacts_are_not_mac_candidates,
     symlinked_lock_file,
     read_only_store_served,
+    corrupt_baked_artifact,
+    #[ignore = "needs root: gives a baked artifact to uid 65534"]
+    foreign_baked_artifact,
+    corrupt_artifact_beside_a_bake,
     full_disk,
     read_only_file_system,
     directory_fsync_fails,
