@@ -379,7 +379,11 @@ fn verify_and_status_flag_writable_and_foreign_owned_artifacts() {
         bad[0].contains(&site.hashes[1]) && bad[0].contains("owned by uid 65534"),
         "{stdout}"
     );
-    let status = site.json(&["status", "--json"]);
+    // A refused artifact makes the store unhealthy: status still prints its JSON, and exits 1.
+    let out = site.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(status["healthy"], false, "{status}");
     let refused: Vec<&Value> = status["entries"]
         .as_array()
         .expect("entries")

@@ -1,7 +1,8 @@
-//! What runs is what was verified: store files written in place, truncated, owned by someone
-//! else or writable by others; directories swapped under the node; key files and sources that are
-//! links, FIFOs or another user's. Writers and racers are separate processes (coreutils), as an
-//! operator's `cp`/`rsync --inplace` or an attacker would be.
+//! What runs is what was verified: store files written in place or truncated under a running node;
+//! directories swapped under the node; key files and sources that are links, FIFOs or another
+//! user's. Writers and racers are separate processes (coreutils), as an operator's
+//! `cp`/`rsync --inplace` or an attacker would be. Artifacts owned by someone else or writable by
+//! others are the scenarios of `tests/common/scenarios.rs`, run through both doors.
 
 use crate::common;
 
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
 use wasm_node_cache::config::sha256;
-use wasm_node_cache::error::Rejection;
 use wasm_node_cache::node::report::LoadPath;
 use wasm_node_cache::testing::{ArtifactKey, Fault};
 use wasm_node_cache::testing::{Sealer, encode_trailer};
@@ -128,42 +128,6 @@ fn plain_mode_maps_artifacts_published_with_no_write_bit() {
         let mode = std::fs::metadata(&a).expect("stat").mode() & 0o777;
         assert_eq!(mode & 0o222, 0, "{} has a write bit: {mode:03o}", a.display());
     }
-}
-
-/// A foreign owner or a mode that lets others write: rejected before reading, recompiled, and
-/// replaced by a rename with a sound file; the start after loads everything.
-fn untrusted_artifact_is_rejected_and_healed(damage: impl FnOnce(&Path), check: impl Fn(&Rejection) -> bool) {
-    let fx = Fixture::new();
-    fx.start();
-    let adder = common::adder_hash();
-    let path = fx.artifact_path(&adder);
-    damage(&path);
-    let cache = fx.start();
-    let r = cache.report();
-    assert_eq!((r.from_store, r.compiled, r.rejected), (2, 1, 1), "{r}");
-    let rejection = r.entry(&adder).and_then(|e| e.rejected.clone()).expect("rejected");
-    assert!(check(&rejection), "{rejection}");
-    assert_eq!(results(&cache), fresh_results(&fx));
-    let meta = std::fs::metadata(&path).expect("replaced");
-    assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
-    assert_eq!(meta.mode() & 0o222, 0);
-    assert_eq!(fx.start().report().from_store, 3);
-}
-
-#[test]
-#[ignore = "needs root: gives an artifact to uid 65534"]
-fn artifact_owned_by_another_uid_is_rejected_and_healed() {
-    untrusted_artifact_is_rejected_and_healed(common::give_to_other_uid, |r| {
-        matches!(r, Rejection::ForeignOwner { uid: OTHER_UID })
-    });
-}
-
-#[test]
-fn artifact_writable_by_others_is_rejected_and_healed() {
-    untrusted_artifact_is_rejected_and_healed(
-        |p| chmod(p, 0o666),
-        |r| matches!(r, Rejection::WritableByOthers { mode: 0o666 }),
-    );
 }
 
 /// Spawns a shell loop that keeps swapping `a` and `b` in `dir` by rename, until killed.
