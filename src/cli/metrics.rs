@@ -237,9 +237,35 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
 
 /// Writes `registry` to `path` atomically: a temporary file in the same directory, written and
 /// fsynced, renamed over `path`.
+/// `text` with the samples of each metric in label order: a family keeps its label sets in a hash
+/// map, and a file that changes order from run to run makes every diff and doc session noisy.
+fn sort_samples(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        samples.sort_unstable();
+        for s in samples.drain(..) {
+            out.push_str(s);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
+    out
+}
+
 pub(crate) fn write(path: &Path, registry: &Registry) -> anyhow::Result<()> {
     let mut text = String::new();
     encode_registry(&mut text, registry).context("cannot encode the metrics")?;
+    let text = sort_samples(&text);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -259,4 +285,16 @@ pub(crate) fn write(path: &Path, registry: &Registry) -> anyhow::Result<()> {
         return Err(e).with_context(|| format!("{}: cannot write the metrics file", path.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn samples_come_in_label_order_within_their_metric() {
+        let text = "# HELP a x\n# TYPE a gauge\na{o=\"z\"} 1\na{o=\"b\"} 2\n# HELP b y\nb 3\n# EOF\n";
+        assert_eq!(
+            super::sort_samples(text),
+            "# HELP a x\n# TYPE a gauge\na{o=\"b\"} 2\na{o=\"z\"} 1\n# HELP b y\nb 3\n# EOF\n"
+        );
+    }
 }
