@@ -255,7 +255,7 @@ fn the_json_field_tables_of_operating_md_name_exactly_the_fields_printed() {
     }
 }
 
-/// The names of every `fn` in the repository's Rust sources (src/, tests/, benches/, examples/).
+/// The names of every `fn` defined, or method called, in the repository's Rust sources.
 fn rust_fn_names() -> std::collections::BTreeSet<String> {
     fn walk(dir: &Path, names: &mut std::collections::BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -267,12 +267,17 @@ fn rust_fn_names() -> std::collections::BTreeSet<String> {
                 walk(&path, names);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                for rest in text.split("fn ").skip(1) {
-                    let name: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    names.insert(name);
+                // Functions defined here, and methods called here (wasmtime's `Config` setters).
+                for sep in ["fn ", "."] {
+                    for rest in text.split(sep).skip(1) {
+                        let name: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        if sep == "fn " || rest[name.len()..].starts_with('(') {
+                            names.insert(name);
+                        }
+                    }
                 }
             }
         }
