@@ -109,6 +109,26 @@ pub fn artifact_of(store: &Path, hash: &Hash32) -> PathBuf {
     found.into_iter().next().expect("one")
 }
 
+/// The shipped component `name` (`cached`, loaded from a store) gives the same results as `bytes`
+/// compiled afresh by `engine`: what runs is what a compilation of the whitelisted bytes makes.
+pub fn assert_same_results_as_fresh(engine: &Engine, name: &str, cached: &Component, bytes: &[u8]) {
+    let fresh = Component::new(engine, bytes).expect("fresh compile");
+    match name {
+        "adder" => {
+            for (a, b) in [(1, 2), (-7, 3), (i32::MAX, 1)] {
+                assert_eq!(call_add(engine, cached, a, b), call_add(engine, &fresh, a, b));
+            }
+            assert_eq!(call_add(engine, cached, 40, 2), 42);
+        }
+        "fib" => assert_eq!(call_fib(engine, cached, 50), call_fib(engine, &fresh, 50)),
+        "fnv1a" => assert_eq!(
+            call_fnv1a(engine, cached, "what runs is what was verified"),
+            call_fnv1a(engine, &fresh, "what runs is what was verified")
+        ),
+        other => panic!("no check for {other}"),
+    }
+}
+
 /// Calls the adder's `add` with fuel, as the node would.
 pub fn call_add(engine: &Engine, component: &Component, a: i32, b: i32) -> i32 {
     let mut store = Store::new(engine, ());

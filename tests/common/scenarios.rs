@@ -22,7 +22,7 @@ use wasm_node_cache::testing::Fault;
 use wasm_node_cache::{ArtifactStore, Hash32, Origin};
 use wasmtime::component::Component;
 
-use super::{Fixture, call_add, call_fib, call_fnv1a};
+use super::Fixture;
 
 /// Which door a scenario goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,21 +96,7 @@ impl Run {
             let Some(cached) = self.components.get(&sha256(&bytes)) else {
                 continue;
             };
-            let fresh = Component::new(engine, &bytes).expect("fresh compile");
-            match name.as_str() {
-                "adder" => {
-                    for (a, b) in [(1, 2), (-7, 3), (i32::MAX, 1)] {
-                        assert_eq!(call_add(engine, cached, a, b), call_add(engine, &fresh, a, b));
-                    }
-                    assert_eq!(call_add(engine, cached, 40, 2), 42);
-                }
-                "fib" => assert_eq!(call_fib(engine, cached, 50), call_fib(engine, &fresh, 50)),
-                "fnv1a" => assert_eq!(
-                    call_fnv1a(engine, cached, "what runs is what was verified"),
-                    call_fnv1a(engine, &fresh, "what runs is what was verified")
-                ),
-                other => panic!("no check for {other}"),
-            }
+            super::assert_same_results_as_fresh(engine, &name, cached, &bytes);
         }
     }
 }

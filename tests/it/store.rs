@@ -7,11 +7,10 @@ use crate::common;
 
 use std::collections::HashSet;
 
-use common::{Fixture, call_add, call_fib, call_fnv1a};
+use common::{Fixture, call_add};
 use wasm_node_cache::WasmNodeCache;
 use wasm_node_cache::config::sha256;
 use wasm_node_cache::node::report::{Outcome, SkipReason};
-use wasmtime::component::Component;
 
 fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
     let r = cache.report();
@@ -30,18 +29,7 @@ fn assert_runs_like_fresh(cache: &WasmNodeCache) {
             .wasm_component_cache
             .get(&sha256(&bytes))
             .unwrap_or_else(|| panic!("{name} loaded"));
-        let fresh = Component::new(engine, &bytes).expect("fresh compile");
-        match name.as_str() {
-            "adder" => {
-                for (a, b) in [(1, 2), (-7, 3), (i32::MAX, 1)] {
-                    assert_eq!(call_add(engine, cached, a, b), call_add(engine, &fresh, a, b));
-                }
-                assert_eq!(call_add(engine, cached, 40, 2), 42);
-            }
-            "fib" => assert_eq!(call_fib(engine, cached, 50), call_fib(engine, &fresh, 50)),
-            "fnv1a" => assert_eq!(call_fnv1a(engine, cached, "node"), call_fnv1a(engine, &fresh, "node")),
-            other => panic!("no check for {other}"),
-        }
+        common::assert_same_results_as_fresh(engine, &name, cached, &bytes);
     }
 }
 
