@@ -1,4 +1,4 @@
-//! The README's "Deploying" recipe, run against directories instead of an image: bake at build
+//! The recipe of docs/deploying.md, run against directories instead of an image: bake at build
 //! time, start a container on an empty volume, and start on a host whose engine differs.
 
 use crate::common;
