@@ -68,38 +68,16 @@ impl StatusReport {
     /// The report with the coverage of `whitelist` (the node's `wasm.conf`), which counts in the
     /// verdict: a whitelisted component not stored is compiled at the next start.
     pub fn with_whitelist(mut self, whitelist: &std::collections::HashSet<Hash32>) -> StatusReport {
-        let loadable = |s: &StoreStatus| -> Vec<Hash32> {
-            s.entries
-                .iter()
-                .filter(|e| e.kind == Kind::Component && e.current && e.header_error.is_none() && e.refused.is_none())
-                .filter(|e| {
-                    s.fingerprints
-                        .iter()
-                        .find(|f| f.fingerprint == e.fingerprint)
-                        .is_none_or(|f| f.current || f.runs_here != Some(false))
-                })
-                .map(|e| e.hash)
-                .collect()
-        };
-        let mut held: std::collections::HashSet<Hash32> = loadable(&self.store).into_iter().collect();
-        for ro in &self.read_only_stores {
-            if let ReadOnlyStatus::Open(s) = ro {
-                held.extend(loadable(s));
-            }
-        }
-        let in_mac_mode = |s: &StoreStatus| -> Vec<Hash32> {
-            s.entries
-                .iter()
-                .filter(|e| e.kind == Kind::Component && e.mac_mode && e.refused.is_none())
-                .map(|e| e.hash)
-                .collect()
-        };
-        let mut mac: std::collections::HashSet<Hash32> = in_mac_mode(&self.store).into_iter().collect();
-        for ro in &self.read_only_stores {
-            if let ReadOnlyStatus::Open(s) = ro {
-                mac.extend(in_mac_mode(s));
-            }
-        }
+        let held = self.component_hashes(|s, e| {
+            e.current
+                && e.header_error.is_none()
+                && e.refused.is_none()
+                && s.fingerprints
+                    .iter()
+                    .find(|f| f.fingerprint == e.fingerprint)
+                    .is_none_or(|f| f.current || f.runs_here != Some(false))
+        });
+        let mac = self.component_hashes(|_, e| e.mac_mode && e.refused.is_none());
         let (mut mac_mode, mut missing): (Vec<Hash32>, Vec<Hash32>) = whitelist
             .iter()
             .filter(|h| !held.contains(*h))
@@ -115,6 +93,28 @@ impl StatusReport {
         });
         self.judge();
         self
+    }
+
+    /// The hashes of the components that some store (writable or read-only) holds an artifact of
+    /// for which `keep` holds.
+    fn component_hashes(
+        &self,
+        keep: impl Fn(&StoreStatus, &ArtifactStatus) -> bool,
+    ) -> std::collections::HashSet<Hash32> {
+        let open = self.read_only_stores.iter().filter_map(|ro| match ro {
+            ReadOnlyStatus::Open(s) => Some(s),
+            ReadOnlyStatus::Unusable { .. } => None,
+        });
+        let keep = &keep;
+        std::iter::once(&self.store)
+            .chain(open)
+            .flat_map(|s| {
+                s.entries
+                    .iter()
+                    .filter(move |e| e.kind == Kind::Component && keep(s, e))
+                    .map(|e| e.hash)
+            })
+            .collect()
     }
 
     /// The one line `status` prints first: `healthy`, or `UNHEALTHY:` and what is wrong.
