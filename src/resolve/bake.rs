@@ -68,22 +68,23 @@ pub(super) fn bake<T: Compiled>(
         let done = AtomicUsize::new(0);
         let purpose = format!("bake CPU profile {}", pe.profile);
         let results = on_every_core(&jobs, |(key, bytes)| {
+            // `None`: another process baked it while this one waited for its lock, which this
+            // report counts as present, not written.
             let stored = match theirs.lock_artifact(key, deadline, &purpose) {
-                Err(source) => StoreWrite::NotStored(StoreError::Lock {
+                Err(source) => Some(StoreWrite::NotStored(StoreError::Lock {
                     path: theirs.lock_path(),
                     kind: LockKind::Artifact,
                     source,
-                }),
-                // Another process baked it while this one waited.
-                Ok(_) if is_stored(&theirs, key) => StoreWrite::Stored,
-                Ok(lock) => match T::precompile(&pe.engine, bytes) {
+                })),
+                Ok(_) if is_stored(&theirs, key) => None,
+                Ok(lock) => Some(match T::precompile(&pe.engine, bytes) {
                     Ok(artifact) => publish(&lock, &artifact),
                     Err(e) => StoreWrite::NotStored(StoreError::Compile {
                         hash: key.source,
                         kind: key.kind,
                         source: std::sync::Arc::new(e),
                     }),
-                },
+                }),
             };
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some(p) = progress {
@@ -93,12 +94,13 @@ pub(super) fn bake<T: Compiled>(
         });
         for (hash, stored) in results {
             match stored {
-                StoreWrite::Stored => report.written += 1,
-                StoreWrite::DurabilityNotConfirmed(e) => {
+                None => report.present += 1,
+                Some(StoreWrite::Stored) => report.written += 1,
+                Some(StoreWrite::DurabilityNotConfirmed(e)) => {
                     report.written += 1;
                     report.durability_error.get_or_insert(e);
                 }
-                StoreWrite::NotStored(reason) => {
+                Some(StoreWrite::NotStored(reason)) => {
                     log::warn!(
                         "{} artifact of {} not stored: {}",
                         pe.profile,
