@@ -187,6 +187,7 @@ impl ArtifactStoreBuilder {
             profile_config: self.profile_config,
             fault: self.fault,
             simulated_cpu: false,
+            check_read_only: false,
         }))
     }
 }

@@ -111,6 +111,7 @@ impl ArtifactStore {
             profile_config: None,
             fault: crate::store::Fault::None,
             simulated_cpu: false,
+            check_read_only: false,
         }))
     }
 

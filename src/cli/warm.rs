@@ -67,6 +67,11 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
         builder = builder.read_only_store(dir);
     }
     let bake = args.cpu_profile.is_some();
+    if args.strict {
+        // A read-only store that is missing or serves nothing is a problem even on a start that
+        // did not need it: the next host, or the next release, will.
+        builder = builder.check_read_only_stores();
+    }
     builder = builder
         .lock_timeout(args.lock.timeout()?)
         .cpu_profiles(args.cpu_profile.unwrap_or_else(|| vec![CpuProfile::Native]));

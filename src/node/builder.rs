@@ -56,6 +56,7 @@ pub struct Builder {
     progress: Option<ProgressFn>,
     cpu_profiles: Option<Vec<CpuProfile>>,
     simulated_cpu: bool,
+    check_read_only_stores: bool,
 }
 
 impl Builder {
@@ -155,6 +156,16 @@ impl Builder {
         self
     }
 
+    /// Look at every read-only store even when the writable store serves everything, so that the
+    /// report says of each whether it can be used and holds artifacts this engine loads
+    /// ([`ReadOnlyStoreReport::serves`](crate::node::report::ReadOnlyStoreReport::serves)): for a
+    /// health check such as `warm --strict`. A node's own start-up leaves it off, and never walks
+    /// a read-only store it does not need.
+    pub fn check_read_only_stores(mut self) -> Self {
+        self.check_read_only_stores = true;
+        self
+    }
+
     /// Tests only: `engine` is the node's engine as it would be on a host of another CPU level
     /// (the node's settings with a feature probe that denies some of this CPU's features), so
     /// portable artifacts may serve it although its fingerprint is not the node's here.
@@ -222,6 +233,7 @@ impl Builder {
             profile_config: None,
             fault: self.fault,
             simulated_cpu: self.simulated_cpu,
+            check_read_only: self.check_read_only_stores,
         });
         let store = ArtifactStore::from_stores(stores);
 

@@ -315,6 +315,11 @@ impl LoadReport {
                 ));
             } else if let Some(m) = ro.mismatch(&self.store.fingerprint) {
                 out.push(m);
+            } else if ro.serves == Some(false) {
+                out.push(format!(
+                    "read-only store {} holds no artifact for this engine",
+                    ro.path.display()
+                ));
             }
         }
         let baked: usize = self.baked.iter().map(|b| b.failed.len()).sum();

@@ -92,8 +92,9 @@ pub(super) fn read_only<'s, T: Compiled>(
 ) -> Vec<Opened<'s>> {
     let mut opened = Vec::new();
     for (i, report) in reports.iter_mut().enumerate() {
-        // Everything is loaded already: nothing to look up, and nothing to warn about.
-        if pending(slots).is_empty() {
+        // Everything is loaded already: nothing to look up, and nothing to warn about, unless
+        // a health check asks about every store.
+        if pending(slots).is_empty() && !stores.check_read_only {
             break;
         }
         match stores.read_only_store(i) {
@@ -165,6 +166,18 @@ pub(super) fn portable<T: Compiled>(
             }
         }
     }
+}
+
+/// True when a store whose artifacts have the fingerprints `present` holds some this engine
+/// loads: its own fingerprint's, or a portable profile's when portable artifacts may serve it.
+pub(super) fn serves(stores: &Stores, present: &BTreeSet<Fingerprint>) -> bool {
+    present.contains(&stores.fingerprint)
+        || (stores.serves_portable()
+            && !stores.bakes_native()
+            && stores
+                .portable_engines()
+                .iter()
+                .any(|pe| present.contains(&pe.fingerprint)))
 }
 
 /// For a read-only store that served nothing: the fingerprints of its artifacts with their

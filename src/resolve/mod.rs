@@ -193,7 +193,12 @@ pub(crate) fn run<T: Compiled>(
         }
         for opened in &read_only {
             let report = &mut session.read_only[opened.index];
-            if report.hits == 0 {
+            // A store whose listing holds this engine's fingerprint (or a portable one this CPU
+            // runs) is no mismatch: it merely lacked what was pending. Only the others are listed
+            // again to say why.
+            let ours = report.hits > 0 || opened.present.as_ref().is_some_and(|p| lookup::serves(stores, p));
+            report.serves = Some(ours);
+            if !ours {
                 lookup::explain_mismatch(stores, opened.store, report);
                 if let Some(m) = report.mismatch(&session.health.fingerprint) {
                     log::warn!("{m}");

@@ -71,6 +71,10 @@ pub struct ReadOnlyStoreReport {
     pub error: Option<StoreError>,
     /// Components loaded from it.
     pub hits: usize,
+    /// Whether it holds artifacts this engine loads (its fingerprint's, or a portable profile's
+    /// that this CPU runs); `None` when it was not looked at (everything came from the writable
+    /// store; see [`Builder::check_read_only_stores`](crate::Builder::check_read_only_stores)).
+    pub serves: Option<bool>,
     /// When the store holds artifacts only for other engine fingerprints (a bake made by another
     /// build, wasmtime version, engine settings or MAC mode): each fingerprint (hex) with its
     /// number of files. Empty otherwise.

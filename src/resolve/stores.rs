@@ -50,6 +50,9 @@ pub(crate) struct StoresConfig {
     pub fault: Fault,
     /// Tests only: the engine stands for the node's on a host of another CPU level.
     pub simulated_cpu: bool,
+    /// Look at every read-only store even when the writable store served everything, so that a
+    /// health check reports each one (`warm --strict`).
+    pub check_read_only: bool,
 }
 
 /// The writable store, as configured.
@@ -99,6 +102,8 @@ pub(crate) struct Stores {
     /// Whether portable artifacts may serve this engine, computed at first need.
     serves_portable: OnceLock<bool>,
     simulated_cpu: bool,
+    /// See [`StoresConfig::check_read_only`].
+    pub check_read_only: bool,
     /// Set once a resolution has looked for litter (temporary files) in the writable store: a
     /// long-running host looks once, and again whenever it compiles.
     looked_for_litter: AtomicBool,
@@ -135,6 +140,7 @@ impl Stores {
             portable: OnceLock::new(),
             serves_portable: OnceLock::new(),
             simulated_cpu: cfg.simulated_cpu,
+            check_read_only: cfg.check_read_only,
             looked_for_litter: AtomicBool::new(false),
             engine: cfg.engine,
         }
