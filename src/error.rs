@@ -264,6 +264,12 @@ pub enum NotAStore {
     OtherProgramsTag,
     /// Its `CACHEDIR.TAG` is not a regular file.
     MarkerNotAFile,
+    /// No marker, and only names a store uses (`lock`, `.tmp-*`, artifact names) but no artifact
+    /// whose trailer verifies: a user's `lock` or `.tmp-notes` is not proof of a store.
+    Unproven {
+        /// One of its entries (the first by name).
+        example: String,
+    },
 }
 
 impl fmt::Display for NotAStore {
@@ -282,6 +288,10 @@ impl fmt::Display for NotAStore {
                 f.write_str("its CACHEDIR.TAG was written by another program: it is another program's cache")
             }
             NotAStore::MarkerNotAFile => f.write_str("its CACHEDIR.TAG is not a regular file"),
+            NotAStore::Unproven { example } => write!(
+                f,
+                "it holds {example:?} but no CACHEDIR.TAG of wasm-node-cache and no artifact whose trailer verifies, so it is not provably a store; give an empty or new directory"
+            ),
         }
     }
 }

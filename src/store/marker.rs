@@ -4,8 +4,10 @@
 //!
 //! Nothing is written into or deleted from a directory that is not provably a store: one with this
 //! marker, an empty one (which becomes a store), or one holding nothing but what an earlier
-//! version of this crate wrote before markers existed (`lock`, artifact names, temp files), which
-//! is adopted. A home directory, `/`, or another program's cache is refused.
+//! version of this crate wrote before markers existed (`lock`, artifact names, temp files) and at
+//! least one artifact whose trailer verifies and names it, which is adopted. Names alone prove
+//! nothing: a user's file called `lock` or `.tmp-notes` in an otherwise empty directory is never
+//! touched. A home directory, `/`, or another program's cache is refused.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -39,15 +41,19 @@ pub(crate) enum Standing {
     Marked,
     /// No marker and nothing else: a new store.
     Empty,
-    /// No marker, and only what an earlier version of this crate wrote: a store made before
-    /// markers, to be adopted.
+    /// No marker, only what an earlier version of this crate wrote, and an artifact whose trailer
+    /// verifies: a store made before markers, to be adopted.
     Unmarked,
     /// Not a store.
     Foreign(NotAStore),
 }
 
-/// Reads what `dir` is. Never writes.
-pub(crate) fn standing(dir: &Dir) -> io::Result<Standing> {
+/// Most artifact names whose trailers are read for proof before a directory is judged unproven.
+const PROOF_TRIES: usize = 8;
+
+/// Reads what `dir` is. `verifies` reads the trailer of the artifact named so and says whether it
+/// authenticates and names that file. Never writes.
+pub(crate) fn standing(dir: &Dir, verifies: impl Fn(&ArtifactKey) -> bool) -> io::Result<Standing> {
     let mut names = dir.names()?;
     if names.iter().any(|n| n == MARKER_NAME) {
         return read_marker(dir);
@@ -57,12 +63,23 @@ pub(crate) fn standing(dir: &Dir) -> io::Result<Standing> {
     }
     names.sort();
     let foreign: Vec<&OsString> = names.iter().filter(|n| !written_by_a_store(n)).collect();
-    Ok(match foreign.first() {
-        None => Standing::Unmarked,
-        Some(first) => Standing::Foreign(NotAStore::ForeignEntries {
+    if let Some(first) = foreign.first() {
+        return Ok(Standing::Foreign(NotAStore::ForeignEntries {
             example: first.to_string_lossy().into_owned(),
             count: foreign.len(),
-        }),
+        }));
+    }
+    let proven = names
+        .iter()
+        .filter_map(|n| n.to_str().and_then(ArtifactKey::from_file_name))
+        .take(PROOF_TRIES)
+        .any(|key| verifies(&key));
+    Ok(if proven {
+        Standing::Unmarked
+    } else {
+        Standing::Foreign(NotAStore::Unproven {
+            example: names[0].to_string_lossy().into_owned(),
+        })
     })
 }
 
@@ -151,9 +168,9 @@ mod tests {
     fn empty_marked_unmarked_and_foreign_directories() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = open(&tmp.path().join("s"));
-        assert_eq!(standing(&dir).expect("read"), Standing::Empty);
+        assert_eq!(standing(&dir, |_| true).expect("read"), Standing::Empty);
         write(&dir).expect("write");
-        assert_eq!(standing(&dir).expect("read"), Standing::Marked);
+        assert_eq!(standing(&dir, |_| false).expect("read"), Standing::Marked);
         let text = std::fs::read_to_string(tmp.path().join("s").join(MARKER_NAME)).expect("read");
         assert!(
             text.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"),
@@ -165,14 +182,27 @@ mod tests {
         std::fs::write(tmp.path().join("old/.tmp-1-2-3.part"), b"").expect("temp");
         let artifact = format!("{}-{}.cwasm", "ab".repeat(16), "cd".repeat(32));
         std::fs::write(tmp.path().join("old").join(&artifact), b"").expect("artifact");
-        assert_eq!(standing(&old).expect("read"), Standing::Unmarked);
+        assert_eq!(standing(&old, |_| true).expect("read"), Standing::Unmarked);
+        // The same names with no artifact that verifies: not provably a store.
+        assert_eq!(
+            standing(&old, |_| false).expect("read"),
+            Standing::Foreign(NotAStore::Unproven {
+                example: ".tmp-1-2-3.part".into()
+            })
+        );
+        let notes = open(&tmp.path().join("notes"));
+        std::fs::write(tmp.path().join("notes/lock"), b"my lock").expect("lock");
+        assert_eq!(
+            standing(&notes, |_| true).expect("read"),
+            Standing::Foreign(NotAStore::Unproven { example: "lock".into() })
+        );
 
         let home = open(&tmp.path().join("home"));
         for name in [".bashrc", "notes.txt"] {
             std::fs::write(tmp.path().join("home").join(name), b"x").expect("file");
         }
         assert_eq!(
-            standing(&home).expect("read"),
+            standing(&home, |_| true).expect("read"),
             Standing::Foreign(NotAStore::ForeignEntries {
                 example: ".bashrc".into(),
                 count: 2
@@ -186,7 +216,7 @@ mod tests {
         )
         .expect("tag");
         assert_eq!(
-            standing(&cargo).expect("read"),
+            standing(&cargo, |_| true).expect("read"),
             Standing::Foreign(NotAStore::OtherProgramsTag)
         );
     }

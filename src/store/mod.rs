@@ -36,7 +36,7 @@ use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
-use crate::error::StoreError;
+use crate::error::{NotAStore, StoreError};
 pub(crate) use crate::fs::dir::Dir;
 pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
@@ -54,6 +54,10 @@ pub use rejection::Rejection;
 
 /// Prefix of temporary files; never a valid artifact name.
 pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// How many times (10 ms apart) a directory holding only temporary files is looked at again for
+/// the marker another process is writing, before it is refused as not provably a store.
+const MARKER_WAITS: usize = 20;
 
 /// The result of looking an artifact up: a component's unless `T` says otherwise.
 pub enum Lookup<T = Component> {
@@ -232,13 +236,47 @@ impl Store {
 
     /// What the directory is: a store (marked, empty, or an earlier version's) or not.
     pub(crate) fn standing(&self) -> std::io::Result<Standing> {
-        marker::standing(&self.dir)
+        marker::standing(&self.dir, |key| self.trailer_verifies(key))
+    }
+
+    /// True when the artifact for `key` passes the loader's checks up to its trailer, which
+    /// authenticates and names it, in this store's mode or in plain mode (a store that switched
+    /// to MAC mode): proof that an earlier version of this crate wrote the directory.
+    fn trailer_verifies(&self, key: &ArtifactKey) -> bool {
+        let verifies = |store: &Store| {
+            store
+                .read_trailer(key)
+                .is_ok_and(|t| crate::artifact::check_binding(&t, key).is_ok())
+        };
+        let mut probe = self.with_fingerprint(key.fingerprint);
+        if verifies(&probe) {
+            return true;
+        }
+        if !self.is_keyed() {
+            return false;
+        }
+        probe.sealer = Sealer::Plain;
+        verifies(&probe)
     }
 
     /// Makes sure the directory is a store before anything is written into it: with the marker
     /// already, or empty or an earlier version's store (then the marker is written now).
     pub(crate) fn adopt(&self, path: &Path) -> Result<(), StoreError> {
-        match self.standing().map_err(|e| StoreError::io(path, "list", e))? {
+        let mut standing = self.standing().map_err(|e| StoreError::io(path, "list", e))?;
+        // Only temporary files: perhaps another process making this store, whose marker is
+        // written under a temporary name first. Its rename comes within milliseconds.
+        for _ in 0..MARKER_WAITS {
+            if !matches!(standing, Standing::Foreign(NotAStore::Unproven { .. }))
+                || !self
+                    .temp_names()
+                    .is_ok_and(|t| t.len() == self.dir.names().map_or(0, |n| n.len()))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            standing = self.standing().map_err(|e| StoreError::io(path, "list", e))?;
+        }
+        match standing {
             Standing::Marked => Ok(()),
             Standing::Empty | Standing::Unmarked => match marker::write(&self.dir) {
                 Ok(()) => Ok(()),

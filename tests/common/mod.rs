@@ -290,6 +290,17 @@ pub fn sh(script: &str, dir: &Path) {
     assert!(ok, "{script}");
 }
 
+/// Makes `dir` (existing, empty) a store by hand: the marker a start-up writes first, so that
+/// what a test plants next (a lock file, a link) is planted in a store, not in a directory that
+/// names alone would have to prove is one.
+pub fn mark_store(dir: &Path) {
+    std::fs::write(
+        dir.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by wasm-node-cache.\n",
+    )
+    .expect("write the marker");
+}
+
 /// The second uid of the privileged tests (`nobody`).
 pub const OTHER_UID: u32 = 65534;
 

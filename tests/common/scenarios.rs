@@ -615,6 +615,7 @@ pub fn symlinked_lock_file(door: Door) {
     super::chmod(&fx.store, 0o700);
     let victim = fx.dir.path().join("victim");
     std::fs::write(&victim, b"precious").expect("write");
+    super::mark_store(&fx.store);
     symlink(&victim, fx.store.join("lock")).expect("symlink");
     let run = start(door, &fx, &Opts::default());
     run.assert_serves_everything();

@@ -218,6 +218,7 @@ fn a_hard_linked_lock_file_is_left_byte_for_byte_unchanged() {
     let precious = b"precious: not a pid\n".repeat(100);
     std::fs::write(&victim, &precious).expect("write");
     chmod(&victim, 0o600);
+    common::mark_store(&store);
     std::fs::hard_link(&victim, store.join("lock")).expect("hard link");
     let v = warm(&fx, &["--store".as_ref(), store.as_os_str()]);
     assert_eq!(v["compiled"], 3, "the node starts: {v}");
