@@ -48,6 +48,7 @@ mod compiled;
 pub mod config;
 mod engine;
 pub mod error;
+mod escape;
 mod fs;
 mod key;
 pub mod node;

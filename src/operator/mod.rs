@@ -62,7 +62,7 @@ impl ArtifactStore {
             let deadline = self.stores().deadline(std::time::Instant::now());
             Some(
                 writable
-                    .lock_shared(deadline, "verify the store")
+                    .lock_shared_as_is(deadline, "verify the store")
                     .map_err(|source| StoreError::Lock {
                         path: writable.lock_path(),
                         kind: LockKind::Shared,

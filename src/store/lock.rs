@@ -17,10 +17,17 @@
 //! The lock file is trusted as an artifact is: found on an `O_PATH` descriptor without following a
 //! link and checked with `fstat` (a regular file with one link, owned by this process's uid, that
 //! nobody else may open) before it is opened. One that fails a check (left by an earlier version
-//! with mode 0644, planted as a link or a hard link, chowned) is not repaired in place, since a
-//! descriptor someone opened earlier would keep working on it: it is replaced by a new file, a new
-//! inode that only this uid can open, and every acquisition checks afterwards that the file it
-//! locked is still the one named `lock`.
+//! with mode 0644, planted as a link, given a second name by a `cp -al` backup, chmodded or
+//! chowned) is not repaired in place, since a descriptor someone opened earlier would keep working
+//! on it: it is replaced by a new file, a new inode that only this uid can open. A lock is one lock
+//! only while every user of the store locks the same inode, so the replacement excludes the old
+//! file's holders: it happens only under an exclusive `flock` of the old file (nobody holds it) or
+//! when every holder the kernel names runs as another uid than this one and root (a holder that can
+//! only mean to delay the node). While a holder that may be one of the store's own users (a node
+//! mid-start when its lock was chmodded) holds it, the old file is used as it is, by everyone.
+//! Every acquisition, the per-artifact ones included, checks afterwards that the file it locked is
+//! still the one named `lock`; the temporary-file sweep runs under the exclusive lock of that same
+//! inode.
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -31,6 +38,7 @@ use std::time::{Duration, Instant};
 use rustix::fs::{self as rfs, FileType, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
+use super::lock_holders::{self, KernelHolder};
 use super::{Store, TEMP_PREFIX};
 use crate::error::{LockError, LockHolder, LockKind, LockProblem};
 use crate::fs::dir::FileId;
@@ -60,9 +68,9 @@ pub enum LockState {
     Exclusive {
         /// The holder, from the kernel's lock table (empty where it cannot be read).
         holders: Vec<Holder>,
-        /// The pid recorded in the lock file (only read from a lock file only this uid can
-        /// write), whether it still runs, and its command line: usually the holder, unless a
-        /// tool that records nothing (`flock`) holds the lock.
+        /// The process recorded in the lock file (only read from a lock file only this uid can
+        /// write), whether that very process still runs, and its command line: usually the
+        /// holder, unless a tool that records nothing (`flock`) holds the lock.
         last_holder: Option<Holder>,
     },
     /// This uid cannot open the lock file (another owner): who holds it is unknown.
@@ -71,16 +79,24 @@ pub enum LockState {
 
 /// A process holding a lock, or the one the last exclusive holder wrote into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Holder {
-    /// The pid, as seen from this pid namespace.
+    /// The pid, as seen from this pid namespace; for a process in another pid namespace, the pid
+    /// it recorded there, or 0 when the kernel names a holder this namespace cannot see.
     pub pid: u32,
-    /// Whether a process with this pid runs now (it may be another one, if the pid was reused).
+    /// Whether that process runs now. A recorded pid counts as running only while the process
+    /// that recorded it does (same start time), never a later process given the same number.
     pub alive: bool,
-    /// Its command line, from `/proc/PID/cmdline`, when readable.
+    /// Its command line, from `/proc/PID/cmdline`, when readable: bytes its owner chose, escaped
+    /// whenever printed as text.
     pub command: Option<String>,
+    /// True for a process in another pid namespace (another container on a shared volume): its
+    /// pid names nothing here.
+    pub other_pid_namespace: bool,
 }
 
 impl Holder {
+    /// A running process of this pid namespace: its command line is read now.
     pub(crate) fn of(pid: u32) -> Holder {
         let alive = match rustix::process::Pid::from_raw(pid as i32) {
             Some(p) => match rustix::process::test_kill_process(p) {
@@ -97,15 +113,54 @@ impl Holder {
                 .join(" ");
             (!text.is_empty()).then(|| text.chars().take(200).collect())
         });
-        Holder { pid, alive, command }
+        Holder {
+            pid,
+            alive,
+            command,
+            other_pid_namespace: false,
+        }
+    }
+
+    /// A process that recorded `pid` and has exited since (its pid may now be another's).
+    fn gone(pid: u32) -> Holder {
+        Holder {
+            pid,
+            alive: false,
+            command: None,
+            other_pid_namespace: false,
+        }
+    }
+
+    /// A process of another pid namespace: `pid` as it knows itself, 0 when unknown. Whether it
+    /// runs cannot be told from here; a kernel holder does.
+    fn elsewhere(pid: u32, alive: bool) -> Holder {
+        Holder {
+            pid,
+            alive,
+            command: None,
+            other_pid_namespace: true,
+        }
+    }
+
+    /// `pid 12 (cmd)`, `a process in another pid namespace`: who, without whether it runs.
+    fn who(&self) -> String {
+        match (self.other_pid_namespace, self.pid, &self.command) {
+            (true, 0, _) => "a process in another pid namespace".to_owned(),
+            (true, pid, _) => format!("pid {pid} in another pid namespace"),
+            (false, pid, Some(c)) => format!("pid {pid} ({})", crate::escape::escape_control(c)),
+            (false, pid, None) => format!("pid {pid}"),
+        }
     }
 }
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.other_pid_namespace {
+            return f.write_str(&self.who());
+        }
         write!(f, "pid {}", self.pid)?;
         match (&self.command, self.alive) {
-            (Some(c), true) => write!(f, ", running: {c}"),
+            (Some(c), true) => write!(f, ", running: {}", crate::escape::escape_control(c)),
             (None, true) => f.write_str(", running"),
             (_, false) => f.write_str(", no longer running"),
         }
@@ -167,22 +222,71 @@ impl std::fmt::Display for LockState {
 pub(crate) fn write_holders(f: &mut std::fmt::Formatter<'_>, holders: &[Holder]) -> std::fmt::Result {
     for (i, h) in holders.iter().enumerate() {
         f.write_str(if i == 0 { " by " } else { ", " })?;
-        write!(f, "pid {}", h.pid)?;
-        if let Some(c) = &h.command {
-            write!(f, " ({c})")?;
-        }
+        f.write_str(&h.who())?;
     }
     Ok(())
 }
 
 /// The processes other than this one the kernel lists as holding the lock file `id`.
 fn kernel_holders(id: FileId) -> Vec<Holder> {
-    super::lock_holders::flock_holders(id)
+    lock_holders::flock_holders(id)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(pid, _)| *pid != std::process::id())
-        .map(|(pid, _)| Holder::of(pid))
+        .filter(|h| h.pid != Some(std::process::id()))
+        .map(|h| match h.pid {
+            Some(pid) => Holder::of(pid),
+            None => Holder::elsewhere(0, true),
+        })
         .collect()
+}
+
+/// True when the kernel names `holders` and each runs as a uid other than this process's and
+/// root's: no node or operator of this store among them, so replacing their lock file takes
+/// nothing from the store's own users. A holder in another pid namespace cannot be told apart
+/// from a node of this store in another container, so it counts as one of them.
+fn only_strangers(holders: &[KernelHolder]) -> bool {
+    let me = crate::fs::euid();
+    !holders.is_empty()
+        && holders.iter().all(|h| {
+            h.pid.is_some_and(|pid| {
+                pid != std::process::id() && lock_holders::process_uid(pid).is_some_and(|uid| uid != me && uid != 0)
+            })
+        })
+}
+
+/// What the exclusive holder writes into the lock file: its pid, start time and pid namespace, so
+/// that a reader names it only while that very process runs, and names a holder of another pid
+/// namespace as such.
+fn record() -> String {
+    let pid = std::process::id();
+    format!(
+        "{pid} {} {}\n",
+        lock_holders::start_time(pid).unwrap_or(0),
+        lock_holders::pid_namespace().unwrap_or(0)
+    )
+}
+
+/// The process a lock file's `text` records, as it can be named now. A record without start time
+/// (written by an earlier version) is believed only while the kernel lists that pid among the
+/// file's holders (`holding`).
+fn recorded(text: &str, holding: impl FnOnce(u32) -> bool) -> Option<Holder> {
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let start: Option<u64> = fields.next().and_then(|f| f.parse().ok());
+    let namespace: Option<u64> = fields.next().and_then(|f| f.parse().ok());
+    Some(match (start, namespace) {
+        (Some(start), Some(ns)) => {
+            if ns != 0 && Some(ns) != lock_holders::pid_namespace() {
+                Holder::elsewhere(pid, false)
+            } else if start != 0 && lock_holders::start_time(pid) == Some(start) {
+                Holder::of(pid)
+            } else {
+                Holder::gone(pid)
+            }
+        }
+        _ if holding(pid) => Holder::of(pid),
+        _ => Holder::gone(pid),
+    })
 }
 
 /// A lock file that failed a check and was replaced by a new one, as a start-up reports it.
@@ -271,7 +375,17 @@ impl ArtifactLock<'_> {
 enum Found {
     Absent,
     Trusted(rustix::fd::OwnedFd, Stat),
-    Untrusted(LockProblem, Stat),
+    /// With an `O_PATH` descriptor of it, unless it is a link (never opened).
+    Untrusted(LockProblem, Stat, Option<rustix::fd::OwnedFd>),
+}
+
+/// Whether an acquisition may create a missing lock file or replace an untrusted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    /// As a start-up or maintenance: create or replace as needed.
+    Allowed,
+    /// As `verify`, which changes nothing: lock the file that is there, as it is.
+    Never,
 }
 
 impl Store {
@@ -283,7 +397,14 @@ impl Store {
     /// Takes the shared lock (loading, publishing), waiting until `deadline` at most. `purpose`
     /// says what the wait is for, in the log and to other threads of this process.
     pub fn lock_shared(&self, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
-        self.acquire(LockKind::Shared, deadline, purpose)
+        self.acquire(LockKind::Shared, deadline, purpose, Repair::Allowed)
+    }
+
+    /// Takes the shared lock on the lock file that is there, as it is: never creates, replaces or
+    /// writes it (what `verify`, which changes nothing, holds). Fails when there is no lock file,
+    /// or it is a link, a directory, or a file this uid cannot open.
+    pub fn lock_shared_as_is(&self, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
+        self.acquire(LockKind::Shared, deadline, purpose, Repair::Never)
     }
 
     /// Takes the exclusive lock (maintenance), waiting until `deadline` at most.
@@ -291,7 +412,7 @@ impl Store {
         if self.read_only {
             return Err(LockError::ReadOnlyStore);
         }
-        let guard = self.acquire(LockKind::Exclusive, deadline, purpose)?;
+        let guard = self.acquire(LockKind::Exclusive, deadline, purpose, Repair::Allowed)?;
         Ok(Exclusive {
             store: self,
             _guard: guard,
@@ -319,12 +440,18 @@ impl Store {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         let (file, registration) = loop {
-            let file = self.open_lock(LockKind::Artifact)?;
+            let file = self.open_lock(LockKind::Artifact, Repair::Allowed)?;
             let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
             // Threads of this process first, then other processes.
             if let Some(registration) = held::claim_artifact(id, offset, purpose) {
                 match range_lock::try_lock(&file, offset) {
-                    Ok(true) => break (file, registration),
+                    // The file locked must still be the one named `lock`, the one whose shared
+                    // lock the caller holds and whose exclusive lock a temp-file sweep takes.
+                    Ok(true) if self.is_the_lock(id) => break (file, registration),
+                    Ok(true) => {
+                        held::release(registration);
+                        continue;
+                    }
                     Ok(false) => held::release(registration),
                     Err(e) => {
                         held::release(registration);
@@ -357,9 +484,14 @@ impl Store {
     /// The lock file's problem, if it has one, without changing anything: what `status` shows.
     pub fn lock_problem(&self) -> Option<LockProblem> {
         match self.look_at_lock() {
-            Ok(Found::Untrusted(problem, _)) => Some(problem),
+            Ok(Found::Untrusted(problem, _, _)) => Some(problem),
             _ => None,
         }
+    }
+
+    /// True when the file named `lock` is `id`.
+    fn is_the_lock(&self, id: FileId) -> bool {
+        self.dir.stat(LOCK_NAME).is_ok_and(|st| FileId::of(&st) == id)
     }
 
     /// What was wrong with a lock file this store's handles replaced, if they replaced one.
@@ -372,16 +504,20 @@ impl Store {
         self.dir.stat(LOCK_NAME).is_ok()
     }
 
-    /// The pid recorded by the last exclusive holder, read only from a lock file that passes
-    /// every check: one that others could write proves nothing.
-    pub fn last_lock_holder(&self) -> Option<u32> {
+    /// The process the last exclusive holder recorded, read only from a lock file that passes
+    /// every check (one that others could write proves nothing), and named only while that very
+    /// process runs (its start time matches): a later process given the same pid is not it.
+    pub fn last_lock_holder(&self) -> Option<Holder> {
         let Ok(Found::Trusted(fd, st)) = self.look_at_lock() else {
             return None;
         };
         let file = self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).ok()?;
         let mut text = String::new();
-        file.take(32).read_to_string(&mut text).ok()?;
-        text.trim().parse().ok()
+        file.take(80).read_to_string(&mut text).ok()?;
+        recorded(&text, |pid| {
+            lock_holders::flock_holders(FileId::of(&st))
+                .is_some_and(|holders| holders.iter().any(|h| h.pid == Some(pid)))
+        })
     }
 
     /// Who holds the lock right now. Waits for nobody and never creates, changes or writes the
@@ -393,8 +529,9 @@ impl Store {
             Found::Absent => return Ok(LockState::Free),
             Found::Trusted(fd, st) => (fd, st),
             // A link is never opened; anything else is probed where it lies.
-            Found::Untrusted(LockProblem::Symlink | LockProblem::NotRegularFile, _) => return Ok(LockState::Free),
-            Found::Untrusted(_, _) => self.dir.open_path(LOCK_NAME).map_err(io)?,
+            Found::Untrusted(LockProblem::Symlink | LockProblem::NotRegularFile, _, _) => return Ok(LockState::Free),
+            Found::Untrusted(_, st, Some(fd)) => (fd, st),
+            Found::Untrusted(_, _, None) => return Ok(LockState::Free),
         };
         let id = FileId::of(&st);
         let file = match self.dir.reopen(LOCK_NAME, &fd, &st, PROBE) {
@@ -421,7 +558,7 @@ impl Store {
             }
             Err(TryLockError::WouldBlock) => Ok(LockState::Exclusive {
                 holders: kernel_holders(id),
-                last_holder: self.last_lock_holder().map(Holder::of),
+                last_holder: self.last_lock_holder(),
             }),
             Err(TryLockError::Error(e)) => Err(io(e)),
         }
@@ -434,19 +571,21 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Absent),
             Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
                 let st = self.dir.stat(LOCK_NAME).map_err(io)?;
-                return Ok(Found::Untrusted(LockProblem::Symlink, st));
+                return Ok(Found::Untrusted(LockProblem::Symlink, st, None));
             }
             Err(e) => return Err(io(e)),
         };
         Ok(match lock_problem(&st) {
-            Some(problem) => Found::Untrusted(problem, st),
+            Some(problem) => Found::Untrusted(problem, st, Some(fd)),
             None => Found::Trusted(fd, st),
         })
     }
 
     /// Opens the lock file for taking a `kind` lock: creates it (`0600`) when missing, replaces it
-    /// when it fails a check, and otherwise opens the checked inode.
-    fn open_lock(&self, kind: LockKind) -> Result<File, LockError> {
+    /// when it fails a check and none of its holders may be one of the store's users, and
+    /// otherwise opens the inode that is there (see the module's docs). With [`Repair::Never`]
+    /// nothing is created or replaced.
+    fn open_lock(&self, kind: LockKind, repair: Repair) -> Result<File, LockError> {
         // A few rounds at most: a lock created or replaced by another process meanwhile.
         for _ in 0..8 {
             match self.look_at_lock()? {
@@ -461,6 +600,9 @@ impl Store {
                         Err(e) => Err(io(e)),
                     };
                 }
+                Found::Absent if repair == Repair::Never => {
+                    return Err(io(std::io::Error::from(std::io::ErrorKind::NotFound)));
+                }
                 Found::Absent => {
                     let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
                     match self.dir.open_file(LOCK_NAME, create, 0o600) {
@@ -470,17 +612,54 @@ impl Store {
                     }
                 }
                 // Nothing else can be renamed over a directory; it stays the operator's to remove.
-                Found::Untrusted(problem @ LockProblem::NotRegularFile, st)
+                Found::Untrusted(problem @ LockProblem::NotRegularFile, st, _)
                     if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
                 {
                     return Err(LockError::Untrusted { problem });
                 }
-                Found::Untrusted(problem, st) => self.replace_lock(problem, &st)?,
+                Found::Untrusted(problem, st, fd) => {
+                    // A regular file's holders lock this store through it: it is opened to join
+                    // them or to lock them out. Anything else (a FIFO, a device) is never opened.
+                    let is_file = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+                    let old = fd.filter(|_| is_file).and_then(|fd| {
+                        self.dir
+                            .reopen(LOCK_NAME, &fd, &st, RDWR)
+                            .or_else(|_| self.dir.reopen(LOCK_NAME, &fd, &st, PROBE))
+                            .ok()
+                    });
+                    if repair == Repair::Never || (is_file && !self.may_replace(old.as_ref(), &st)) {
+                        return old.ok_or(LockError::Untrusted { problem });
+                    }
+                    // `old`, when open and locked by `may_replace`, stays locked until the new
+                    // file is in place, so that nobody takes it in between.
+                    self.replace_lock(problem, &st)?;
+                    drop(old);
+                }
             }
         }
         Err(LockError::Io(std::sync::Arc::new(std::io::Error::other(
             "the lock file was created or replaced again while being opened",
         ))))
+    }
+
+    /// Whether the untrusted lock file `st` (open as `old`, when this uid can open it) may be
+    /// replaced now: when an exclusive `flock` on it, taken without waiting and held by `old`
+    /// until the replacement is done, shows that nobody holds it; or when the kernel names every
+    /// holder and none may be one of the store's users ([`only_strangers`]); or when this uid
+    /// cannot open it and nobody holds it.
+    fn may_replace(&self, old: Option<&File>, st: &Stat) -> bool {
+        if let Some(file) = old {
+            match file.try_lock() {
+                Ok(()) => return true,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(_)) => return false,
+            }
+        }
+        match lock_holders::flock_holders(FileId::of(st)) {
+            Some(holders) if holders.is_empty() => old.is_none(),
+            Some(holders) => only_strangers(&holders),
+            None => false,
+        }
     }
 
     /// Replaces the lock file described by `old` with a new one (`0600`, a new inode): a new file
@@ -544,12 +723,18 @@ impl Store {
         Ok(())
     }
 
-    fn acquire(&self, kind: LockKind, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {
+    fn acquire(
+        &self,
+        kind: LockKind,
+        deadline: Instant,
+        purpose: &str,
+        repair: Repair,
+    ) -> Result<LockGuard, LockError> {
         let start = Instant::now();
         let mut pause = Duration::from_millis(5);
         let mut next_log = start;
         loop {
-            let mut file = self.open_lock(kind)?;
+            let mut file = self.open_lock(kind, repair)?;
             let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
@@ -559,13 +744,14 @@ impl Store {
                 Ok(()) => {
                     // The file locked must still be the one named `lock`: a lock someone replaced
                     // meanwhile protects nothing.
-                    let current = self.dir.stat(LOCK_NAME).map(|st| FileId::of(&st));
-                    if current.is_ok_and(|c| c == id) {
-                        if kind == LockKind::Exclusive {
-                            // For diagnostics only: who to look for when others wait on us.
+                    if self.is_the_lock(id) {
+                        // For diagnostics only: who to look for when others wait on us. Never
+                        // into a file others may open (one used as it is), which would be theirs
+                        // to read and to rewrite.
+                        if kind == LockKind::Exclusive && repair == Repair::Allowed && self.lock_problem().is_none() {
                             let _ = file.set_len(0);
                             let _ = file.seek(SeekFrom::Start(0));
-                            let _ = writeln!(file, "{}", std::process::id());
+                            let _ = file.write_all(record().as_bytes());
                         }
                         let waited = start.elapsed();
                         if waited >= Duration::from_millis(100) {
@@ -595,7 +781,7 @@ impl Store {
                         let holders = kernel_holders(id);
                         (!holders.is_empty()).then_some(LockHolder::Holding(holders))
                     })
-                    .or_else(|| self.last_lock_holder().map(|pid| LockHolder::Recorded(Holder::of(pid))))
+                    .or_else(|| self.last_lock_holder().map(LockHolder::Recorded))
                     .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
                     waited: now - start,
@@ -617,7 +803,7 @@ impl Store {
                     })
                     .or_else(|| {
                         self.last_lock_holder()
-                            .map(|p| format!("by another process, last exclusive holder {}", Holder::of(p)))
+                            .map(|h| format!("by another process, last exclusive holder {h}"))
                     })
                     .unwrap_or_else(|| "by another process".to_owned());
                 log::warn!(
@@ -882,20 +1068,35 @@ mod tests {
     }
 
     #[test]
-    fn a_loose_lock_is_replaced_by_a_new_inode_and_reported() {
+    fn a_loose_lock_is_shared_with_its_holders_and_replaced_once_they_are_gone() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir);
         std::fs::write(s.lock_path(), b"").expect("lock");
         std::fs::set_permissions(s.lock_path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let before = std::fs::metadata(s.lock_path()).expect("stat").ino();
-        // A descriptor opened before, holding a shared lock on the old file.
+        // A descriptor opened before, holding a shared lock on the old file: a node of this uid
+        // mid-start when the file was chmodded.
         let old = File::open(s.lock_path()).expect("open");
         old.lock_shared().expect("lock the old file");
         assert_eq!(s.lock_problem(), Some(LockProblem::OpenToOthers { mode: 0o644 }));
+        // Its holder keeps taking part: a shared lock joins it on the same inode, the exclusive
+        // lock waits for it, and nothing is replaced under it.
+        let shared = s
+            .lock_shared(deadline_after(Duration::from_millis(200)), "test")
+            .expect("shared, on the old file");
+        assert_eq!(std::fs::metadata(s.lock_path()).expect("stat").ino(), before);
+        assert!(matches!(
+            s.lock_exclusive(deadline_after(Duration::from_millis(100)), "test"),
+            Err(LockError::TimedOut { .. })
+        ));
+        assert_eq!(std::fs::metadata(s.lock_path()).expect("stat").ino(), before);
+        assert_eq!(s.lock_repair(), None);
+        drop(shared);
+        drop(old);
         let _x = s
             .lock_exclusive(deadline_after(Duration::from_millis(200)), "test")
-            .expect("the old descriptor holds nothing of the store's");
+            .expect("replaced once nobody holds it");
         let after = std::fs::metadata(s.lock_path()).expect("stat");
         assert_ne!(after.ino(), before);
         assert_eq!(after.mode() & 0o777, 0o600);

@@ -1,26 +1,37 @@
 //! Who holds a lock file right now, from the kernel's own table (`/proc/locks`), so that an
 //! operator is shown the process actually in the way, not only the pid the last exclusive holder
-//! wrote into the file (another tool's `flock` writes nothing, and that pid may have exited).
+//! wrote into the file (another tool's `flock` writes nothing, and that pid may have exited); and
+//! what identifies a process beyond its pid (its start time and pid namespace), so that a pid
+//! recorded in the lock file is never shown as another process that took that number later.
 
 use crate::fs::dir::FileId;
 
-/// The processes holding a `flock` on the file `id`, as `(pid, exclusive)`, in the order the
-/// kernel lists them; `None` when the table cannot be read (not Linux, `/proc` not mounted).
-/// Waiters (`->` lines) and holders in another pid namespace (pid 0 or -1) are left out, as are
-/// byte-range locks (the per-artifact ones, which name no process).
-pub(crate) fn flock_holders(id: FileId) -> Option<Vec<(u32, bool)>> {
+/// A `flock` holder as the kernel lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KernelHolder {
+    /// Its pid in this pid namespace; `None` for a process this namespace cannot see (the kernel
+    /// shows 0 for a holder in another pid namespace, a container's node on a shared volume).
+    pub pid: Option<u32>,
+    /// Holds it exclusively.
+    pub exclusive: bool,
+}
+
+/// The processes holding a `flock` on the file `id`, in the order the kernel lists them; `None`
+/// when the table cannot be read (not Linux, `/proc` not mounted). Waiters (`->` lines) and
+/// byte-range locks (the per-artifact ones, which name no process) are left out.
+pub(crate) fn flock_holders(id: FileId) -> Option<Vec<KernelHolder>> {
     let table = std::fs::read_to_string("/proc/locks").ok()?;
     Some(parse(&table, id))
 }
 
-fn parse(table: &str, id: FileId) -> Vec<(u32, bool)> {
+fn parse(table: &str, id: FileId) -> Vec<KernelHolder> {
     let wanted = format!(
         "{:02x}:{:02x}:{}",
         rustix::fs::major(id.dev()),
         rustix::fs::minor(id.dev()),
         id.ino()
     );
-    let mut holders = Vec::new();
+    let mut holders: Vec<KernelHolder> = Vec::new();
     for line in table.lines() {
         // `1: FLOCK  ADVISORY  WRITE 30156 fe:00:811027 0 EOF`
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -30,15 +41,44 @@ fn parse(table: &str, id: FileId) -> Vec<(u32, bool)> {
         if *class != "FLOCK" || *file != wanted {
             continue;
         }
-        let Ok(pid) = pid.parse::<u32>() else {
+        let Ok(pid) = pid.parse::<i64>() else {
             continue;
         };
-        if pid == 0 || holders.iter().any(|(p, _)| *p == pid) {
+        let pid = u32::try_from(pid).ok().filter(|p| *p != 0);
+        if pid.is_some() && holders.iter().any(|h| h.pid == pid) {
             continue;
         }
-        holders.push((pid, *mode == "WRITE"));
+        holders.push(KernelHolder {
+            pid,
+            exclusive: *mode == "WRITE",
+        });
     }
     holders
+}
+
+/// The effective uid `pid` runs as, from `/proc/PID/status`.
+pub(crate) fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // `Uid:	real	effective	saved	filesystem`
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22): with the pid, it
+/// names one process, whatever later reuses the number.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields from 3 on; the start time is field 22.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's pid namespace, by the inode of `/proc/self/ns/pid`.
+pub(crate) fn pid_namespace() -> Option<u64> {
+    let st = rustix::fs::stat("/proc/self/ns/pid").ok()?;
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    Some(st.st_ino as u64)
 }
 
 #[cfg(test)]
@@ -57,17 +97,31 @@ mod tests {
 5: FLOCK  ADVISORY  READ 0 fe:00:811027 0 EOF
 6: FLOCK  ADVISORY  READ 412 fe:00:811027 0 EOF
 ";
-        assert_eq!(parse(table, id), vec![(30156, true), (412, false)]);
+        let holder = |pid, exclusive| KernelHolder { pid, exclusive };
+        assert_eq!(
+            parse(table, id),
+            vec![holder(Some(30156), true), holder(None, false), holder(Some(412), false)]
+        );
     }
 
     #[test]
-    fn sees_a_lock_this_process_holds() {
+    fn sees_a_lock_this_process_holds_and_knows_this_process() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("lock");
         let file = std::fs::File::create(&path).expect("create");
         file.lock_shared().expect("lock");
         let id = FileId::of(&rustix::fs::fstat(&file).expect("fstat"));
         let pid = std::process::id();
-        assert_eq!(flock_holders(id), Some(vec![(pid, false)]));
+        assert_eq!(
+            flock_holders(id),
+            Some(vec![KernelHolder {
+                pid: Some(pid),
+                exclusive: false
+            }])
+        );
+        assert_eq!(process_uid(pid), Some(crate::fs::euid()));
+        assert!(start_time(pid).is_some_and(|t| t > 0));
+        assert_eq!(start_time(pid), start_time(pid));
+        assert!(pid_namespace().is_some());
     }
 }
