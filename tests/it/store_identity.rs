@@ -174,6 +174,12 @@ fn another_programs_cache_directory_is_not_a_store() {
 
 /// Starts `flock -x LOCK sleep 60` as uid 65534 and waits until it holds the lock.
 fn other_uid_holds(lock: &Path) -> Child {
+    other_uid_holds_as(lock, &[])
+}
+
+/// [`other_uid_holds`], with `sh -c 'sleep 60' ARGS...` as the command: a command line the other
+/// user chose.
+fn other_uid_holds_as(lock: &Path, args: &[&str]) -> Child {
     let child = Command::new("setpriv")
         .args([
             "--reuid",
@@ -187,7 +193,8 @@ fn other_uid_holds(lock: &Path) -> Child {
             "-x",
         ])
         .arg(lock)
-        .args(["sleep", "60"])
+        .args(["sh", "-c", "sleep 60", "sh"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -534,4 +541,272 @@ fn a_bake_that_cannot_store_everything_fails_with_the_native_artifacts_stored() 
     let named = stderr.lines().filter(|l| l.starts_with("  x86-64")).count();
     assert_eq!(named, failed, "each artifact not stored is named: {stderr}");
     assert!(names >= 4, "{names}");
+}
+
+/// What a user keeps in a directory: names a store uses, and nothing that proves one.
+fn users_directories(fx: &Fixture) -> Vec<PathBuf> {
+    let make = |name: &str, fill: &dyn Fn(&Path)| {
+        let dir = fx.dir.path().join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        fill(&dir);
+        chmod(&dir, 0o700);
+        dir
+    };
+    vec![
+        make("lock-file", &|d| {
+            std::fs::write(d.join("lock"), b"my own lock, not a pid\n").expect("write");
+            chmod(&d.join("lock"), 0o644);
+        }),
+        make("notes", &|d| {
+            std::fs::write(d.join(".tmp-notes.txt"), b"draft\n").expect("write")
+        }),
+        make("work", &|d| {
+            std::fs::create_dir(d.join(".tmp-work")).expect("mkdir");
+            std::fs::write(d.join(".tmp-work/todo"), b"x\n").expect("write");
+        }),
+        make("lock-dir", &|d| std::fs::create_dir(d.join("lock")).expect("mkdir")),
+        make("empty-artifact", &|d| {
+            std::fs::write(d.join("lock"), b"").expect("write");
+            std::fs::write(d.join(format!("{}-{}.cwasm", "ab".repeat(16), "cd".repeat(32))), b"").expect("write");
+        }),
+    ]
+}
+
+#[test]
+fn a_users_lock_or_temp_file_alone_is_never_taken_for_a_store() {
+    let fx = Fixture::new();
+    for dir in users_directories(&fx) {
+        let before = snapshot(&dir);
+        let store = [OsStr::new("--store"), dir.as_os_str()];
+        let v = warm(&fx, &store);
+        assert_eq!(
+            text(&v, "/store/read_error/kind"),
+            "not_a_store",
+            "{}: {v}",
+            dir.display()
+        );
+        assert!(
+            text(&v, "/store/read_error/message").contains("not provably a store"),
+            "{v}"
+        );
+        assert_eq!(v["compiled"], 3, "the node starts: {v}");
+        for command in [&["clear"][..], &["prune", "--stale"], &["verify"], &["status"]] {
+            let args: Vec<&OsStr> = command.iter().map(OsStr::new).chain(store).collect();
+            let out = cli(fx.dir.path(), &args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command:?} on {}: {stderr}", dir.display());
+            assert!(stderr.contains("not provably a store"), "{command:?}: {stderr}");
+        }
+        assert_eq!(snapshot(&dir), before, "{} was changed", dir.display());
+        assert!(!dir.join("CACHEDIR.TAG").exists(), "a marker in {}", dir.display());
+    }
+}
+
+/// `warm --json` over `root` into `store`, as a separate process whose output is read later.
+fn spawn_warm(root: &Path, store: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        .args(["warm", "--json", "--all-in-dir", "--wasm-dir"])
+        .arg(root)
+        .arg("--store")
+        .arg(store)
+        .env_remove("WASM_NODE_CACHE_DIR")
+        .env_remove("WASM_NODE_CACHE_KEY_FILE")
+        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run wasm-node-cache")
+}
+
+fn finish(child: Child, what: &str) -> Value {
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stderr}"))
+}
+
+/// True while some process holds `lock` (root cannot take it exclusively without waiting).
+fn is_held(lock: &Path) -> bool {
+    lock.exists()
+        && !Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(lock)
+            .arg("true")
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_hard_link_or_chmod_of_the_lock_during_a_cold_start_splits_nothing() {
+    const N: usize = 32;
+    let corpus = common::generated_corpus(N as u32, 400);
+    for mutation in ["a hard link (cp -al)", "chmod 644"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let backup = dir.path().join("backup");
+        std::fs::create_dir(&backup).expect("mkdir");
+        let lock = store.join("lock");
+        let mut first = spawn_warm(&corpus.root, &store);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_held(&lock) {
+            assert!(Instant::now() < deadline, "the first start never took its lock");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if mutation.starts_with("a hard link") {
+            std::fs::hard_link(&lock, backup.join("lock")).expect("link");
+        } else {
+            chmod(&lock, 0o644);
+        }
+        let second = spawn_warm(&corpus.root, &store);
+        let prune = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+            .args(["prune", "--stale", "--json", "--store"])
+            .arg(&store)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("prune");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            first.try_wait().expect("poll").is_none(),
+            "the first start ended before the second and the prune began: this run proves nothing (make the corpus larger)"
+        );
+        let first = finish(first, "first start");
+        let second = finish(second, "second start");
+        let pruned = prune.wait_with_output().expect("prune");
+        assert_eq!(
+            pruned.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&pruned.stderr)
+        );
+        let compiled = first["compiled"].as_u64().unwrap_or(0) + second["compiled"].as_u64().unwrap_or(0);
+        assert_eq!(
+            compiled, N as u64,
+            "after {mutation}, each component compiled once across both starts: {first}\n{second}"
+        );
+        for v in [&first, &second] {
+            assert!(
+                v["store"]["write_error"].is_null() && v["store"]["read_error"].is_null(),
+                "after {mutation}, no publish failed: {v}"
+            );
+            assert_eq!(v["store"]["written"], v["compiled"], "{v}");
+            assert_eq!(
+                v["compiled"].as_u64().unwrap_or(0) + v["from_store"].as_u64().unwrap_or(0),
+                N as u64,
+                "{v}"
+            );
+        }
+        assert_eq!(common::artifact_count(&store), N, "after {mutation}");
+        // Once nobody holds it, the next start replaces it: a lock only this uid can open.
+        warm_quietly(&corpus.root, &store);
+        let st = std::fs::metadata(&lock).expect("lock");
+        assert_eq!((st.nlink(), st.mode() & 0o777), (1, 0o600), "after {mutation}");
+    }
+}
+
+fn warm_quietly(root: &Path, store: &Path) -> Value {
+    finish(spawn_warm(root, store), "a later start")
+}
+
+#[test]
+fn verify_never_changes_a_loose_lock_or_anything_else() {
+    let fx = Fixture::new();
+    warm(&fx, &["--store".as_ref(), fx.store.as_os_str()]);
+    let lock = fx.store.join("lock");
+    chmod(&lock, 0o644);
+    let ino = std::fs::metadata(&lock).expect("lock").ino();
+    let before = snapshot(&fx.store);
+    for args in [&["verify"][..], &["verify", "--json"]] {
+        let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        all.extend([OsStr::new("--store"), fx.store.as_os_str()]);
+        let out = cli(fx.dir.path(), &all);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let st = std::fs::metadata(&lock).expect("lock");
+    assert_eq!((st.ino(), st.mode() & 0o777), (ino, 0o644), "verify replaced the lock");
+    assert_eq!(snapshot(&fx.store), before);
+}
+
+#[test]
+#[ignore = "needs root: uid 65534 holds the lock with a command line of its choosing"]
+fn status_escapes_what_another_user_wrote_and_names_only_the_process_that_recorded_itself() {
+    let fx = Fixture::new();
+    chmod(fx.dir.path(), 0o755);
+    warm(&fx, &["--store".as_ref(), fx.store.as_os_str()]);
+    chmod(&fx.store, 0o755);
+    let lock = fx.store.join("lock");
+    // An earlier version's lock file, which the other user can open.
+    chmod(&lock, 0o644);
+    let forged = "x\x1b[2J\x1b[H\nlock:         free";
+    let mut holder = other_uid_holds_as(&lock, &[forged]);
+    let status = |json: bool| {
+        let mut args: Vec<&OsStr> = vec!["status".as_ref()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        args.extend([OsStr::new("--store"), fx.store.as_os_str()]);
+        cli(fx.dir.path(), &args)
+    };
+    let out = status(false);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "an escape byte reached the terminal: {shown:?}"
+    );
+    assert!(
+        !shown.lines().any(|l| l.starts_with("lock:         free")),
+        "a forged line: {shown}"
+    );
+    assert!(shown.contains(r"x\x1b[2J\x1b[H\nlock:         free"), "{shown}");
+    let v: Value = serde_json::from_slice(&status(true).stdout).expect("json");
+    assert_eq!(
+        v["lock"]["holders"][0]["command"].as_str().map(|c| c.contains(forged)),
+        Some(true),
+        "{v}"
+    );
+    holder.kill().expect("kill");
+    holder.wait().expect("reap");
+
+    // A record naming a process that did not write it (a pid reused), and one from another pid
+    // namespace (pid 1 there): neither is shown as a process of this namespace.
+    chmod(&lock, 0o600);
+    let mut bystander = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let reused = format!("pid {}, no longer running", bystander.id());
+    for (record, expect, other_namespace) in [
+        (format!("{} 1 0\n", bystander.id()), reused.as_str(), false),
+        ("1 12345 1\n".to_owned(), "pid 1 in another pid namespace", true),
+    ] {
+        std::fs::write(&lock, &record).expect("record");
+        // `flock` records nothing: the record above stays the last exclusive holder's.
+        let mut flock = Command::new("flock")
+            .args(["-o", "-x"])
+            .arg(&lock)
+            .args(["sleep", "60"])
+            .spawn()
+            .expect("flock");
+        while !is_held(&lock) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let shown = String::from_utf8_lossy(&status(false).stdout).into_owned();
+        assert!(
+            shown.contains(&format!("last exclusive holder recorded: {expect}")),
+            "{record:?}: {shown}"
+        );
+        let v: Value = serde_json::from_slice(&status(true).stdout).expect("json");
+        let last = &v["lock"]["last_holder"];
+        assert_eq!(
+            (
+                last["alive"].as_bool(),
+                last["command"].is_null(),
+                last["other_pid_namespace"].as_bool()
+            ),
+            (Some(false), true, Some(other_namespace)),
+            "{record:?}: {v}"
+        );
+        flock.kill().expect("kill");
+        flock.wait().expect("reap");
+    }
+    bystander.kill().expect("kill");
+    bystander.wait().expect("reap");
 }
