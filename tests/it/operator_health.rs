@@ -250,6 +250,62 @@ fn warm_strict_fails_for_each_degraded_case() {
     chmod(&fx.store, 0o777);
     strict_fails(&fx, &[], "store not read");
     chmod(&fx.store, 0o700);
+    // Read-only stores that serve nothing, while the writable store serves everything: one
+    // missing, one empty, one holding only another engine's artifacts.
+    let missing_ro = fx.dir.path().join("no-such-bake");
+    strict_fails(
+        &fx,
+        &[OsStr::new("--read-only-store"), missing_ro.as_os_str()],
+        "no-such-bake not used",
+    );
+    let empty_ro = fx.dir.path().join("empty-bake");
+    std::fs::create_dir(&empty_ro).expect("mkdir");
+    chmod(&empty_ro, 0o700);
+    strict_fails(
+        &fx,
+        &[OsStr::new("--read-only-store"), empty_ro.as_os_str()],
+        "empty-bake holds no artifact for this engine",
+    );
+    let other_ro = fx.dir.path().join("other-bake");
+    std::fs::create_dir(&other_ro).expect("mkdir");
+    for entry in std::fs::read_dir(&fx.store).expect("list") {
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        if let Some((_, rest)) = name.split_once('-').filter(|_| name.ends_with(".cwasm")) {
+            std::fs::copy(
+                fx.store.join(&name),
+                other_ro.join(format!("{}-{rest}", "0".repeat(32))),
+            )
+            .expect("copy");
+        }
+    }
+    chmod(&other_ro, 0o700);
+    strict_fails(
+        &fx,
+        &[OsStr::new("--read-only-store"), other_ro.as_os_str()],
+        "none for this engine's",
+    );
+    // Without --strict the node's start-up does not even walk them, and exits 0.
+    let out = warm(&fx, &[OsStr::new("--read-only-store"), missing_ro.as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A read-only store that serves this engine is healthy.
+    let good_ro = fx.dir.path().join("good-bake");
+    std::fs::create_dir(&good_ro).expect("mkdir");
+    for entry in std::fs::read_dir(&fx.store).expect("list") {
+        let name = entry.expect("entry").file_name();
+        if name.to_string_lossy().ends_with(".cwasm") {
+            std::fs::copy(fx.store.join(&name), good_ro.join(&name)).expect("copy");
+        }
+    }
+    chmod(&good_ro, 0o700);
+    let out = warm(
+        &fx,
+        &[
+            OsStr::new("--strict"),
+            OsStr::new("--read-only-store"),
+            good_ro.as_os_str(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Every component skipped: the whitelist names binaries nobody has.
     let empty = fx.dir.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");

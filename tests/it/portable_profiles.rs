@@ -631,6 +631,46 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn concurrent_bakes_count_as_written_only_what_each_wrote() {
+    let fx = Fixture::new();
+    let profile = distinct_from_native()[0].name();
+    let bakes: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+                .args(["warm", "--json", "--all-in-dir", "--cpu-profile", profile, "--wasm-dir"])
+                .arg(&fx.root)
+                .arg("--store")
+                .arg(&fx.store)
+                .env_remove("WASM_NODE_CACHE_DIR")
+                .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
+                .env_remove("WASM_NODE_CACHE_KEY_FILE")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("bake")
+        })
+        .collect();
+    let mut written = 0;
+    for bake in bakes {
+        let out = bake.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let baked = &v["baked"][0];
+        let (w, p) = (baked["written"].as_u64(), baked["present"].as_u64());
+        assert_eq!(
+            w.zip(p).map(|(w, p)| w + p),
+            Some(3),
+            "every artifact written or present: {v}"
+        );
+        written += w.unwrap_or(0);
+    }
+    assert_eq!(
+        written, 3,
+        "each artifact counted as written by the one process that wrote it"
+    );
+}
+
+#[test]
 fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
     let fx = Fixture::new();
     // Two profiles whose artifacts are not the native ones on this CPU.
