@@ -101,7 +101,7 @@ pub fn print_report(report: &PruneReport) -> u8 {
     for f in &report.foreign_removed {
         println!(
             "{verb}  {}  foreign {}",
-            f.file.display(),
+            crate::escape::escape_control(&f.file.to_string_lossy()),
             if f.directory { "directory" } else { "file" }
         );
     }
@@ -127,7 +127,11 @@ pub fn print_report(report: &PruneReport) -> u8 {
         );
     }
     for f in &report.failed {
-        println!("FAILED  {}  cannot remove: {}", f.file.display(), f.error);
+        println!(
+            "FAILED  {}  cannot remove: {}",
+            crate::escape::escape_control(&f.file.to_string_lossy()),
+            f.error
+        );
     }
     if report.complete() { EXIT_OK } else { EXIT_PROBLEM }
 }

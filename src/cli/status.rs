@@ -140,7 +140,7 @@ fn render_text(s: &StoreStatus) -> String {
     if let Some(problem) = &s.lock_problem {
         let _ = writeln!(
             out,
-            "lock file:    {problem}; the next start replaces it with a new file only this uid can open"
+            "lock file:    {problem}; the next start that finds it held by no process of this uid or root replaces it with a new file only this uid can open"
         );
     }
     if !s.read_only && !s.marker {
@@ -219,7 +219,7 @@ fn render_text(s: &StoreStatus) -> String {
         let _ = writeln!(
             out,
             "foreign:      {} ({}): not a file of this store, never loaded; {}",
-            f.file.display(),
+            crate::escape::escape_control(&f.file.to_string_lossy()),
             if f.directory {
                 "a directory".to_owned()
             } else {

@@ -105,7 +105,7 @@ fn print_store(s: &StoreVerification) {
     for f in &s.foreign_files {
         println!(
             "foreign  {}  {}  not a file of this store (never loaded; {})",
-            f.file.display(),
+            crate::escape::escape_control(&f.file.to_string_lossy()),
             if f.directory {
                 "a directory".to_owned()
             } else {

@@ -231,7 +231,8 @@ pub struct StoreStatus {
     /// Who holds the lock, probed without waiting; `None` for a read-only store, never locked.
     pub lock: Option<LockState>,
     /// What is wrong with the lock file (another owner, a mode that lets others open it, a link),
-    /// if anything: the next start replaces it.
+    /// if anything: the next start that finds it held by no process of this uid or root replaces
+    /// it.
     #[serde(serialize_with = "serial::opt_display")]
     pub lock_problem: Option<LockProblem>,
     /// True when the store holds its marker (`CACHEDIR.TAG`); false for a store an earlier
