@@ -60,8 +60,22 @@ pub fn resolve_read_only_stores(explicit: Vec<PathBuf>) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The default store directory: `$WASM_NODE_CACHE_DIR`, else `$XDG_CACHE_HOME/wasm-node-cache`,
-/// else `$HOME/.cache/wasm-node-cache`, else `<temp dir>/wasm-node-cache-<uid>`.
+/// Environment variable systemd sets to the directory of `CacheDirectory=` (several,
+/// colon-separated, when the unit names several): the store's default after `$WASM_NODE_CACHE_DIR`.
+pub const SYSTEMD_CACHE_DIR_ENV: &str = "CACHE_DIRECTORY";
+
+/// True when the environment names the store directory (`$WASM_NODE_CACHE_DIR`, or systemd's
+/// `$CACHE_DIRECTORY`): a store the deployment asked for, whose failure is a problem even when
+/// read-only stores served everything. The fallbacks below them are only where a store could go.
+pub fn store_dir_is_configured() -> bool {
+    [STORE_DIR_ENV, SYSTEMD_CACHE_DIR_ENV]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
+/// The default store directory: `$WASM_NODE_CACHE_DIR`, else the first directory of systemd's
+/// `$CACHE_DIRECTORY` (set by `CacheDirectory=`), else `$XDG_CACHE_HOME/wasm-node-cache`, else
+/// `$HOME/.cache/wasm-node-cache`, else `<temp dir>/wasm-node-cache-<uid>`.
 ///
 /// `$XDG_CACHE_HOME` and `$HOME` are used only when they are directories owned by this process's
 /// uid: a root node started through `sudo -E` keeps the invoking user's `$HOME`, and a store below
@@ -71,6 +85,11 @@ pub fn default_store_dir() -> PathBuf {
     let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = non_empty(STORE_DIR_ENV) {
         return dir;
+    }
+    if let Some(first) = std::env::var_os(SYSTEMD_CACHE_DIR_ENV)
+        .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()))
+    {
+        return first;
     }
     // Walked and checked as a store path is, links included: a `$HOME` reached through a link
     // another user owns does not qualify.

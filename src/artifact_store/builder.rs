@@ -188,6 +188,7 @@ impl ArtifactStoreBuilder {
             fault: self.fault,
             simulated_cpu: false,
             check_read_only: false,
+            default_location: false,
         }))
     }
 }

@@ -112,6 +112,7 @@ impl ArtifactStore {
             fault: crate::store::Fault::None,
             simulated_cpu: false,
             check_read_only: false,
+            default_location: false,
         }))
     }
 

@@ -50,8 +50,11 @@ Examples:
 
 Exit status: 0 success; 1 the command ran and found a problem; 2 the command could not run.
 Logging: -v for info, -vv for debug, or RUST_LOG=wasm_node_cache=debug.
-Store directory: --store, else $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else
-~/.cache/wasm-node-cache (each only when owned by this user), else $TMPDIR/wasm-node-cache-<uid>.
+Store directory: --store, else $WASM_NODE_CACHE_DIR, else $CACHE_DIRECTORY (systemd's CacheDirectory=),
+else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache (each only when owned by this
+user), else $TMPDIR/wasm-node-cache-<uid>. In a directory other users may write too that this user
+does not own privately (a volume's mount point: root 0777, root:<gid> 2775), the store is this
+user's own wasm-node-cache-<uid> inside it.
 MAC key: --key-file, else $WASM_NODE_CACHE_KEY_FILE (authenticated mode: give maintenance the node's key,
 or it cannot check the node's artifacts).";
 
@@ -101,9 +104,9 @@ enum Command {
 /// Where the store is: shared by every subcommand.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct StoreArgs {
-    /// Store directory [default: $WASM_NODE_CACHE_DIR, else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache, else $TMPDIR/wasm-node-cache-<uid>]
+    /// Store directory [default: $WASM_NODE_CACHE_DIR, else $CACHE_DIRECTORY (systemd), else $XDG_CACHE_HOME/wasm-node-cache, else ~/.cache/wasm-node-cache, else $TMPDIR/wasm-node-cache-<uid>]
     #[arg(long, value_name = "DIR")]
-    store: Option<PathBuf>,
+    pub(crate) store: Option<PathBuf>,
 }
 
 impl StoreArgs {

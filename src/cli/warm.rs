@@ -37,6 +37,9 @@ pub struct WarmArgs {
     /// CPU profiles to store artifacts for, comma-separated: native (this CPU) and portable ones (x86-64-v2, x86-64-v3, x86-64-v4 on x86_64) for a bake that serves other hosts [default: native]. Given, the command is a bake: it exits 1 unless every artifact asked for is stored
     #[arg(long, value_name = "LIST", value_delimiter = ',', conflicts_with = "no_store")]
     cpu_profile: Option<Vec<CpuProfile>>,
+    /// Finish the bake for a container image once it is complete and `verify` finds it sound: no lock file, directory 0555 and files 0444 (readable by a node of any uid, writable by none), fsynced. Exits 1, leaving the bake as it is, when it is incomplete or unsound
+    #[arg(long, conflicts_with = "no_store")]
+    finish_bake: bool,
     /// Exit 1 when anything went wrong (a component skipped, an artifact rejected or not stored, a store refused or not read, a bake that did not serve), after printing the report
     #[arg(long)]
     strict: bool,
@@ -58,10 +61,11 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
                 .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_WHITELIST_FILE)),
         )
     };
-    builder = if args.no_store {
-        builder.no_store()
-    } else {
-        builder.store(args.store.dir())
+    // Without --store the builder takes the default itself, and knows it for one.
+    builder = match (&args.store.store, args.no_store) {
+        (_, true) => builder.no_store(),
+        (Some(dir), false) => builder.store(dir),
+        (None, false) => builder,
     };
     for dir in args.read_only.resolved() {
         builder = builder.read_only_store(dir);
@@ -108,7 +112,7 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
         }
     }
     let missing = report.not_stored();
-    if bake && !missing.is_empty() {
+    if (bake || args.finish_bake) && !missing.is_empty() {
         // A bake is complete or it fails: an image must not ship with half of it.
         eprintln!(
             "error: incomplete bake: {} artifact(s) asked for were not stored",
@@ -118,6 +122,35 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
             eprintln!("  {} {}: {}", m.profile, hex::encode(m.hash), m.reason.message());
         }
         return Ok(EXIT_PROBLEM);
+    }
+    if args.finish_bake {
+        return finish(&args.store, &args.key, args.json);
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--finish-bake` after a complete bake: verified as `verify` does, then made read-only.
+fn finish(store: &StoreArgs, key: &KeyArgs, json: bool) -> anyhow::Result<u8> {
+    let bake = store.open_existing(Some(key), Vec::new(), crate::config::DEFAULT_LOCK_TIMEOUT)?;
+    let checked = bake.verify()?;
+    if checked.problems() > 0 {
+        eprintln!(
+            "error: bake not finished: `verify` finds {} problem(s) in {}; run `wasm-node-cache verify --store {}`",
+            checked.problems(),
+            store.dir().display(),
+            store.dir().display()
+        );
+        return Ok(EXIT_PROBLEM);
+    }
+    let done = bake.finish_bake()?;
+    let line = format!(
+        "bake finished: {} artifact(s) verified, read-only for every uid (directory 0555, files 0444), no lock file",
+        done.artifacts
+    );
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
     }
     Ok(EXIT_OK)
 }

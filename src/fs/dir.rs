@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Stat};
 
-use super::Owner;
 use super::refusal::PathRefusal;
 use super::walk::{self as trusted_path, Fallback};
+use super::{GROUP_OR_OTHER_WRITE, Owner};
 
 /// A file's identity: its device and inode numbers, as `fstat` gives them. Two paths, descriptors
 /// or walks reach the same file exactly when their identities are equal; path text says nothing
@@ -57,6 +57,12 @@ impl FileId {
     }
 }
 
+/// The name of this uid's own store directory inside a volume's mount point that others can
+/// write ([`Dir::open_store`]), as the default in the temp directory is named.
+pub(crate) fn per_uid_name() -> String {
+    format!("wasm-node-cache-{}", super::euid())
+}
+
 /// Most `..` steps [`Dir::is_within`] takes before it gives up: far deeper than any real tree.
 const MAX_DEPTH: usize = 4096;
 
@@ -80,6 +86,38 @@ impl Dir {
     pub(crate) fn open(path: &Path, create: bool, owner: Owner) -> Result<Dir, PathRefusal> {
         let walked = trusted_path::walk(path, create)?;
         walked.check_final_dir(owner)?;
+        Dir::from_walked(walked)
+    }
+
+    /// Opens the writable store at `path` as [`Dir::open`] does for this uid, except where `path`
+    /// is a directory that root or this uid owns, that others may write too, and whose mode lets
+    /// this uid create entries: a volume's mount point (a Kubernetes `emptyDir`, root `0777`; a
+    /// volume with an `fsGroup`, `root:<gid>` `2775`). There the store is this uid's own directory
+    /// inside it, `wasm-node-cache-<uid>`, created `0700` and refused unless this uid made it
+    /// ([`trusted_path::own_child`]). A directory holding `marker` is a store itself (one whose
+    /// mode someone loosened), never a mount point: it is refused as it is.
+    pub(crate) fn open_store(path: &Path, create: bool, marker: &str) -> Result<Dir, PathRefusal> {
+        let walked = trusted_path::walk(path, create)?;
+        let walked = match walked.check_final_dir(Owner::Me) {
+            Ok(()) => walked,
+            Err(refusal @ (PathRefusal::OwnedByOther { .. } | PathRefusal::WritableByOthers { .. })) => {
+                let shared = Owner::MeOrRoot.allows(walked.stat.st_uid)
+                    && walked.mode() & GROUP_OR_OTHER_WRITE != 0
+                    && walked.grants_write()
+                    && rfs::statat(&walked.fd, marker, AtFlags::SYMLINK_NOFOLLOW).is_err();
+                if !shared {
+                    return Err(refusal);
+                }
+                let own = trusted_path::own_child(&walked, per_uid_name().as_ref(), create)?;
+                own.check_final_dir(Owner::Me)?;
+                own
+            }
+            Err(refusal) => return Err(refusal),
+        };
+        Dir::from_walked(walked)
+    }
+
+    fn from_walked(walked: trusted_path::Walked) -> Result<Dir, PathRefusal> {
         // The walk's descriptor may be `O_PATH`; listing and fsync need a real one.
         let fd = rfs::openat(
             &walked.fd,

@@ -66,6 +66,17 @@ pub enum PathRefusal {
         /// True when the link lies in a sticky directory.
         sticky: bool,
     },
+    /// In a directory other users can write (a volume's mount point), the entry that should be
+    /// this uid's own store directory is not: another user made it, or put a link or a file
+    /// under its name.
+    NotOwnDirectory {
+        /// The entry.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// What it is: "a directory", "a symbolic link", "a file", "a special file".
+        kind: &'static str,
+    },
     /// More than 40 links to follow, the kernel's `ELOOP` limit (a loop?).
     TooManyLinks {
         /// The path as given.
@@ -103,6 +114,7 @@ impl PathRefusal {
             | PathRefusal::OwnedByOther { path, .. }
             | PathRefusal::WritableByOthers { path, .. }
             | PathRefusal::LinkOwnedByOther { path, .. }
+            | PathRefusal::NotOwnDirectory { path, .. }
             | PathRefusal::TooManyLinks { path }
             | PathRefusal::EmptyLink { path }
             | PathRefusal::NotAFilePath { path }
@@ -140,6 +152,14 @@ impl fmt::Display for PathRefusal {
                 path.display(),
                 path.display()
             ),
+            // Root handing the node's store to itself would lock the node out of it.
+            PathRefusal::OwnedByOther { path, uid, .. } if me == 0 => write!(
+                f,
+                "{} is owned by {}, not by root, and root never writes into another user's store (a file it left there would lock that user out); run the command as its owner: `{} wasm-node-cache ...`",
+                path.display(),
+                user_name(*uid),
+                as_user(*uid)
+            ),
             PathRefusal::OwnedByOther {
                 path,
                 uid,
@@ -168,6 +188,13 @@ impl fmt::Display for PathRefusal {
                 user_name(me),
                 if *sticky { " in a sticky directory" } else { "" }
             ),
+            PathRefusal::NotOwnDirectory { path, uid, kind } => write!(
+                f,
+                "{} is {kind} of {}, not a directory of this process's {}: in a directory other users can write, only a directory this uid made is used as its store; remove it, or give a path of this uid's own",
+                path.display(),
+                user_name(*uid),
+                user_name(me)
+            ),
             PathRefusal::TooManyLinks { path } => write!(
                 f,
                 "{}: more than {MAX_LINKS} symbolic links to follow (a loop?)",
@@ -177,6 +204,17 @@ impl fmt::Display for PathRefusal {
             PathRefusal::NotAFilePath { path } => write!(f, "{}: not a file path", path.display()),
             PathRefusal::Io { path, op, .. } => write!(f, "cannot {op} {}", path.display()),
         }
+    }
+}
+
+/// The command prefix that runs a command as `uid`: `runuser -u NAME --`, or `setpriv` with the
+/// number when `/etc/passwd` has no name for it.
+fn as_user(uid: u32) -> String {
+    let name = login_name(uid);
+    if name == uid.to_string() {
+        format!("setpriv --reuid {uid} --regid {uid} --clear-groups --")
+    } else {
+        format!("runuser -u {name} --")
     }
 }
 

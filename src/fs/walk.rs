@@ -153,6 +153,66 @@ impl Walked {
     }
 }
 
+/// The directory `name` directly below `parent`, a directory other users can write (a volume's
+/// mount point): found without following a link, created `0700` when missing and `create`, and
+/// refused unless it is a directory this uid owns. Nobody else can then write into it, and the
+/// caller holds it by descriptor from here on, so renaming or replacing it later redirects
+/// nothing; what another user planted under its name first is refused, never used.
+pub(crate) fn own_child(parent: &Walked, name: &OsStr, create: bool) -> Result<Walked, PathRefusal> {
+    let path = parent.path.join(name);
+    let (fd, st) = match parent.open_child(name) {
+        Ok(found) => found,
+        Err(Errno::NOENT) if create => {
+            parent.make_child(name)?;
+            parent.open_child(name).map_err(|e| PathRefusal::io(&path, "open", e))?
+        }
+        Err(Errno::NOENT) => return Err(PathRefusal::Missing { path }),
+        Err(Errno::LOOP) => {
+            let st = rfs::statat(&parent.fd, name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| PathRefusal::io(&path, "stat", e))?;
+            return Err(PathRefusal::NotOwnDirectory {
+                path,
+                uid: st.st_uid,
+                kind: "a symbolic link",
+            });
+        }
+        Err(e) => return Err(PathRefusal::io(&path, "open", e)),
+    };
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::RegularFile => "a file",
+        _ => "a special file",
+    };
+    if kind != "a directory" || st.st_uid != euid() {
+        return Err(PathRefusal::NotOwnDirectory {
+            path,
+            uid: st.st_uid,
+            kind,
+        });
+    }
+    Ok(Walked { fd, path, stat: st })
+}
+
+impl Walked {
+    /// True when this directory's mode lets this process create entries in it (as owner, as a
+    /// member of its group, or as anyone), by its bits alone: root's privilege to write anywhere
+    /// does not count, so root never makes a directory of its own where the bits do not invite it.
+    pub fn grants_write(&self) -> bool {
+        let mode = self.mode();
+        let (uid, gid) = (self.stat.st_uid, self.stat.st_gid);
+        if uid == euid() {
+            return mode & 0o200 != 0;
+        }
+        if mode & 0o002 != 0 {
+            return true;
+        }
+        let in_group = rustix::process::getegid().as_raw() == gid
+            || rustix::process::getgroups().is_ok_and(|g| g.iter().any(|g| g.as_raw() == gid));
+        in_group && mode & 0o020 != 0
+    }
+}
+
 /// Walks `path` as given, checking every directory passed through and every link followed (see
 /// the module's documentation). The final component is followed if it is a link and returned
 /// unchecked, for the caller's own check ([`Walked::check_final_dir`]). With `create`, missing

@@ -212,6 +212,7 @@ impl Builder {
                 other => other.into(),
             });
         }
+        let default_location = self.store.is_none() && !crate::config::store_dir_is_configured();
         // `no_store()` is the node's old behaviour: no store of any kind, baked ones included.
         let (dir, read_only) = match self.store {
             Some(StoreChoice::Disabled) => (None, Vec::new()),
@@ -234,6 +235,7 @@ impl Builder {
             fault: self.fault,
             simulated_cpu: self.simulated_cpu,
             check_read_only: self.check_read_only_stores,
+            default_location,
         });
         let store = ArtifactStore::from_stores(stores);
 

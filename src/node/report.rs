@@ -298,9 +298,12 @@ impl LoadReport {
         if self.rejected > 0 {
             out.push(format!("{} stored artifact(s) rejected", self.rejected));
         }
-        if let Some(e) = &self.store.read_error {
+        // A default location nobody asked for, unusable (a read-only root file system) while the
+        // bake served everything: the node runs as deployed, with nothing to store.
+        let unasked = self.store.default_location && self.compiled == 0 && self.skipped == 0;
+        if let Some(e) = self.store.read_error.as_ref().filter(|_| !unasked) {
             out.push(format!("store not read: {}", e.message()));
-        } else if let Some(e) = &self.store.write_error {
+        } else if let Some(e) = self.store.write_error.as_ref().filter(|_| !unasked) {
             out.push(format!("store not written: {}", e.message()));
         }
         if let Some(e) = &self.store.durability_error {

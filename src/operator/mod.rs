@@ -10,6 +10,7 @@ pub mod verify;
 
 use crate::artifact_store::ArtifactStore;
 use crate::error::{LockKind, StoreError};
+pub use crate::store::FinishedBake;
 use crate::store::Store;
 pub use prune::{PruneOptions, PruneReason, PruneReport};
 pub use status::StatusReport;
@@ -142,6 +143,29 @@ impl ArtifactStore {
         store.adopt(store.dir())?;
         let report = store.clear(self.stores().deadline(std::time::Instant::now()))?;
         Ok(PruneReport::from_removal(report, false))
+    }
+
+    /// Finishes the writable store as a bake to ship in an image: under its exclusive lock,
+    /// leftover temporary files are removed, every artifact and the marker made `0444` and
+    /// fsynced, the lock file removed and the directory made `0555`, so that a node of any uid
+    /// can read it as a read-only store (owned by root or by that node's uid). Run it after a
+    /// complete bake that [`ArtifactStore::verify`] found sound.
+    ///
+    /// Errors: [`StoreError::Lock`], [`StoreError::Io`] (naming a file that is not a bake's, or
+    /// the directory), [`StoreError::NoStore`].
+    pub fn finish_bake(&self) -> Result<FinishedBake, StoreError> {
+        let store = self.operated_store()?;
+        let deadline = self.stores().deadline(std::time::Instant::now());
+        let exclusive = store
+            .lock_exclusive(deadline, "finish the bake")
+            .map_err(|source| StoreError::Lock {
+                path: store.lock_path(),
+                kind: LockKind::Exclusive,
+                source,
+            })?;
+        exclusive
+            .finish_bake()
+            .map_err(|e| StoreError::io(store.dir(), "finish the bake in", e))
     }
 
     /// This build's portable profiles' fingerprints in a mode (`keyed`: MAC mode).

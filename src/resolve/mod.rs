@@ -126,6 +126,7 @@ pub(crate) fn run<T: Compiled>(
     let mut session = Session::default();
     session.health.fingerprint = stores.fingerprint.to_hex();
     session.health.path = stores.writable_dir().map(Path::to_path_buf);
+    session.health.default_location = stores.default_location;
     session.read_only = stores
         .read_only
         .iter()

@@ -19,6 +19,10 @@ pub struct StoreHealth {
     pub path: Option<PathBuf>,
     /// The engine fingerprint (hex) artifacts were looked up under.
     pub fingerprint: String,
+    /// True when the store is the default location, which nobody configured (no store given, no
+    /// `$WASM_NODE_CACHE_DIR` or `$CACHE_DIRECTORY`): on a read-only root file system it cannot
+    /// be made, which is no problem while read-only stores serve every component.
+    pub default_location: bool,
     /// Why the store could not be read, if it could not (then everything was compiled).
     pub read_error: Option<StoreError>,
     /// Why the store could not be written, if it could not (then compiled artifacts live only in

@@ -13,7 +13,6 @@ use wasmtime::{Config, Engine};
 use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
 use crate::error::{LockError, StoreError};
-use crate::fs::Owner;
 use crate::fs::dir::{Dir, FileId};
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
@@ -53,6 +52,9 @@ pub(crate) struct StoresConfig {
     /// Look at every read-only store even when the writable store served everything, so that a
     /// health check reports each one (`warm --strict`).
     pub check_read_only: bool,
+    /// The writable store is the default location, which nobody asked for (no store given, no
+    /// `$WASM_NODE_CACHE_DIR` or `$CACHE_DIRECTORY`).
+    pub default_location: bool,
 }
 
 /// The writable store, as configured.
@@ -104,6 +106,8 @@ pub(crate) struct Stores {
     simulated_cpu: bool,
     /// See [`StoresConfig::check_read_only`].
     pub check_read_only: bool,
+    /// See [`StoresConfig::default_location`].
+    pub default_location: bool,
     /// Set once a resolution has looked for litter (temporary files) in the writable store: a
     /// long-running host looks once, and again whenever it compiles.
     looked_for_litter: AtomicBool,
@@ -141,6 +145,7 @@ impl Stores {
             serves_portable: OnceLock::new(),
             simulated_cpu: cfg.simulated_cpu,
             check_read_only: cfg.check_read_only,
+            default_location: cfg.default_location,
             looked_for_litter: AtomicBool::new(false),
             engine: cfg.engine,
         }
@@ -281,7 +286,7 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
     {
         return (refused(inside_root(root)), load_sealer(cfg, None));
     }
-    let dir = match Dir::open(path, create, Owner::Me) {
+    let dir = match Dir::open_store(path, create, crate::store::marker::MARKER_NAME) {
         Ok(dir) => dir,
         Err(e) => {
             return (

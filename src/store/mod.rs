@@ -18,6 +18,7 @@
 //! an unlink), so a mapping of it stays valid.
 
 mod fault;
+mod finish;
 mod load;
 mod lock;
 mod lock_holders;
@@ -44,6 +45,7 @@ use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
 pub(crate) use fault::Fault;
 #[cfg(feature = "fault-injection")]
 pub use fault::Fault;
+pub use finish::FinishedBake;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub(crate) use lock::LOCK_NAME;
@@ -176,7 +178,8 @@ impl Store {
         sealer: Sealer,
         create: bool,
     ) -> Result<Store, StoreError> {
-        let dir = Dir::open(path, create, Owner::Me).map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
+        let dir = Dir::open_store(path, create, marker::MARKER_NAME)
+            .map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
         Store::adopt_dir(dir, path, fingerprint, sealer)
     }
 

@@ -345,8 +345,11 @@ fn open_errors_are_typed() {
         ArtifactStore::builder(&store).read_only_store(&missing).open(&engine),
         Err(StoreError::Missing { path }) if path == missing
     ));
+    // A store someone made writable by everyone (an unmarked directory like it would be a
+    // volume's mount point, holding the store in a directory of this uid's own).
     let loose = dir.path().join("loose");
     std::fs::create_dir(&loose).expect("mkdir");
+    common::mark_store(&loose);
     common::chmod(&loose, 0o777);
     let refused = ArtifactStore::open(&loose, &engine).expect_err("refused");
     assert!(

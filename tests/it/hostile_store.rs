@@ -89,6 +89,7 @@ fn store_path_that_is_a_link_is_followed_and_its_target_checked() {
 
     let loose = fx.dir.path().join("loose");
     std::fs::create_dir(&loose).expect("mkdir");
+    common::mark_store(&loose);
     chmod(&loose, 0o777);
     let link2 = fx.dir.path().join("loose-link");
     symlink(&loose, &link2).expect("symlink");

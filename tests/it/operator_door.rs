@@ -27,6 +27,9 @@ fn a_store_writable_by_others_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     std::fs::create_dir(&path).expect("mkdir");
+    // A store, loosened: not a volume's mount point (which holds the store in a directory of
+    // this uid's own).
+    crate::common::mark_store(&path);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let err = ArtifactStore::builder(&path)
         .open_existing(&Engine::default())
