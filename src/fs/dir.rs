@@ -63,6 +63,36 @@ pub(crate) fn per_uid_name() -> String {
     format!("wasm-node-cache-{}", super::euid())
 }
 
+/// Another uid's store in the mount point `walked` (an entry `wasm-node-cache-<uid>`, a directory
+/// owned by that uid), for a command run as the wrong user.
+fn others_store(walked: &trusted_path::Walked) -> Option<PathRefusal> {
+    let fd = rfs::openat(
+        &walked.fd,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    for entry in rfs::Dir::read_from(&fd).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(uid) = name
+            .strip_prefix("wasm-node-cache-")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let st = rfs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        if st.st_uid == uid && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            return Some(PathRefusal::OthersStore {
+                path: walked.path.join(name),
+                uid,
+            });
+        }
+    }
+    None
+}
+
 /// Most `..` steps [`Dir::is_within`] takes before it gives up: far deeper than any real tree.
 const MAX_DEPTH: usize = 4096;
 
@@ -108,7 +138,12 @@ impl Dir {
                 if !shared {
                     return Err(refusal);
                 }
-                let own = trusted_path::own_child(&walked, per_uid_name().as_ref(), create)?;
+                let own = match trusted_path::own_child(&walked, per_uid_name().as_ref(), create) {
+                    Err(PathRefusal::Missing { path }) => {
+                        return Err(others_store(&walked).unwrap_or(PathRefusal::Missing { path }));
+                    }
+                    other => other?,
+                };
                 own.check_final_dir(Owner::Me)?;
                 own
             }

@@ -77,6 +77,14 @@ pub enum PathRefusal {
         /// What it is: "a directory", "a symbolic link", "a file", "a special file".
         kind: &'static str,
     },
+    /// A volume's mount point that holds no store of this uid's, but another uid's
+    /// (`wasm-node-cache-<uid>`): maintenance run as root, or as the wrong user.
+    OthersStore {
+        /// That store.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
     /// More than 40 links to follow, the kernel's `ELOOP` limit (a loop?).
     TooManyLinks {
         /// The path as given.
@@ -115,6 +123,7 @@ impl PathRefusal {
             | PathRefusal::WritableByOthers { path, .. }
             | PathRefusal::LinkOwnedByOther { path, .. }
             | PathRefusal::NotOwnDirectory { path, .. }
+            | PathRefusal::OthersStore { path, .. }
             | PathRefusal::TooManyLinks { path }
             | PathRefusal::EmptyLink { path }
             | PathRefusal::NotAFilePath { path }
@@ -148,7 +157,7 @@ impl fmt::Display for PathRefusal {
             ),
             PathRefusal::AncestorWritableByOthers { path, mode } => write!(
                 f,
-                "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`",
+                "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`, or, if it is a volume's mount point, give it as the store itself (the store is then a directory of this uid's own inside it)",
                 path.display(),
                 path.display()
             ),
@@ -194,6 +203,14 @@ impl fmt::Display for PathRefusal {
                 path.display(),
                 user_name(*uid),
                 user_name(me)
+            ),
+            PathRefusal::OthersStore { path, uid } => write!(
+                f,
+                "no store of {} here: the store in this volume is {}'s, {}; run the command as its owner: `{} wasm-node-cache ...`",
+                user_name(me),
+                user_name(*uid),
+                path.display(),
+                as_user(*uid)
             ),
             PathRefusal::TooManyLinks { path } => write!(
                 f,

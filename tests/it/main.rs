@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod crash_and_concurrency;
 mod deploy_recipe;
+mod deployments;
 mod doc_sessions;
 mod embedder_door;
 mod engine_identity;
