@@ -71,17 +71,7 @@ const SHAPES: &[Shape] = &[
             mode: 0o755,
         },
     },
-    Shape {
-        name: "kubernetes restricted, emptyDir",
-        uid: NODE,
-        gid: NODE,
-        groups: &[],
-        volume: Volume::MountPoint {
-            uid: 0,
-            gid: 0,
-            mode: 0o777,
-        },
-    },
+    EMPTY_DIR,
     Shape {
         name: "kubernetes restricted, emptyDir with fsGroup",
         uid: NODE,
@@ -143,8 +133,14 @@ impl Root {
         let dir = tempfile::tempdir().expect("tempdir");
         chmod(dir.path(), 0o755);
         let root = Root { dir };
-        for d in ["srv/node/config/wasm", "opt", "var/cache", "tmp"] {
+        for d in ["srv/node/config/wasm", "opt", "var/cache", "tmp", "usr/local/bin"] {
             std::fs::create_dir_all(root.path(d)).expect("mkdir");
+        }
+        // The tool where the image has it, reachable by every uid (the checkout may lie below a
+        // directory only root can enter): a hard link, or a copy on another file system.
+        let tool = root.tool();
+        if std::fs::hard_link(cli(), &tool).is_err() {
+            std::fs::copy(cli(), &tool).expect("copy the tool");
         }
         let repo = common::repo().join("config");
         std::fs::copy(repo.join("wasm.conf"), root.path("srv/node/config/wasm.conf")).expect("copy");
@@ -157,6 +153,11 @@ impl Root {
 
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
+    }
+
+    /// `/usr/local/bin/wasm-node-cache` in the image.
+    fn tool(&self) -> PathBuf {
+        self.path("usr/local/bin/wasm-node-cache")
     }
 
     /// The Dockerfile's bake step, as root in the build stage.
@@ -241,7 +242,7 @@ fn start(root: &Root, shape: &Shape, env: &[(&str, PathBuf)]) -> Output {
         Command::new("setpriv")
     };
     cmd.args(as_user(shape.uid, shape.gid, shape.groups))
-        .arg(cli())
+        .arg(root.tool())
         .args(["warm", "--strict", "--json"])
         .current_dir(root.path("srv/node"))
         .env_remove("WASM_NODE_CACHE_DIR")
@@ -389,8 +390,9 @@ struct SharedVolume {
     store: PathBuf,
 }
 
+/// The manifest's pod with an `emptyDir`.
 const EMPTY_DIR: Shape = Shape {
-    name: "emptyDir",
+    name: "kubernetes restricted, emptyDir",
     uid: NODE,
     gid: NODE,
     groups: &[],
@@ -557,7 +559,7 @@ fn root_maintaining_the_nodes_store_is_told_to_run_as_its_owner_and_leaves_nothi
     // The command it names works.
     let out = Command::new("setpriv")
         .args(as_user(NODE, NODE, &[]))
-        .arg(cli())
+        .arg(v.root.tool())
         .arg("verify")
         .env("WASM_NODE_CACHE_DIR", &v.volume)
         .output()

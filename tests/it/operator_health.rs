@@ -219,6 +219,21 @@ fn strict_fails(fx: &Fixture, extra: &[&OsStr], expect: &str) {
     assert!(v["entries"].is_array(), "{v}");
 }
 
+/// A read-only store made of copies of the fixture's artifacts, each under the name `rename`
+/// gives it.
+fn bake_from_store(fx: &Fixture, name: &str, rename: impl Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    let dir = fx.dir.path().join(name);
+    std::fs::create_dir(&dir).expect("mkdir");
+    for entry in std::fs::read_dir(&fx.store).expect("list") {
+        let file = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        if let Some(to) = rename(&file).filter(|_| file.ends_with(".cwasm")) {
+            std::fs::copy(fx.store.join(&file), dir.join(to)).expect("copy");
+        }
+    }
+    chmod(&dir, 0o700);
+    dir
+}
+
 #[test]
 fn warm_strict_fails_for_each_degraded_case() {
     let fx = Fixture::new();
@@ -266,19 +281,9 @@ fn warm_strict_fails_for_each_degraded_case() {
         &[OsStr::new("--read-only-store"), empty_ro.as_os_str()],
         "empty-bake holds no artifact for this engine",
     );
-    let other_ro = fx.dir.path().join("other-bake");
-    std::fs::create_dir(&other_ro).expect("mkdir");
-    for entry in std::fs::read_dir(&fx.store).expect("list") {
-        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
-        if let Some((_, rest)) = name.split_once('-').filter(|_| name.ends_with(".cwasm")) {
-            std::fs::copy(
-                fx.store.join(&name),
-                other_ro.join(format!("{}-{rest}", "0".repeat(32))),
-            )
-            .expect("copy");
-        }
-    }
-    chmod(&other_ro, 0o700);
+    let other_ro = bake_from_store(&fx, "other-bake", |name| {
+        name.split_once('-').map(|(_, rest)| format!("{}-{rest}", "0".repeat(32)))
+    });
     strict_fails(
         &fx,
         &[OsStr::new("--read-only-store"), other_ro.as_os_str()],
@@ -288,15 +293,7 @@ fn warm_strict_fails_for_each_degraded_case() {
     let out = warm(&fx, &[OsStr::new("--read-only-store"), missing_ro.as_os_str()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // A read-only store that serves this engine is healthy.
-    let good_ro = fx.dir.path().join("good-bake");
-    std::fs::create_dir(&good_ro).expect("mkdir");
-    for entry in std::fs::read_dir(&fx.store).expect("list") {
-        let name = entry.expect("entry").file_name();
-        if name.to_string_lossy().ends_with(".cwasm") {
-            std::fs::copy(fx.store.join(&name), good_ro.join(&name)).expect("copy");
-        }
-    }
-    chmod(&good_ro, 0o700);
+    let good_ro = bake_from_store(&fx, "good-bake", |name| Some(name.to_owned()));
     let out = warm(
         &fx,
         &[

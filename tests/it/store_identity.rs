@@ -214,16 +214,22 @@ fn other_uid_holds_as(lock: &Path, args: &[&str]) -> Child {
     child
 }
 
+/// A store as an earlier version left it, which another user can reach: directory `0755`, lock
+/// `0644`. Returns the lock file.
+fn store_with_a_loose_lock(fx: &Fixture) -> PathBuf {
+    chmod(fx.dir.path(), 0o755);
+    warm(fx, &["--store".as_ref(), fx.store.as_os_str()]);
+    chmod(&fx.store, 0o755);
+    let lock = fx.store.join("lock");
+    chmod(&lock, 0o644);
+    lock
+}
+
 #[test]
 #[ignore = "needs root: uid 65534 opens and holds the lock file"]
 fn a_lock_descriptor_opened_before_the_upgrade_cannot_delay_a_later_start() {
     let fx = Fixture::new();
-    chmod(fx.dir.path(), 0o755);
-    warm(&fx, &["--store".as_ref(), fx.store.as_os_str()]);
-    // A store as an earlier version left it: directory 0755, lock 0644.
-    chmod(&fx.store, 0o755);
-    let lock = fx.store.join("lock");
-    chmod(&lock, 0o644);
+    let lock = store_with_a_loose_lock(&fx);
     let mut holder = other_uid_holds(&lock);
     let timed = |label: &str| {
         let t = Instant::now();
@@ -732,12 +738,7 @@ fn verify_never_changes_a_loose_lock_or_anything_else() {
 #[ignore = "needs root: uid 65534 holds the lock with a command line of its choosing"]
 fn status_escapes_what_another_user_wrote_and_names_only_the_process_that_recorded_itself() {
     let fx = Fixture::new();
-    chmod(fx.dir.path(), 0o755);
-    warm(&fx, &["--store".as_ref(), fx.store.as_os_str()]);
-    chmod(&fx.store, 0o755);
-    let lock = fx.store.join("lock");
-    // An earlier version's lock file, which the other user can open.
-    chmod(&lock, 0o644);
+    let lock = store_with_a_loose_lock(&fx);
     let forged = "x\x1b[2J\x1b[H\nlock:         free";
     let mut holder = other_uid_holds_as(&lock, &[forged]);
     let status = |json: bool| {
