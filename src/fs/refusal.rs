@@ -38,6 +38,8 @@ pub enum PathRefusal {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// Its owner (root or this process's uid: another owner is refused first).
+        uid: u32,
     },
     /// The directory itself is owned by another user.
     OwnedByOther {
@@ -134,7 +136,7 @@ impl fmt::Display for PathRefusal {
                 user_name(me),
                 user_name(me)
             ),
-            PathRefusal::AncestorWritableByOthers { path, mode } => write!(
+            PathRefusal::AncestorWritableByOthers { path, mode, .. } => write!(
                 f,
                 "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`",
                 path.display(),
