@@ -104,25 +104,25 @@ impl fmt::Display for OutsideWriteError {
                 refusal: PathRefusal::AncestorOwnedByOther { path: above, uid },
             } => write!(
                 f,
-                "cannot write {}: the directory {} above it is owned by {}, neither root nor this process's {}: that user could swap the directory below it for a link; give a directory whose parents are all root's or {}'s",
-                path.display(),
+                "the directory {} above {} is owned by {}, neither root nor this process's {}: that user could swap what lies below it for a link; give a directory whose parents are all {}",
                 above.display(),
+                path.display(),
                 user_name(*uid),
                 user_name(euid()),
-                user_name(euid())
+                trusted_owners()
             ),
             OutsideWriteError::Walk {
                 path,
                 refusal: PathRefusal::AncestorWritableByOthers { path: above, mode, uid },
             } => write!(
                 f,
-                "cannot write {}: the directory {} above it, owned by {}, is writable by other users (mode {mode:04o}) and not sticky: any of them could swap the directory below it for a link; run `chmod go-w {}` or give another directory",
-                path.display(),
+                "the directory {} above {}, owned by {}, is writable by other users (mode {mode:04o}) and not sticky: any of them could swap what lies below it for a link; run `chmod go-w {}` or give another directory",
                 above.display(),
+                path.display(),
                 user_name(*uid),
                 above.display()
             ),
-            OutsideWriteError::Walk { path, refusal } => write!(f, "cannot write {}: {refusal}", path.display()),
+            OutsideWriteError::Walk { path, refusal } => write!(f, "{}: {refusal}", path.display()),
             OutsideWriteError::NotARegularFile {
                 path,
                 dir,
@@ -131,7 +131,7 @@ impl fmt::Display for OutsideWriteError {
                 uid,
             } => write!(
                 f,
-                "{} is {kind} of {}, not a regular file, in {} (owned by {}): it is never opened or replaced; remove it or give another path",
+                "{} is {kind} of {}, not a regular file, in {} (owned by {}): it is never opened or replaced; give the path of a regular file, or of none yet",
                 path.display(),
                 user_name(*uid),
                 dir.display(),
@@ -139,23 +139,32 @@ impl fmt::Display for OutsideWriteError {
             ),
             OutsideWriteError::Swapped { path, dir, owner, name } => write!(
                 f,
-                "cannot write {}: {} is not the file just written: entries of {} (owned by {}) were renamed by another user meanwhile; nothing but a new file of this process's was written; give a directory only root and {} can rename entries in",
+                "{}: {} is not the file just written: another user renamed entries of {} (owned by {}) meanwhile; nothing but a new file of this process's was written; give a directory where only {} can rename entries",
                 path.display(),
                 dir.join(name).display(),
                 dir.display(),
                 user_name(*owner),
-                user_name(euid())
+                trusted_owners()
             ),
             OutsideWriteError::Io {
                 path, dir, owner, op, ..
             } => write!(
                 f,
-                "cannot write {}: cannot {op} in {} (owned by {})",
+                "{}: cannot {op} in {} (owned by {})",
                 path.display(),
                 dir.display(),
                 user_name(*owner)
             ),
         }
+    }
+}
+
+/// Who may own the directories above a file written outside the store: "root's", or "root's or
+/// uid 1000 (node)'s".
+fn trusted_owners() -> String {
+    match euid() {
+        0 => "root's".to_owned(),
+        me => format!("root's or {}'s", user_name(me)),
     }
 }
 
@@ -202,6 +211,8 @@ fn replace_file_as(path: &Path, bytes: &[u8], mode: u32, how: Temp) -> Result<()
     let target = Target::open(path)?;
     target.refuse_anything_but_a_file()?;
     let mut random = File::open("/dev/urandom").map_err(|e| target.io("open /dev/urandom for a temporary name", e))?;
+    // The descriptor stays open to the end: while it is, no other file can get the inode
+    // number `ours` compares, even if another user unlinks the new file.
     let (_file, temp, ours) = target.write_new(&mut random, bytes, mode, how)?;
     let placed = target.put_in_place(&temp, ours);
     if placed.is_err() {
@@ -671,5 +682,29 @@ mod tests {
             target.remove_if_ours(&temp, ours);
             assert_eq!(names(dir.path()), ["node.prom", "secret"], "{how:?}");
         }
+    }
+
+    #[test]
+    fn a_directory_above_that_others_can_write_is_refused_naming_it_and_its_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = dir.path().join("open");
+        std::fs::create_dir_all(open.join("textfile")).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let path = open.join("textfile/node.prom");
+        let err = replace_file(&path, b"x", 0o644).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "the directory {} above {}, owned by {}, is writable by other users (mode 0777)",
+                open.display(),
+                path.display(),
+                user_name(euid())
+            )),
+            "{text}"
+        );
+        assert!(!path.exists());
+        // The same directory as the file's own is fine: nothing above it can be swapped.
+        replace_file(&open.join("node.prom"), b"x\n", 0o644).expect("written");
+        assert_eq!(std::fs::read(open.join("node.prom")).expect("read"), b"x\n");
     }
 }
