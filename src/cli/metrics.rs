@@ -1,8 +1,10 @@
 //! `--metrics-file PATH` of `warm` and `status`: what the report says, as gauges in the Prometheus
-//! text format, written atomically (a temporary file beside `PATH`, renamed over it) for
-//! node_exporter's textfile collector, which must never read a half-written file.
+//! text format, written atomically for node_exporter's textfile collector, which must never read a
+//! half-written file. The textfile directory is usually the exporter's user's or shared, so the
+//! file is written as any file outside the store is ([`crate::fs::outside::replace_file`]): nothing
+//! is opened under a name another user could have made, and only a new file of this uid's is
+//! renamed over `PATH`.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -235,8 +237,6 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
     m.finish("status", report.healthy)
 }
 
-/// Writes `registry` to `path` atomically: a temporary file in the same directory, written and
-/// fsynced, renamed over `path`.
 /// `text` with the samples of each metric in label order: a family keeps its label sets in a hash
 /// map, and a file that changes order from run to run makes every diff and doc session noisy.
 fn sort_samples(text: &str) -> String {
@@ -262,29 +262,14 @@ fn sort_samples(text: &str) -> String {
     out
 }
 
+/// Writes `registry` to `path` atomically, as a new file of this uid's, mode 0644, renamed over
+/// `path` ([`crate::fs::outside::replace_file`]: a link, FIFO or device at `path` is refused).
 pub(crate) fn write(path: &Path, registry: &Registry) -> anyhow::Result<()> {
     let mut text = String::new();
     encode_registry(&mut text, registry).context("cannot encode the metrics")?;
     let text = sort_samples(&text);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let temp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e).with_context(|| format!("{}: cannot write the metrics file", path.display()));
-    }
-    Ok(())
+    crate::fs::outside::replace_file(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("{}: cannot write the metrics file", path.display()))
 }
 
 #[cfg(test)]

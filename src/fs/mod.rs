@@ -1,9 +1,10 @@
 //! The file-system layer: walking a path as given and checking every directory and link on the
 //! way ([`walk`]), why a walk refused a path ([`refusal`]), and a directory held open by descriptor
-//! ([`dir`]), through which everything above works. It knows nothing of stores, keys or
-//! artifacts.
+//! ([`dir`]), through which everything above works, and writing a whole file outside the store in
+//! a directory other users may write ([`outside`]). It knows nothing of stores, keys or artifacts.
 
 pub(crate) mod dir;
+pub(crate) mod outside;
 pub(crate) mod refusal;
 pub(crate) mod walk;
 

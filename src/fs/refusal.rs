@@ -38,6 +38,8 @@ pub enum PathRefusal {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// Its owner (root or this process's uid: another owner is refused first).
+        uid: u32,
     },
     /// The directory itself is owned by another user.
     OwnedByOther {
@@ -155,7 +157,7 @@ impl fmt::Display for PathRefusal {
                 user_name(me),
                 user_name(me)
             ),
-            PathRefusal::AncestorWritableByOthers { path, mode } => write!(
+            PathRefusal::AncestorWritableByOthers { path, mode, .. } => write!(
                 f,
                 "{} is writable by other users (mode {mode:04o}) and not sticky: they could swap the directories below it; run `chmod go-w {}`, or, if it is a volume's mount point, give it as the store itself (the store is then a directory of this uid's own inside it)",
                 path.display(),

@@ -81,7 +81,11 @@ impl Walked {
             return Err(PathRefusal::AncestorOwnedByOther { path: path(), uid });
         }
         if mode & GROUP_OR_OTHER_WRITE != 0 && mode & STICKY == 0 {
-            return Err(PathRefusal::AncestorWritableByOthers { path: path(), mode });
+            return Err(PathRefusal::AncestorWritableByOthers {
+                path: path(),
+                mode,
+                uid,
+            });
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ mod embedder_door;
 mod engine_identity;
 mod fuzz_artifact;
 mod hostile_store;
+mod metrics_file;
 mod mixer_component;
 mod operator_door;
 mod operator_health;
