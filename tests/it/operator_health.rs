@@ -282,7 +282,8 @@ fn warm_strict_fails_for_each_degraded_case() {
         "empty-bake holds no artifact for this engine",
     );
     let other_ro = bake_from_store(&fx, "other-bake", |name| {
-        name.split_once('-').map(|(_, rest)| format!("{}-{rest}", "0".repeat(32)))
+        name.split_once('-')
+            .map(|(_, rest)| format!("{}-{rest}", "0".repeat(32)))
     });
     strict_fails(
         &fx,
