@@ -84,14 +84,24 @@ fn run(fx: &Fixture, command: &str, metrics: Option<&Path>) -> Output {
 
 /// [`run`], with the pid the command ran as.
 fn run_with_pid(fx: &Fixture, command: &str, metrics: Option<&Path>) -> (Output, u32) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
+    run_aimed(fx, command, metrics, |_| {})
+}
+
+/// [`run_with_pid`], calling `aim` with the command's pid before it runs: a shell prints its pid,
+/// waits for a line, then becomes the command (same pid), so that what `aim` plants for that pid
+/// is there whatever other processes a parallel test run starts meanwhile.
+fn run_aimed(fx: &Fixture, command: &str, metrics: Option<&Path>, aim: impl FnOnce(u32)) -> (Output, u32) {
+    use std::io::{BufRead, Read, Write};
+    let mut c = Command::new("sh");
+    c.args(["-c", r#"echo $$; read _; exec "$@""#, "sh"])
+        .arg(env!("CARGO_BIN_EXE_wasm-node-cache"));
     c.current_dir(fx.dir.path())
         .arg(command)
         .env_remove("WASM_NODE_CACHE_DIR")
         .env_remove("WASM_NODE_CACHE_KEY_FILE")
         .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if command == "warm" {
@@ -102,11 +112,28 @@ fn run_with_pid(fx: &Fixture, command: &str, metrics: Option<&Path>) -> (Output,
         c.arg("--metrics-file").arg(file);
     }
     let mut child = c.spawn().expect("run wasm-node-cache");
-    let pid = child.id();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the pid");
+    let pid: u32 = line.trim().parse().unwrap_or_else(|_| panic!("a pid, not {line:?}"));
+    aim(pid);
+    let _ = child.stdin.take().expect("stdin").write_all(b"\n");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    // Drained on threads, so that a command printing much never blocks on a full pipe.
+    let out_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut bytes);
+        bytes
+    });
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return (child.wait_with_output().expect("output"), pid);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
         if started.elapsed() > HUNG {
             let _ = child.kill();
@@ -114,7 +141,13 @@ fn run_with_pid(fx: &Fixture, command: &str, metrics: Option<&Path>) -> (Output,
             panic!("`{command} --metrics-file {metrics:?}` hung for {HUNG:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
+    let output = Output {
+        status,
+        stdout: out_reader.join().expect("stdout"),
+        stderr: err_reader.join().expect("stderr"),
+    };
+    (output, pid)
 }
 
 fn stderr(out: &Output) -> String {
@@ -166,6 +199,38 @@ fn plant_old_temps(dir: &Path, name: &str, kind: &str, target: &Path) {
     assert!(out.status.success(), "planting {kind}s: {}", stderr(&out));
 }
 
+/// Plants, as uid 65534, the old temporary name of `name` for `pid` in `dir`, as
+/// [`plant_old_temps`] does, unless the window planted it already; true when it planted it.
+fn plant_one(dir: &Path, name: &str, kind: &str, target: &Path, pid: u32) -> bool {
+    let script = r#"
+        cd "$1" || exit 1
+        f=".$2.$5.tmp"
+        if [ -e "$f" ] || [ -L "$f" ]; then exit 3; fi
+        case $3 in
+            link) ln -s "$4" "$f" ;;
+            fifo) mkfifo -m 666 "$f" ;;
+            *) touch "$f" && chmod 666 "$f" ;;
+        esac
+    "#;
+    let pid = pid.to_string();
+    let args: Vec<&OsStr> = vec![
+        "-c".as_ref(),
+        script.as_ref(),
+        "sh".as_ref(),
+        dir.as_os_str(),
+        name.as_ref(),
+        kind.as_ref(),
+        target.as_os_str(),
+        pid.as_ref(),
+    ];
+    let out = common::run_as_other_uid("sh", &args);
+    match out.status.code() {
+        Some(0) => true,
+        Some(3) => false,
+        _ => panic!("planting {kind} for pid {pid}: {}", stderr(&out)),
+    }
+}
+
 /// The metrics file both commands write in each directory.
 const NAME: &str = "node.prom";
 /// The commands that take `--metrics-file`, in the order the tests run them.
@@ -181,7 +246,12 @@ fn run_against_old_temps(setup: &Setup, dir: &Path, kind: &str) {
     let path = dir.join(NAME);
     for command in COMMANDS {
         let t = Instant::now();
-        let (out, pid) = run_with_pid(&setup.fx, command, Some(&path));
+        // The command's own pid, aimed at exactly, in case other processes of a parallel test
+        // run took the window's pids.
+        let mut aimed = false;
+        let (out, pid) = run_aimed(&setup.fx, command, Some(&path), |pid| {
+            aimed = plant_one(dir, NAME, kind, &setup.secret, pid);
+        });
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "{command} took {:?}",
@@ -197,15 +267,11 @@ fn run_against_old_temps(setup: &Setup, dir: &Path, kind: &str) {
             .collect();
         assert_eq!(
             planted.len(),
-            PIDS as usize,
+            PIDS as usize + usize::from(aimed),
             "every planted name is still there, and no other"
         );
         let own = old_temp(dir, NAME, pid);
-        assert!(
-            planted.contains(&own),
-            "{} was not planted: pids moved past the window; rerun",
-            own.display()
-        );
+        assert!(planted.contains(&own), "{} was not planted", own.display());
         for p in &planted {
             let meta = std::fs::symlink_metadata(p).expect("lstat");
             assert_eq!(meta.uid(), OTHER_UID, "{}", p.display());
