@@ -22,6 +22,7 @@ use crate::key::Fingerprint;
 
 /// A named set of CPU features an artifact is compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum CpuProfile {
     /// Everything this host's CPU has, as the node's engine detects it.
     Native,
@@ -237,6 +238,7 @@ pub(crate) fn host_triple() -> String {
 
 /// One profile as seen from this host: its fingerprint and whether this CPU runs its code.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct ProfileStatus {
     /// The profile's name (`name` in JSON).
     #[serde(rename = "name")]

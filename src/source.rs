@@ -13,6 +13,7 @@ use crate::key::Hash32;
 
 /// Why a whitelisted component was not loaded. Never fatal: the node starts without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SkipReason {
     /// No stored artifact and no source binary at `root/<hash>`.
     Missing,

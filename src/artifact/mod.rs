@@ -22,6 +22,7 @@ pub use trailer::{
 
 /// Why an artifact was refused. Every variant is a miss: the entry is recompiled and replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ArtifactError {
     /// Shorter than a trailer plus a minimal payload (includes zero-length files).
     TooShort {

@@ -62,6 +62,7 @@ impl Outcome {
 
 /// One component's line in the report.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct EntryReport {
     /// Source SHA-256.
     #[serde(serialize_with = "crate::serial::hex")]
@@ -130,6 +131,7 @@ impl EntryReport {
 /// # anyhow::Ok(())
 /// ```
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct LoadReport {
     /// Components loaded from the store.
     pub from_store: usize,
@@ -169,6 +171,7 @@ pub struct LoadReport {
 
 /// An artifact a start-up was to store and did not ([`LoadReport::not_stored`]).
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct NotStored {
     /// Source SHA-256.
     #[serde(serialize_with = "crate::serial::hex")]

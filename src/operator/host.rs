@@ -10,6 +10,7 @@ pub use crate::profile::ProfileStatus;
 
 /// This host as a bake sees it; serializes as `host --json`'s object.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct HostReport {
     /// The target triple this binary was built for.
     pub triple: String,

@@ -36,6 +36,7 @@ pub struct PruneOptions {
 /// What [`ArtifactStore::prune`](crate::ArtifactStore::prune) or
 /// [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed (in a dry run: would remove).
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Each removed artifact with the reason.
     pub removed: Vec<RemovedArtifact>,
@@ -106,6 +107,7 @@ impl PruneReport {
 
 /// An artifact removed (or to be removed), and why.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct RemovedArtifact {
     /// SHA-256 of the source.
     #[serde(serialize_with = "serial::hex")]
@@ -140,6 +142,7 @@ impl RemovedArtifact {
 /// What kind of file a removal failed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RemovedFile {
     /// An artifact.
     Artifact,
@@ -151,6 +154,7 @@ pub enum RemovedFile {
 
 /// A file that could not be removed.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct RemovalFailure {
     /// The file.
     #[serde(serialize_with = "serial::path")]

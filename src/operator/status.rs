@@ -17,6 +17,7 @@ use crate::store::{Rejection, Store, StoredEntry};
 /// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: a verdict, the writable
 /// store, then each read-only store in the same form. Serializes as `status --json`'s object.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// True when nothing needs attention ([`StatusReport::problems`] is empty).
     pub healthy: bool,
@@ -36,6 +37,7 @@ pub struct StatusReport {
 
 /// How much of a whitelist the stores hold for this engine.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Coverage {
     /// Hashes in the whitelist.
     pub listed: usize,
@@ -204,6 +206,7 @@ impl StatusReport {
 /// A read-only store: what it holds, or why it could not be opened.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum ReadOnlyStatus {
     /// Opened and listed.
     Open(StoreStatus),
@@ -222,6 +225,7 @@ pub enum ReadOnlyStatus {
 
 /// One store as `status` shows it.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct StoreStatus {
     /// The directory, as opened.
     #[serde(serialize_with = "serial::path")]
@@ -276,6 +280,7 @@ pub struct StoreStatus {
 
 /// One artifact file as `status` shows it.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct ArtifactStatus {
     /// SHA-256 of the source, from the file name.
     #[serde(serialize_with = "serial::hex")]
@@ -367,6 +372,7 @@ impl fmt::Display for UtcDate {
 
 /// A fingerprint a store holds, with its number of files.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct FingerprintStatus {
     /// The fingerprint.
     #[serde(serialize_with = "serial::fingerprint")]
@@ -388,6 +394,7 @@ pub struct FingerprintStatus {
 
 /// A file in the store that is neither an artifact, the lock nor a temp file.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct ForeignFileStatus {
     /// The file.
     #[serde(serialize_with = "serial::path")]

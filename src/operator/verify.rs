@@ -15,6 +15,7 @@ use crate::store::{Rejection, Store};
 /// What [`ArtifactStore::verify`](crate::ArtifactStore::verify) found: the writable store, then
 /// each read-only store.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// The writable store.
     pub store: StoreVerification,
@@ -43,6 +44,7 @@ impl VerifyReport {
 /// A read-only store: its check, or why it could not be opened.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum ReadOnlyVerification {
     /// Opened and checked.
     Checked(StoreVerification),
@@ -59,6 +61,7 @@ pub enum ReadOnlyVerification {
 
 /// One store's check.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct StoreVerification {
     /// The directory, as opened.
     #[serde(serialize_with = "serial::path")]
@@ -147,6 +150,7 @@ impl StoreVerification {
 
 /// One artifact's verdict.
 #[derive(Debug, Serialize)]
+#[non_exhaustive]
 pub struct ArtifactCheck {
     /// SHA-256 of the source.
     #[serde(serialize_with = "serial::hex")]

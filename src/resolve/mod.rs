@@ -44,6 +44,7 @@ use stores::{Stores, Writable};
 
 /// Progress of a compile or bake phase, for progress bars.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Progress {
     /// Components compiled (or failed) so far.
     pub done: usize,

@@ -149,6 +149,7 @@ impl StoreWrite {
 
 /// A portable artifact that was found and refused.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct PortableRefusal {
     /// The profile it was compiled for.
     pub profile: CpuProfile,

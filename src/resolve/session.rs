@@ -13,6 +13,7 @@ use crate::store::LockRepair;
 
 /// The writable store's health during a start-up.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct StoreHealth {
     /// The store directory, or `None` when the store is disabled.
     #[serde(serialize_with = "crate::serial::opt_path")]
@@ -58,6 +59,7 @@ impl StoreHealth {
 
 /// A fingerprint and how many files a store holds for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct FingerprintCount {
     /// The engine fingerprint, hex.
     pub fingerprint: String,
@@ -67,6 +69,7 @@ pub struct FingerprintCount {
 
 /// What a start-up found in one read-only store.
 #[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
 pub struct ReadOnlyStoreReport {
     /// The store directory.
     #[serde(serialize_with = "crate::serial::path")]
@@ -112,6 +115,7 @@ impl ReadOnlyStoreReport {
 
 /// What a bake did for one portable CPU profile.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BakeReport {
     /// The profile.
     pub profile: CpuProfile,
@@ -129,6 +133,7 @@ pub struct BakeReport {
 
 /// A component a bake could not compile or store for a profile.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BakeFailure {
     /// Source SHA-256.
     #[serde(serialize_with = "crate::serial::hex")]

@@ -29,6 +29,7 @@ use crate::key::{ArtifactKey, Hash32, Kind};
 /// How a loaded component's code reached wasmtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LoadPath {
     /// Plain mode: wasmtime maps the store file that was verified. A later write into that file
     /// in place (which its mode forbids to all but root) changes or crashes the nodes that loaded

@@ -15,6 +15,7 @@ use crate::key::Hash32;
 
 /// Why [`ArtifactStore::prune`](crate::ArtifactStore::prune) or [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum PruneReason {
     /// Compiled by another engine fingerprint.
     Stale,

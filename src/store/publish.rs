@@ -21,6 +21,7 @@ pub const ARTIFACT_MODE: u32 = 0o444;
 
 /// What a clean-up of leftover temporary files did.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct TempCleanup {
     /// Files removed.
     pub removed: usize,
@@ -32,6 +33,7 @@ pub struct TempCleanup {
 /// succeeds; if that fails, the artifact is stored and loadable, but a crash of the machine could
 /// still lose its name.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Published {
     /// The artifact's path.
     pub path: PathBuf,

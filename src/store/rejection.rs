@@ -9,6 +9,7 @@ use crate::artifact::ArtifactError;
 /// Why an artifact present under the current key was refused. Every variant is a miss: the
 /// component is compiled again and the artifact replaced by a rename.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Rejection {
     /// A symbolic link under the artifact's name; links in a store are never followed.
     Symlink,
