@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::key::{ParseHashError, parse_hash};
+pub use crate::key::{ParseHashError, hash_hex, parse_hash};
 pub use crate::source::sha256;
 pub use crate::whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
 

@@ -6,6 +6,19 @@ use std::fmt;
 /// A SHA-256 digest: the name of a Wasm source binary.
 pub type Hash32 = [u8; 32];
 
+/// A SHA-256 as 64 lowercase hexadecimal digits, as files and logs name it; [`parse_hash`] reads
+/// it back.
+///
+/// ```
+/// use wasm_node_cache::config::{hash_hex, parse_hash};
+/// let text = hash_hex(&[0xab; 32]);
+/// assert_eq!(text, "ab".repeat(32));
+/// assert_eq!(parse_hash(&text), Ok([0xab; 32]));
+/// ```
+pub fn hash_hex(hash: &Hash32) -> String {
+    hex::encode(hash)
+}
+
 /// Parses a 64-digit hexadecimal SHA-256 (either case).
 ///
 /// ```
@@ -111,6 +124,7 @@ impl fmt::Display for Fingerprint {
 /// so that no artifact is ever deserialized as the other kind, whatever its name says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Kind {
     /// A component (`Component::deserialize`): the node's kind.
     Component,

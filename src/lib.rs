@@ -63,6 +63,49 @@ mod store;
 mod whitelist;
 
 pub use artifact_store::{ArtifactStore, ArtifactStoreBuilder, Loaded, Origin};
+
+// The README's examples compile, and its embedder's example runs, as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// What callers may match or read can grow without breaking them: every public enum and report
+/// struct is `#[non_exhaustive]`, so an exhaustive `match` outside the crate does not compile...
+///
+/// ```compile_fail
+/// fn name(kind: wasm_node_cache::Kind) -> &'static str {
+///     match kind {
+///         wasm_node_cache::Kind::Component => "component",
+///         wasm_node_cache::Kind::Module => "module",
+///     }
+/// }
+/// ```
+///
+/// ...and neither does building a report by hand...
+///
+/// ```compile_fail
+/// let loaded = wasm_node_cache::Loaded {
+///     value: (),
+///     origin: todo!(),
+///     hash: [0; 32],
+///     kind: wasm_node_cache::Kind::Component,
+/// };
+/// ```
+///
+/// ...while a `match` with a wildcard arm, as every caller writes it, does:
+///
+/// ```
+/// fn name(kind: wasm_node_cache::Kind) -> &'static str {
+///     match kind {
+///         wasm_node_cache::Kind::Component => "component",
+///         wasm_node_cache::Kind::Module => "module",
+///         _ => "other",
+///     }
+/// }
+/// assert_eq!(name(wasm_node_cache::Kind::Module), "module");
+/// ```
+#[cfg(doctest)]
+struct NonExhaustive;
 pub use engine::{init_wasm_engine, node_config};
 pub use error::StoreError;
 pub use key::{Fingerprint, Hash32, Kind};

@@ -67,6 +67,7 @@ impl std::fmt::Debug for ArtifactStore {
 
 /// Compiled code and where it came from.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Loaded<T> {
     /// The component or module, ready to instantiate with the store's engine.
     pub value: T,
@@ -138,10 +139,11 @@ impl ArtifactStore {
 
     /// Why the writable store cannot be used, if it cannot (an [`ArtifactStore`] opened with
     /// [`ArtifactStoreBuilder::open_or_compile`], or by the node): every call then compiles.
+    /// A store on a read-only file system is read, and this says that nothing can be stored.
     pub fn store_problem(&self) -> Option<&StoreError> {
         match &self.stores.writable {
             crate::resolve::stores::Writable::Refused { reason, .. } => Some(reason),
-            _ => None,
+            _ => self.stores.unwritable.as_ref(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine};
@@ -108,6 +108,9 @@ pub(crate) struct Stores {
     pub check_read_only: bool,
     /// See [`StoresConfig::default_location`].
     pub default_location: bool,
+    /// Why nothing can be written into the open writable store (it lies on a read-only file
+    /// system): it is still read, and this is its problem.
+    pub unwritable: Option<StoreError>,
     /// Set once a resolution has looked for litter (temporary files) in the writable store: a
     /// long-running host looks once, and again whenever it compiles.
     looked_for_litter: AtomicBool,
@@ -123,7 +126,17 @@ impl Stores {
             None => (Writable::None, Ok(Sealer::Plain)),
             Some(path) => open_writable(path, &cfg, fingerprint),
         };
+        let blocked_since = blocked_since_of(&writable);
+        let unwritable = match &writable {
+            Writable::Open(store) if store.on_read_only_file_system() => Some(StoreError::io(
+                store.dir(),
+                "write into",
+                std::io::Error::from_raw_os_error(libc::EROFS),
+            )),
+            _ => None,
+        };
         Stores {
+            unwritable,
             fingerprint,
             writable,
             sealer,
@@ -139,7 +152,7 @@ impl Stores {
             profile_config: cfg.profile_config,
             lock_wait: LockWait {
                 timeout: cfg.lock_timeout,
-                blocked_since: Mutex::new(None),
+                blocked_since,
             },
             portable: OnceLock::new(),
             serves_portable: OnceLock::new(),
@@ -347,7 +360,29 @@ pub(crate) fn has_settings_of(engine: &Engine, base: Option<&Config>) -> bool {
 /// The lock timeout, and since when a hung holder has made waits fail.
 struct LockWait {
     timeout: Duration,
-    blocked_since: Mutex<Option<Instant>>,
+    blocked_since: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Since when a hung holder has made waits on a writable store fail: one record per directory
+/// (by device and inode) for the whole process, shared by every [`Stores`] open on it, so that a
+/// second `open` of the same directory does not pay the timeout again for the same holder.
+fn blocked_since_of(writable: &Writable) -> Arc<Mutex<Option<Instant>>> {
+    type Records = Vec<(FileId, Weak<Mutex<Option<Instant>>>)>;
+    static RECORDS: Mutex<Records> = Mutex::new(Vec::new());
+    let Some(id) = (match writable {
+        Writable::Open(store) => store.dir_id().ok(),
+        _ => None,
+    }) else {
+        return Arc::default();
+    };
+    let mut records = RECORDS.lock().unwrap_or_else(|p| p.into_inner());
+    records.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(shared) = records.iter().find(|(i, _)| *i == id).and_then(|(_, w)| w.upgrade()) {
+        return shared;
+    }
+    let fresh: Arc<Mutex<Option<Instant>>> = Arc::default();
+    records.push((id, Arc::downgrade(&fresh)));
+    fresh
 }
 
 impl LockWait {

@@ -227,6 +227,18 @@ pub(crate) fn write_holders(f: &mut std::fmt::Formatter<'_>, holders: &[Holder])
     Ok(())
 }
 
+/// This process as the holder of the lock file `id` when the kernel says it holds it but no handle
+/// of this crate does: a `File::lock` the host took on `STORE/lock` itself.
+fn this_process_outside(id: FileId) -> Option<LockHolder> {
+    let me = Some(std::process::id());
+    lock_holders::flock_holders(id)?
+        .iter()
+        .any(|h| h.pid == me)
+        .then(|| LockHolder::ThisProcess {
+            purpose: "a lock this process took on the lock file itself, not through this crate".to_owned(),
+        })
+}
+
 /// The processes other than this one the kernel lists as holding the lock file `id`.
 fn kernel_holders(id: FileId) -> Vec<Holder> {
     lock_holders::flock_holders(id)
@@ -291,6 +303,7 @@ fn recorded(text: &str, holding: impl FnOnce(u32) -> bool) -> Option<Holder> {
 
 /// A lock file that failed a check and was replaced by a new one, as a start-up reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockRepair {
     /// The lock file.
     pub path: PathBuf,
@@ -312,7 +325,9 @@ impl std::fmt::Display for LockRepair {
 /// A held lock; released when dropped.
 #[derive(Debug)]
 pub struct LockGuard {
-    file: File,
+    /// `None` for a shared lock on a store on a read-only file system that has no lock file:
+    /// nothing there can be written or removed, so there is nothing to exclude.
+    file: Option<File>,
     kind: LockKind,
     registration: u64,
 }
@@ -328,8 +343,8 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         // Closing the file releases the lock too; unlocking first just releases it sooner. An
         // artifact's byte-range lock goes with the descriptor.
-        if self.kind != LockKind::Artifact {
-            let _ = self.file.unlock();
+        if let Some(file) = self.file.as_ref().filter(|_| self.kind != LockKind::Artifact) {
+            let _ = file.unlock();
         }
         held::release(self.registration);
     }
@@ -440,7 +455,9 @@ impl Store {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         let (file, registration) = loop {
-            let file = self.open_lock(LockKind::Artifact, Repair::Allowed)?;
+            let Some(file) = self.open_lock(LockKind::Artifact, Repair::Allowed)? else {
+                return Err(io(std::io::Error::from_raw_os_error(libc::EROFS)));
+            };
             let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
             // Threads of this process first, then other processes.
             if let Some(registration) = held::claim_artifact(id, offset, purpose) {
@@ -474,7 +491,7 @@ impl Store {
             store: self,
             key: *key,
             _guard: LockGuard {
-                file,
+                file: Some(file),
                 kind: LockKind::Artifact,
                 registration,
             },
@@ -585,17 +602,19 @@ impl Store {
     /// when it fails a check and none of its holders may be one of the store's users, and
     /// otherwise opens the inode that is there (see the module's docs). With [`Repair::Never`]
     /// nothing is created or replaced.
-    fn open_lock(&self, kind: LockKind, repair: Repair) -> Result<File, LockError> {
+    /// `None`: a shared lock is wanted, there is no lock file, and the store is on a read-only
+    /// file system, where none can be made and nothing can change.
+    fn open_lock(&self, kind: LockKind, repair: Repair) -> Result<Option<File>, LockError> {
         // A few rounds at most: a lock created or replaced by another process meanwhile.
         for _ in 0..8 {
             match self.look_at_lock()? {
                 Found::Trusted(fd, st) => {
                     return match self.dir.reopen(LOCK_NAME, &fd, &st, RDWR) {
-                        Ok(file) => Ok(file),
+                        Ok(file) => Ok(Some(file)),
                         // A store on a read-only file system: a shared lock on a read-only
                         // descriptor still keeps a prune elsewhere from unlinking mid-load.
                         Err(e) if kind == LockKind::Shared => {
-                            self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).map_err(|_| io(e))
+                            self.dir.reopen(LOCK_NAME, &fd, &st, PROBE).map(Some).map_err(|_| io(e))
                         }
                         Err(e) => Err(io(e)),
                     };
@@ -606,8 +625,11 @@ impl Store {
                 Found::Absent => {
                     let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
                     match self.dir.open_file(LOCK_NAME, create, 0o600) {
-                        Ok(file) => return Ok(file),
+                        Ok(file) => return Ok(Some(file)),
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem && kind == LockKind::Shared => {
+                            return Ok(None);
+                        }
                         Err(e) => return Err(io(e)),
                     }
                 }
@@ -628,7 +650,7 @@ impl Store {
                             .ok()
                     });
                     if repair == Repair::Never || (is_file && !self.may_replace(old.as_ref(), &st)) {
-                        return old.ok_or(LockError::Untrusted { problem });
+                        return old.map(Some).ok_or(LockError::Untrusted { problem });
                     }
                     // `old`, when open and locked by `may_replace`, stays locked until the new
                     // file is in place, so that nobody takes it in between.
@@ -734,7 +756,14 @@ impl Store {
         let mut pause = Duration::from_millis(5);
         let mut next_log = start;
         loop {
-            let mut file = self.open_lock(kind, repair)?;
+            let Some(mut file) = self.open_lock(kind, repair)? else {
+                // Token 0 is never handed out: there is nothing to register.
+                return Ok(LockGuard {
+                    file: None,
+                    kind,
+                    registration: 0,
+                });
+            };
             let id = FileId::of(&rfs::fstat(&file).map_err(io)?);
             let attempt = match kind {
                 LockKind::Shared => file.try_lock_shared(),
@@ -763,7 +792,7 @@ impl Store {
                         }
                         let registration = held::register(id, kind, None, purpose);
                         return Ok(LockGuard {
-                            file,
+                            file: Some(file),
                             kind,
                             registration,
                         });
@@ -781,6 +810,7 @@ impl Store {
                         let holders = kernel_holders(id);
                         (!holders.is_empty()).then_some(LockHolder::Holding(holders))
                     })
+                    .or_else(|| this_process_outside(id))
                     .or_else(|| self.last_lock_holder().map(LockHolder::Recorded))
                     .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
@@ -790,6 +820,7 @@ impl Store {
             }
             if now >= next_log {
                 let holder = held::holder_of(id, kind, None)
+                    .or_else(|| this_process_outside(id).filter(|_| kernel_holders(id).is_empty()))
                     .map(|h| match h {
                         LockHolder::ThisProcess { purpose } => format!("by this process: {purpose}"),
                         _ => String::new(),
@@ -1030,6 +1061,25 @@ mod tests {
         }
         drop(x);
         assert!(!matches!(s.lock_state().expect("probe"), LockState::Exclusive { .. }));
+    }
+
+    #[test]
+    fn a_lock_this_process_took_itself_is_named_as_this_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        drop(
+            s.lock_shared(deadline_after(Duration::from_secs(1)), "create")
+                .expect("shared"),
+        );
+        let own = File::open(s.lock_path()).expect("open");
+        own.lock().expect("the host's own exclusive lock");
+        let err = s
+            .lock_shared(deadline_after(Duration::from_millis(50)), "load")
+            .unwrap_err();
+        assert!(
+            matches!(&err, LockError::TimedOut { holder: LockHolder::ThisProcess { purpose }, .. } if purpose.contains("not through this crate")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -315,6 +315,17 @@ impl Store {
         self.read_only
     }
 
+    /// True when the store lies on a file system mounted read-only: nothing can be written into
+    /// it, and nothing in it removed.
+    pub(crate) fn on_read_only_file_system(&self) -> bool {
+        rustix::fs::fstatvfs(&*self.dir).is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    }
+
+    /// The store directory's identity (device and inode).
+    pub(crate) fn dir_id(&self) -> std::io::Result<crate::fs::dir::FileId> {
+        self.dir.id()
+    }
+
     /// The store directory, as it was opened (for messages).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -621,3 +621,117 @@ fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
         loaded.origin
     );
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_does_not_pay_the_same_holders_timeout_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let open = || {
+        ArtifactStore::builder(&path)
+            .lock_timeout(Duration::from_millis(600))
+            .open(&engine)
+            .expect("open")
+    };
+    let first = open();
+    // Another process holds the store's lock exclusively and hangs.
+    let lock = path.join("lock");
+    let mut holder = Command::new("flock")
+        .args(["-o", "-x"])
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let adder = common::shipped("adder");
+    let t = std::time::Instant::now();
+    assert!(first.load_component(&adder).expect("served").origin.is_compiled());
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "the first call waits its timeout"
+    );
+    // A second object on the same directory, in the same process, learns nothing anew.
+    let second = open();
+    let t = std::time::Instant::now();
+    assert!(second.load_component(&adder).expect("served").origin.is_compiled());
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "the second object waited {:?} for the same holder",
+        t.elapsed()
+    );
+    holder.kill().expect("kill");
+    holder.wait().expect("reap");
+    // Once the lock is free, both store and load again.
+    let stored = second.load_component(&adder).expect("served");
+    assert!(stored.origin.is_compiled(), "{}", stored.origin);
+    assert!(!first.load_component(&adder).expect("served").origin.is_compiled());
+}
+
+#[test]
+#[ignore = "needs root: mounts a tmpfs read-only"]
+fn a_store_on_a_read_only_file_system_is_read_and_says_it_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let mount = dir.path().join("mnt");
+    std::fs::create_dir(&mount).expect("mkdir");
+    common::mount_or_fail(&[
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "-o".as_ref(),
+        "mode=0700".as_ref(),
+        "tmpfs".as_ref(),
+        mount.as_os_str(),
+    ]);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mount);
+    // A store with the adder and no lock file, and an empty directory, then the mount read-only.
+    let full = mount.join("full");
+    ArtifactStore::open(&full, &engine)
+        .expect("open")
+        .load_component(&common::shipped("adder"))
+        .expect("stored");
+    std::fs::remove_file(full.join("lock")).expect("no lock file");
+    let empty = mount.join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    common::chmod(&empty, 0o700);
+    common::mount_or_fail(&["-o".as_ref(), "remount,ro".as_ref(), mount.as_os_str()]);
+
+    for (store_dir, served) in [(&full, true), (&empty, false)] {
+        let store = ArtifactStore::open(store_dir, &engine).expect("opens on a read-only file system");
+        let problem = store.store_problem().expect("says it cannot store").message();
+        assert!(problem.contains("Read-only file system"), "{problem}");
+        let loaded = store.load_component(&common::shipped("adder")).expect("served");
+        assert_eq!(
+            !loaded.origin.is_compiled(),
+            served,
+            "{}: {}",
+            store_dir.display(),
+            loaded.origin
+        );
+        assert_eq!(common::call_add(&engine, &loaded.value, 2, 3), 5);
+        let fib = store.load_component(&common::shipped("fib")).expect("compiled");
+        match &fib.origin {
+            Origin::Compiled {
+                stored: StoreWrite::NotStored(why),
+                ..
+            } => assert!(why.message().contains("Read-only file system"), "{why:?}"),
+            other => panic!("expected compiled, not stored: {other}"),
+        }
+    }
+}
