@@ -735,3 +735,30 @@ fn a_store_on_a_read_only_file_system_is_read_and_says_it_stores_nothing() {
         }
     }
 }
+
+#[test]
+fn a_host_following_the_readme_starts_on_a_loose_or_foreign_directory_and_compiles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = node_engine();
+    let loose = dir.path().join("loose");
+    std::fs::create_dir(&loose).expect("mkdir");
+    common::mark_store(&loose);
+    common::chmod(&loose, 0o777);
+    let foreign = dir.path().join("home");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::fs::write(foreign.join(".bashrc"), b"export PS1='$ '\n").expect("write");
+    common::chmod(&foreign, 0o700);
+    for (path, kind) in [(&loose, "refused"), (&foreign, "not_a_store")] {
+        let before = common::snapshot(path);
+        // What the README shows: open_or_compile, then store_problem.
+        let store = ArtifactStore::builder(path)
+            .open_or_compile(&engine)
+            .expect("never fails for the store");
+        let problem = store.store_problem().expect("says why");
+        assert_eq!(problem.kind(), kind, "{}: {problem}", path.display());
+        let loaded = store.load_component(&common::shipped("adder")).expect("compiled");
+        assert!(loaded.origin.is_compiled(), "{}", loaded.origin);
+        assert_eq!(common::call_add(&engine, &loaded.value, 40, 2), 42);
+        assert_eq!(common::snapshot(path), before, "{} was changed", path.display());
+    }
+}
