@@ -301,6 +301,40 @@ pub fn mark_store(dir: &Path) {
     .expect("write the marker");
 }
 
+/// Starts `flock -o -x LOCK sleep 60` (the lock is flock's own, so killing it releases the lock)
+/// and waits until it holds the lock: a hung holder in another process.
+pub fn hold_lock_exclusively(lock: &Path) -> std::process::Child {
+    let child = std::process::Command::new("flock")
+        .args(["-o", "-x"])
+        .arg(lock)
+        .args(["sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("flock");
+    wait_until_held(lock);
+    child
+}
+
+/// Waits (10 s at most) until some process holds `lock`: until this one can no longer take it
+/// shared without waiting.
+pub fn wait_until_held(lock: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::process::Command::new("flock")
+        .args(["-n", "-s"])
+        .arg(lock)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody took the lock {}",
+            lock.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The second uid of the privileged tests (`nobody`).
 pub const OTHER_UID: u32 = 65534;
 

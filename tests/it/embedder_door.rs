@@ -562,25 +562,7 @@ fn a_held_lock_costs_one_timeout_for_21_separate_calls() {
         .mode(0o600)
         .open(&lock)
         .expect("lock file");
-    // `-o`: the lock is flock's own, not the command's, so killing flock releases it.
-    let mut holder = Command::new("flock")
-        .args(["-o", "-x"])
-        .arg(&lock)
-        .args(["sleep", "60"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("flock");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Command::new("flock")
-        .args(["-n", "-s"])
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut holder = common::hold_lock_exclusively(&lock);
     let components: Vec<Vec<u8>> = (0..21).map(|i| common::generated_component(i, 2)).collect();
     let t = std::time::Instant::now();
     let mut firsts = Vec::new();
@@ -636,24 +618,7 @@ fn a_second_open_of_the_same_directory_does_not_pay_the_same_holders_timeout_aga
     let first = open();
     // Another process holds the store's lock exclusively and hangs.
     let lock = path.join("lock");
-    let mut holder = Command::new("flock")
-        .args(["-o", "-x"])
-        .arg(&lock)
-        .args(["sleep", "60"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("flock");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while Command::new("flock")
-        .args(["-n", "-s"])
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut holder = common::hold_lock_exclusively(&lock);
     let adder = common::shipped("adder");
     let t = std::time::Instant::now();
     assert!(first.load_component(&adder).expect("served").origin.is_compiled());

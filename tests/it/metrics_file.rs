@@ -185,18 +185,24 @@ fn plant_old_temps(dir: &Path, name: &str, kind: &str, target: &Path) {
         esac
     "#;
     let count = PIDS.to_string();
-    let args: Vec<&OsStr> = vec![
-        "-c".as_ref(),
-        script.as_ref(),
-        "sh".as_ref(),
-        dir.as_os_str(),
-        name.as_ref(),
-        kind.as_ref(),
-        count.as_ref(),
-        target.as_os_str(),
-    ];
-    let out = common::run_as_other_uid("sh", &args);
+    let out = sh_as_other_uid(
+        script,
+        &[
+            dir.as_os_str(),
+            name.as_ref(),
+            kind.as_ref(),
+            count.as_ref(),
+            target.as_os_str(),
+        ],
+    );
     assert!(out.status.success(), "planting {kind}s: {}", stderr(&out));
+}
+
+/// `sh -c script sh args...` as uid 65534.
+fn sh_as_other_uid(script: &str, args: &[&OsStr]) -> Output {
+    let mut all: Vec<&OsStr> = vec!["-c".as_ref(), script.as_ref(), "sh".as_ref()];
+    all.extend_from_slice(args);
+    common::run_as_other_uid("sh", &all)
 }
 
 /// Plants, as uid 65534, the old temporary name of `name` for `pid` in `dir`, as
@@ -213,17 +219,16 @@ fn plant_one(dir: &Path, name: &str, kind: &str, target: &Path, pid: u32) -> boo
         esac
     "#;
     let pid = pid.to_string();
-    let args: Vec<&OsStr> = vec![
-        "-c".as_ref(),
-        script.as_ref(),
-        "sh".as_ref(),
-        dir.as_os_str(),
-        name.as_ref(),
-        kind.as_ref(),
-        target.as_os_str(),
-        pid.as_ref(),
-    ];
-    let out = common::run_as_other_uid("sh", &args);
+    let out = sh_as_other_uid(
+        script,
+        &[
+            dir.as_os_str(),
+            name.as_ref(),
+            kind.as_ref(),
+            target.as_os_str(),
+            pid.as_ref(),
+        ],
+    );
     match out.status.code() {
         Some(0) => true,
         Some(3) => false,

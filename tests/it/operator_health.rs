@@ -7,8 +7,7 @@ use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use common::{Fixture, chmod, snapshot};
 use serde_json::Value;
@@ -142,36 +141,13 @@ fn a_mac_mode_store_survives_prune_and_verify_without_the_key_byte_for_byte() {
     assert!(stdout(&forced).contains("removed 3 artifact(s)"), "{}", stdout(&forced));
 }
 
-/// Starts `flock -o -x LOCK sleep 60` and waits until it holds the lock.
-fn hold_lock(lock: &Path) -> Child {
-    let child = Command::new("flock")
-        .args(["-o", "-x"])
-        .arg(lock)
-        .args(["sleep", "60"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("flock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Command::new("flock")
-        .args(["-n", "-s"])
-        .arg(lock)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(Instant::now() < deadline, "flock never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
 #[test]
 fn status_and_a_command_that_gave_up_name_the_process_holding_the_lock() {
     let fx = Fixture::new();
     assert_eq!(warm(&fx, &[]).status.code(), Some(0));
     let store = [OsStr::new("--store"), fx.store.as_os_str()];
     // `flock` writes no pid into the lock file: only the kernel's lock table names it.
-    let mut holder = hold_lock(&fx.store.join("lock"));
+    let mut holder = common::hold_lock_exclusively(&fx.store.join("lock"));
     let pid = holder.id();
     let status = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
     let text = stdout(&status);
@@ -257,7 +233,7 @@ fn warm_strict_fails_for_each_degraded_case() {
         .expect("truncate");
     strict_fails(&fx, &[], "rejected");
     // The lock held past the timeout.
-    let mut holder = hold_lock(&fx.store.join("lock"));
+    let mut holder = common::hold_lock_exclusively(&fx.store.join("lock"));
     strict_fails(&fx, &s(&["--lock-timeout", "0.2"]), "store not read");
     holder.kill().expect("kill");
     holder.wait().expect("reap");

@@ -199,18 +199,7 @@ fn other_uid_holds_as(lock: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("needs root: cannot run setpriv ({e})"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Held once root itself can no longer take it without waiting.
-    while Command::new("flock")
-        .args(["-n", "-s"])
-        .arg(lock)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(Instant::now() < deadline, "uid 65534 never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until_held(lock);
     child
 }
 
@@ -270,24 +259,7 @@ fn status_shows_a_loose_lock_and_never_a_pid_others_could_write() {
     // Anyone could have written this pid.
     std::fs::write(&lock, b"1\n").expect("write");
     chmod(&lock, 0o666);
-    // `-o`: the lock is flock's own, not the command's, so killing flock releases it.
-    let mut holder = Command::new("flock")
-        .args(["-o", "-x"])
-        .arg(&lock)
-        .args(["sleep", "60"])
-        .spawn()
-        .expect("flock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Command::new("flock")
-        .args(["-n", "-s"])
-        .arg(&lock)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        assert!(Instant::now() < deadline, "flock never took the lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut holder = common::hold_lock_exclusively(&lock);
     let out = cli(
         fx.dir.path(),
         &[
@@ -786,9 +758,7 @@ fn status_escapes_what_another_user_wrote_and_names_only_the_process_that_record
             .args(["sleep", "60"])
             .spawn()
             .expect("flock");
-        while !is_held(&lock) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        common::wait_until_held(&lock);
         let shown = String::from_utf8_lossy(&status(false).stdout).into_owned();
         assert!(
             shown.contains(&format!("last exclusive holder recorded: {expect}")),
