@@ -301,6 +301,28 @@ pub fn mark_store(dir: &Path) {
     .expect("write the marker");
 }
 
+/// The crate's CLI as a separate process in `cwd`, with none of the environment that would choose
+/// a store, a key or read-only stores for it (each test says what it wants), nor `RUST_LOG`.
+pub fn cli_command(cwd: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
+    c.current_dir(cwd);
+    for var in [
+        "WASM_NODE_CACHE_DIR",
+        "WASM_NODE_CACHE_KEY_FILE",
+        "WASM_NODE_CACHE_READ_ONLY_DIRS",
+        "CACHE_DIRECTORY",
+        "RUST_LOG",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// [`cli_command`] with `args`, run to completion.
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> std::process::Output {
+    cli_command(cwd).args(args).output().expect("run wasm-node-cache")
+}
+
 /// Starts `flock -o -x LOCK sleep 60` (the lock is flock's own, so killing it releases the lock)
 /// and waits until it holds the lock: a hung holder in another process.
 pub fn hold_lock_exclusively(lock: &Path) -> std::process::Child {

@@ -56,14 +56,7 @@ impl Site {
     }
 
     fn run_raw(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("WASM_NODE_CACHE_DIR")
-            .env_remove("WASM_NODE_CACHE_KEY_FILE")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run wasm-node-cache")
+        common::run_cli(self.dir.path(), args)
     }
 
     fn json(&self, args: &[&str]) -> Value {

@@ -4,9 +4,9 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::sh;
+use common::{cli_command as cli, sh};
 use serde_json::Value;
 
 /// The image's file system and the container's volume, as directories.
@@ -61,16 +61,6 @@ fn copy_config(from: &Path, to: &Path) {
         let e = e.expect("entry");
         std::fs::copy(e.path(), to.join("wasm").join(e.file_name())).expect("copy component");
     }
-}
-
-fn cli(cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
-    c.current_dir(cwd)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("RUST_LOG");
-    c
 }
 
 fn json_ok(out: &Output) -> (Value, String) {

@@ -5,12 +5,10 @@
 
 use crate::common;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Fixture;
+use common::{Fixture, run_cli as cli};
 use serde_json::Value;
 use wasm_node_cache::node::report::Outcome;
 use wasm_node_cache::{ArtifactStore, Fingerprint, WasmNodeCache};
@@ -39,18 +37,6 @@ fn a_component_needing_threads_is_refused_naming_the_feature() {
         "{}",
         cache.report()
     );
-}
-
-fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run wasm-node-cache")
 }
 
 /// The node's settings with epoch interruption on: one setting apart, which wasmtime checks at

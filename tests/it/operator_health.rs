@@ -9,20 +9,8 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Fixture, chmod, snapshot};
+use common::{Fixture, chmod, run_cli as cli, snapshot};
 use serde_json::Value;
-
-fn cli(cwd: &Path, args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run wasm-node-cache")
-}
 
 fn s<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
     args.iter().map(|a| OsStr::new(*a)).collect()

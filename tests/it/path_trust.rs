@@ -21,13 +21,7 @@ fn cli(fx: &Fixture, args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn cli_command(fx: &Fixture) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"));
-    c.current_dir(fx.dir.path())
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("RUST_LOG");
-    c
+    common::cli_command(fx.dir.path())
 }
 
 /// `warm --json` over the fixture's components, plus `extra`; the node must start.

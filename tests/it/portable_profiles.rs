@@ -621,13 +621,7 @@ fn portable_artifacts_are_not_looked_at_when_the_native_lookup_finds_everything(
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .args(args)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .output()
-        .expect("run the CLI")
+    common::run_cli(std::path::Path::new("."), args)
 }
 
 #[test]
@@ -636,14 +630,11 @@ fn concurrent_bakes_count_as_written_only_what_each_wrote() {
     let profile = distinct_from_native()[0].name();
     let bakes: Vec<_> = (0..4)
         .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+            common::cli_command(fx.dir.path())
                 .args(["warm", "--json", "--all-in-dir", "--cpu-profile", profile, "--wasm-dir"])
                 .arg(&fx.root)
                 .arg("--store")
                 .arg(&fx.store)
-                .env_remove("WASM_NODE_CACHE_DIR")
-                .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-                .env_remove("WASM_NODE_CACHE_KEY_FILE")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -10,23 +10,11 @@ use crate::common;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, chmod, snapshot};
+use common::{Fixture, chmod, run_cli as cli, snapshot};
 use serde_json::Value;
-
-fn cli(cwd: &Path, args: &[&OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run wasm-node-cache")
-}
 
 /// `warm --json` over the fixture's components with `extra`; the node always starts.
 fn warm(fx: &Fixture, extra: &[&OsStr]) -> Value {
@@ -82,8 +70,7 @@ fn a_home_directory_is_left_byte_for_byte_unchanged_by_every_command() {
         assert_eq!(snapshot(&home), before, "{command} changed the home directory");
     }
     // The environment's store too, as `WASM_NODE_CACHE_DIR=$HOME prune --stale` would have it.
-    let out = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
-        .current_dir(fx.dir.path())
+    let out = common::cli_command(fx.dir.path())
         .args(["prune", "--stale"])
         .env("WASM_NODE_CACHE_DIR", &home)
         .output()
@@ -582,15 +569,11 @@ fn a_users_lock_or_temp_file_alone_is_never_taken_for_a_store() {
 
 /// `warm --json` over `root` into `store`, as a separate process whose output is read later.
 fn spawn_warm(root: &Path, store: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+    common::cli_command(root)
         .args(["warm", "--json", "--all-in-dir", "--wasm-dir"])
         .arg(root)
         .arg("--store")
         .arg(store)
-        .env_remove("WASM_NODE_CACHE_DIR")
-        .env_remove("WASM_NODE_CACHE_KEY_FILE")
-        .env_remove("WASM_NODE_CACHE_READ_ONLY_DIRS")
-        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -637,7 +620,7 @@ fn a_hard_link_or_chmod_of_the_lock_during_a_cold_start_splits_nothing() {
             chmod(&lock, 0o644);
         }
         let second = spawn_warm(&corpus.root, &store);
-        let prune = Command::new(env!("CARGO_BIN_EXE_wasm-node-cache"))
+        let prune = common::cli_command(dir.path())
             .args(["prune", "--stale", "--json", "--store"])
             .arg(&store)
             .stdout(Stdio::piped())
