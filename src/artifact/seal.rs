@@ -69,7 +69,7 @@ impl Sealer {
 }
 
 /// The payload checksum being computed, streamed (see the module docs for why each mode has its own).
-// Both variants live on the stack: verification must not allocate (tests/fuzz_artifact.rs counts),
+// Both variants live on the stack: verification must not allocate (tests/it/fuzz_artifact.rs counts),
 // which rules out boxing the larger one and twox-hash's default `Hasher` (it boxes its secret).
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum PayloadHasher {

@@ -3,7 +3,7 @@
 //! The trailer sits *after* the payload so that the file still begins with wasmtime's ELF image
 //! and can be handed to `Component::deserialize_file`, which maps the file privately and shares
 //! pages with the page cache instead of copying it (README, Performance). Wasmtime locates
-//! everything through ELF offsets and ignores trailing bytes; `tests/trailer_guard.rs` fails
+//! everything through ELF offsets and ignores trailing bytes; `tests/it/trailer_guard.rs` fails
 //! loudly if an upgrade stops tolerating them.
 //!
 //! Trailer layout, all integers little-endian:

@@ -1,6 +1,6 @@
 //! What a resolution did to and found in the stores, beyond each request: the writable store's
 //! health, each read-only store, each CPU profile baked. The node's report shows it; the
-//! embedder's door logs it.
+//! embedder's door drops it (each result's origin says what a caller needs).
 
 use std::path::PathBuf;
 

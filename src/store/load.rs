@@ -265,7 +265,7 @@ fn deserialize_fd<T: Compiled>(engine: &Engine, file: &File) -> wasmtime::Result
     // nothing can write, shrink or grow, or (plain mode) a store file that this crate never writes
     // in place and publishes with no write bit, so only root can change it under the mapping; that
     // limit is documented in SECURITY.md. wasmtime ignores the trailer after the payload (guarded
-    // by tests/trailer_guard.rs).
+    // by tests/it/trailer_guard.rs).
     unsafe { T::deserialize_file(engine, Path::new(&proc_path)) }
 }
 
