@@ -143,7 +143,7 @@ impl ArtifactStore {
     pub fn store_problem(&self) -> Option<&StoreError> {
         match &self.stores.writable {
             crate::resolve::stores::Writable::Refused { reason, .. } => Some(reason),
-            _ => self.stores.unwritable.as_ref(),
+            _ => self.stores.unwritable(),
         }
     }
 

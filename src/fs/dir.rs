@@ -66,13 +66,7 @@ pub(crate) fn per_uid_name() -> String {
 /// Another uid's store in the mount point `walked` (an entry `wasm-node-cache-<uid>`, a directory
 /// owned by that uid), for a command run as the wrong user.
 fn others_store(walked: &trusted_path::Walked) -> Option<PathRefusal> {
-    let fd = rfs::openat(
-        &walked.fd,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+    let fd = walked.open_dir().ok()?;
     for entry in rfs::Dir::read_from(&fd).ok()? {
         let entry = entry.ok()?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -154,13 +148,9 @@ impl Dir {
 
     fn from_walked(walked: trusted_path::Walked) -> Result<Dir, PathRefusal> {
         // The walk's descriptor may be `O_PATH`; listing and fsync need a real one.
-        let fd = rfs::openat(
-            &walked.fd,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| PathRefusal::io(&walked.path, "open", e))?;
+        let fd = walked
+            .open_dir()
+            .map_err(|e| PathRefusal::io(&walked.path, "open", e))?;
         Ok(Dir { fd, path: walked.path })
     }
 

@@ -239,37 +239,27 @@ impl<'a> Target<'a> {
     /// Walks to the parent of `path`, checking every directory above it and every link on the
     /// way, and opens it; the parent itself may be anyone's.
     fn open(path: &'a Path) -> Result<Target<'a>, OutsideWriteError> {
-        let Some(name) = path.file_name() else {
-            return Err(OutsideWriteError::NotAFilePath {
-                path: path.to_path_buf(),
-            });
-        };
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
         let refused = |refusal| OutsideWriteError::Walk {
             path: path.to_path_buf(),
             refusal,
         };
-        let walked = walk::walk(parent, false).map_err(refused)?;
-        if FileType::from_raw_mode(walked.stat.st_mode) != FileType::Directory {
-            return Err(refused(PathRefusal::NotADirectory { path: walked.path }));
-        }
-        // The walk's descriptor may be `O_PATH`, which cannot be fsynced.
-        let dir = rfs::openat(
-            &walked.fd,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| refused(PathRefusal::io(&walked.path, "open", e)))?;
+        let (walked, name) = match walk::walk_to_parent(path) {
+            Err(PathRefusal::NotAFilePath { .. }) => {
+                return Err(OutsideWriteError::NotAFilePath {
+                    path: path.to_path_buf(),
+                });
+            }
+            other => other.map_err(refused)?,
+        };
+        let dir = walked
+            .open_dir()
+            .map_err(|e| refused(PathRefusal::io(&walked.path, "open", e)))?;
         Ok(Target {
             path,
             dir,
             dir_path: walked.path,
             owner: walked.stat.st_uid,
-            name: name.to_os_string(),
+            name,
         })
     }
 

@@ -134,6 +134,17 @@ impl Walked {
         Ok((fd, st))
     }
 
+    /// This directory opened for reading: the walk's descriptor may be `O_PATH`, on which
+    /// listing and fsync fail.
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        Ok(rfs::openat(
+            &self.fd,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
     /// Creates `name` (0700) below this checked directory and fsyncs this directory so the new
     /// entry survives a crash. A directory made meanwhile by a concurrent start-up is fine: the
     /// walk checks it like any other.
@@ -141,13 +152,7 @@ impl Walked {
         let path = self.path.join(name);
         match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {
-                let synced = rfs::openat(
-                    &self.fd,
-                    c".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .and_then(|fd| rfs::fsync(&fd));
+                let synced = self.open_dir().and_then(|fd| Ok(rfs::fsync(&fd)?));
                 // The new entry is `path`; what could not be synced is its parent.
                 synced.map_err(|e| PathRefusal::io(&self.path, "fsync", e))
             }
@@ -229,6 +234,15 @@ pub(crate) fn walk(path: &Path, create: bool) -> Result<Walked, PathRefusal> {
 /// through, and returns it with the final name, which is not looked at: the caller opens it
 /// relative to the parent ([`open_path`]) and checks what it finds.
 pub(crate) fn walk_parent(path: &Path) -> Result<(Walked, OsString), PathRefusal> {
+    let (walked, name) = walk_to_parent(path)?;
+    walked.check_passable()?;
+    Ok((walked, name))
+}
+
+/// [`walk_parent`] without the parent's own check: every directory above it and every link on
+/// the way is checked, but the parent may be anyone's, or writable by others (a directory shared
+/// with another user, written only through names nobody else can have made).
+pub(crate) fn walk_to_parent(path: &Path) -> Result<(Walked, OsString), PathRefusal> {
     let Some(name) = path.file_name() else {
         return Err(PathRefusal::NotAFilePath {
             path: path.to_path_buf(),
@@ -242,7 +256,6 @@ pub(crate) fn walk_parent(path: &Path) -> Result<(Walked, OsString), PathRefusal
     if !walked.is_dir() {
         return Err(PathRefusal::NotADirectory { path: walked.path });
     }
-    walked.check_passable()?;
     Ok((walked, name.to_os_string()))
 }
 

@@ -171,8 +171,10 @@ pub(super) fn portable<T: Compiled>(
 /// True when a store whose artifacts have the fingerprints `present` holds some this engine
 /// loads: its own fingerprint's, or a portable profile's when portable artifacts may serve it.
 pub(super) fn serves(stores: &Stores, present: &BTreeSet<Fingerprint>) -> bool {
+    // An empty listing serves nothing, and must not cost the portable engines' construction.
     present.contains(&stores.fingerprint)
-        || (stores.serves_portable()
+        || (!present.is_empty()
+            && stores.serves_portable()
             && !stores.bakes_native()
             && stores
                 .portable_engines()

@@ -109,8 +109,8 @@ pub(crate) struct Stores {
     /// See [`StoresConfig::default_location`].
     pub default_location: bool,
     /// Why nothing can be written into the open writable store (it lies on a read-only file
-    /// system): it is still read, and this is its problem.
-    pub unwritable: Option<StoreError>,
+    /// system), found when first asked ([`Stores::unwritable`]): a start-up never asks.
+    unwritable: OnceLock<Option<StoreError>>,
     /// Set once a resolution has looked for litter (temporary files) in the writable store: a
     /// long-running host looks once, and again whenever it compiles.
     looked_for_litter: AtomicBool,
@@ -127,16 +127,8 @@ impl Stores {
             Some(path) => open_writable(path, &cfg, fingerprint),
         };
         let blocked_since = blocked_since_of(&writable);
-        let unwritable = match &writable {
-            Writable::Open(store) if store.on_read_only_file_system() => Some(StoreError::io(
-                store.dir(),
-                "write into",
-                std::io::Error::from_raw_os_error(libc::EROFS),
-            )),
-            _ => None,
-        };
         Stores {
-            unwritable,
+            unwritable: OnceLock::new(),
             fingerprint,
             writable,
             sealer,
@@ -162,6 +154,21 @@ impl Stores {
             looked_for_litter: AtomicBool::new(false),
             engine: cfg.engine,
         }
+    }
+
+    /// Why nothing can be written into the open writable store, if it lies on a read-only file
+    /// system: it is still read. What the embedder's `store_problem` reports beside a refusal.
+    pub(crate) fn unwritable(&self) -> Option<&StoreError> {
+        self.unwritable
+            .get_or_init(|| match &self.writable {
+                Writable::Open(store) if store.on_read_only_file_system() => Some(StoreError::io(
+                    store.dir(),
+                    "write into",
+                    std::io::Error::from_raw_os_error(libc::EROFS),
+                )),
+                _ => None,
+            })
+            .as_ref()
     }
 
     /// True when artifacts carry a keyed MAC (a failed key counts as keyed: nothing is trusted).

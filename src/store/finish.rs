@@ -7,6 +7,7 @@ use std::io;
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::{ARTIFACT_MODE, Exclusive, LOCK_NAME, TEMP_PREFIX, marker};
+use crate::escape::escape_control;
 use crate::key::ArtifactKey;
 
 /// Mode of a finished bake's directory: readable and searchable by every uid, writable by none.
@@ -43,14 +44,14 @@ impl Exclusive<'_> {
             if !is_marker && ArtifactKey::from_file_name(&text).is_none() {
                 return Err(io::Error::other(format!(
                     "{}: not a file of a bake; remove it and finish again",
-                    dir.display_path(&name).display()
+                    escape_control(&dir.display_path(&name).to_string_lossy())
                 )));
             }
             let (fd, st) = dir.open_path(&name)?;
             if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                 return Err(io::Error::other(format!(
                     "{}: not a regular file; remove it and finish again",
-                    dir.display_path(&name).display()
+                    escape_control(&dir.display_path(&name).to_string_lossy())
                 )));
             }
             let file = dir.reopen(&name, &fd, &st, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC)?;
