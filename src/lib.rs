@@ -37,8 +37,6 @@
 #[cfg(not(unix))]
 compile_error!("wasm-node-cache supports Unix only (Linux is where its guarantees are tested)");
 
-// Some items are used only by the test-only `testing` module.
-#[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 mod artifact;
 pub mod artifact_store;
 mod authkey;
@@ -57,8 +55,6 @@ mod profile;
 mod resolve;
 mod serial;
 mod source;
-// Some items are used only by the test-only `testing` module.
-#[cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 mod store;
 mod whitelist;
 

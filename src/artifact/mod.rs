@@ -13,11 +13,15 @@ pub mod trailer;
 
 use std::fmt;
 
-use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
-pub use seal::{Sealer, payload_checksum};
+use crate::key::{Fingerprint, Hash32, Kind};
+pub use seal::Sealer;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use seal::payload_checksum;
+#[cfg(any(test, feature = "fault-injection"))]
+pub use trailer::decode_trailer;
 pub use trailer::{
-    FORMAT_VERSION, MAX_ARTIFACT_LEN, TRAILER_LEN, Trailer, check_binding, check_file_len, decode_trailer,
-    decode_trailer_bytes, encode_trailer,
+    FORMAT_VERSION, MAX_ARTIFACT_LEN, TRAILER_LEN, Trailer, check_binding, check_file_len, decode_trailer_bytes,
+    encode_trailer,
 };
 
 /// Why an artifact was refused. Every variant is a miss: the entry is recompiled and replaced.
@@ -159,7 +163,8 @@ impl std::error::Error for ArtifactError {}
 /// Full verification of an artifact's bytes against the key it was looked up under: trailer,
 /// binding to the key, and payload checksum. On success returns the trailer; the payload is
 /// `file[..trailer.payload_len]`.
-pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
+#[cfg(any(test, feature = "fault-injection"))]
+pub fn verify(file: &[u8], key: &crate::key::ArtifactKey, sealer: &Sealer) -> Result<Trailer, ArtifactError> {
     let trailer = decode_trailer(file, sealer)?;
     check_binding(&trailer, key)?;
     // decode_trailer checked payload_len == file.len() - TRAILER_LEN, so this is in bounds.
@@ -173,6 +178,7 @@ pub fn verify(file: &[u8], key: &ArtifactKey, sealer: &Sealer) -> Result<Trailer
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::ArtifactKey;
 
     fn key(source: u8, fp: u8) -> ArtifactKey {
         ArtifactKey {

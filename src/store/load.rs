@@ -79,6 +79,7 @@ enum Bytes {
 impl Store {
     /// Looks up, verifies and deserializes the component artifact for `source`. Never reads the
     /// source binary.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn load(&self, engine: &Engine, source: &Hash32) -> Lookup {
         self.load_as::<Component>(engine, source)
     }

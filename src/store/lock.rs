@@ -332,13 +332,6 @@ pub struct LockGuard {
     registration: u64,
 }
 
-impl LockGuard {
-    /// The kind of lock held.
-    pub fn kind(&self) -> LockKind {
-        self.kind
-    }
-}
-
 impl Drop for LockGuard {
     fn drop(&mut self) {
         // Closing the file releases the lock too; unlocking first just releases it sooner. An

@@ -104,6 +104,7 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    #[cfg(test)]
     /// True when everything selected was removed.
     pub fn complete(&self) -> bool {
         self.failed.is_empty() && self.temp_files_failed.is_empty() && self.foreign_failed.is_empty()

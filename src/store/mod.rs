@@ -32,11 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
-use crate::engine::engine_fingerprint;
 use crate::error::{NotAStore, StoreError};
 pub(crate) use crate::fs::dir::Dir;
 pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
@@ -49,9 +47,13 @@ pub use finish::FinishedBake;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub(crate) use lock::LOCK_NAME;
-pub use lock::{ArtifactLock, Exclusive, Holder, LockGuard, LockRepair, LockState, deadline_after};
+#[cfg(feature = "fault-injection")]
+pub use lock::LockGuard;
+pub use lock::{ArtifactLock, Exclusive, Holder, LockRepair, LockState, deadline_after};
 use marker::Standing;
-pub use publish::{ARTIFACT_MODE, Published};
+pub use publish::ARTIFACT_MODE;
+#[cfg(feature = "fault-injection")]
+pub use publish::Published;
 pub use rejection::Rejection;
 
 /// Prefix of temporary files; never a valid artifact name.
@@ -153,12 +155,14 @@ pub struct Store {
 impl Store {
     /// Opens the writable store at `path` for `engine` in `sealer`'s mode (creating it when
     /// `create`), as a start-up and maintenance do. See [`Store::open_writable`].
-    pub fn open_for(engine: &Engine, path: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
-        let fingerprint = engine_fingerprint(engine, sealer.is_keyed());
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn open_for(engine: &wasmtime::Engine, path: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
+        let fingerprint = crate::engine::engine_fingerprint(engine, sealer.is_keyed());
         Store::open_writable(path, fingerprint, sealer, create)
     }
 
     /// [`Store::open_writable`], creating the store if missing.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn open(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
         Store::open_writable(path, fingerprint, sealer, true)
     }
@@ -172,6 +176,7 @@ impl Store {
     /// ([`crate::fs::walk`]); every later check and operation uses descriptors, never the path
     /// again. Then fails when the directory is not a store ([`marker`]); an empty one, or one an
     /// earlier version made, gets the marker before anything else is written.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn open_writable(
         path: &Path,
         fingerprint: Fingerprint,
@@ -352,6 +357,7 @@ impl Store {
     }
 
     /// The key of the component compiled from `source` under this store's fingerprint.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn key(&self, source: &Hash32) -> ArtifactKey {
         self.key_of(source, Kind::Component)
     }
@@ -366,6 +372,7 @@ impl Store {
     }
 
     /// Path of the component artifact for `source`, for messages.
+    #[cfg(any(test, feature = "fault-injection"))]
     pub fn path_of(&self, source: &Hash32) -> PathBuf {
         self.path_of_key(&self.key(source))
     }

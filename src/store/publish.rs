@@ -12,7 +12,7 @@ use rustix::fs::OFlags;
 
 use super::{ArtifactLock, Exclusive, Fault, Store, StoredEntry, TEMP_PREFIX};
 use crate::artifact;
-use crate::key::{ArtifactKey, Hash32, Kind};
+use crate::key::ArtifactKey;
 
 /// Published artifacts carry no write bit for anyone: a careless `cp` over one by the node's user
 /// fails instead of changing the code of every node that mapped it. (Root ignores the mode; see
@@ -52,14 +52,16 @@ impl ArtifactLock<'_> {
 impl Exclusive<'_> {
     /// Atomically publishes `payload` as the component artifact for `source`, under the exclusive
     /// lock (which excludes every artifact's lock).
-    pub fn publish(&self, source: &Hash32, payload: &[u8]) -> io::Result<Published> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn publish(&self, source: &crate::key::Hash32, payload: &[u8]) -> io::Result<Published> {
         self.store
-            .publish_key(&self.store.key_of(source, Kind::Component), payload)
+            .publish_key(&self.store.key_of(source, crate::key::Kind::Component), payload)
     }
 
     /// Unlinks the artifact of `source` under this store's fingerprint, if there is one: a file
     /// the loader rejected (absence is not an error). Never truncates.
-    pub fn remove_artifact(&self, source: &Hash32) -> io::Result<bool> {
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn remove_artifact(&self, source: &crate::key::Hash32) -> io::Result<bool> {
         self.remove_key(&self.store.key(source))
     }
 
