@@ -147,6 +147,17 @@ impl StoreError {
         }
     }
 
+    /// `Profile` for a list of CPU profiles that cannot work, naming the profile at fault.
+    pub(crate) fn profile_list(reason: ProfileError) -> StoreError {
+        let profile = match &reason {
+            ProfileError::NotThisArchitecture { profile } | ProfileError::EngineSettingsDiffer { profile } => {
+                Some(*profile)
+            }
+            _ => None,
+        };
+        StoreError::Profile { profile, reason }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> StoreError {
         StoreError::Io {
             path: path.into(),

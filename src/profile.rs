@@ -227,6 +227,33 @@ impl std::error::Error for ProfileError {
     }
 }
 
+/// Checks a list of profiles to store: not empty, every portable profile one of this
+/// architecture's, and portable profiles only with an engine that has the settings of `base` (the
+/// node's when `None`), of which every portable profile is a variant.
+pub(crate) fn check_list(profiles: &[CpuProfile], engine: &Engine, base: Option<&Config>) -> Result<(), ProfileError> {
+    if profiles.is_empty() {
+        return Err(ProfileError::EmptyList);
+    }
+    let mut same_settings = None;
+    for &profile in profiles.iter().filter(|p| !p.is_native()) {
+        if !CpuProfile::portable().contains(&profile) {
+            return Err(ProfileError::NotThisArchitecture { profile });
+        }
+        if !*same_settings.get_or_insert_with(|| has_settings_of(engine, base)) {
+            return Err(ProfileError::EngineSettingsDiffer { profile });
+        }
+    }
+    Ok(())
+}
+
+/// True when `engine` has the settings of `base` (the node's when `None`), of which every
+/// portable profile is a variant: the same fingerprint as an engine built from it on this host.
+pub(crate) fn has_settings_of(engine: &Engine, base: Option<&Config>) -> bool {
+    CpuProfile::Native
+        .engine_from(base.cloned())
+        .is_ok_and(|own| engine_fingerprint(&own, false) == engine_fingerprint(engine, false))
+}
+
 fn names(profiles: &[CpuProfile]) -> String {
     profiles.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use wasmtime::{Config, Engine};
 
 use super::ArtifactStore;
-use crate::config::DEFAULT_LOCK_TIMEOUT;
 use crate::error::StoreError;
-use crate::profile::{CpuProfile, ProfileError};
-use crate::resolve::stores::{Opening, Stores, StoresConfig, Writable};
+use crate::profile::CpuProfile;
+use crate::resolve::stores::{Opening, StoresConfig, Writable};
+#[cfg(feature = "fault-injection")]
 use crate::store::Fault;
 
 /// Configures an [`ArtifactStore`]; [`ArtifactStoreBuilder::open`] checks everything and opens it.
@@ -27,24 +27,19 @@ use crate::store::Fault;
 /// # anyhow::Ok(())
 /// ```
 pub struct ArtifactStoreBuilder {
-    dir: PathBuf,
-    auth_key_file: Option<PathBuf>,
-    read_only: Vec<PathBuf>,
-    lock_timeout: Duration,
-    profiles: Vec<CpuProfile>,
-    profile_config: Option<Config>,
-    fault: Fault,
+    cfg: StoresConfig,
 }
 
 impl std::fmt::Debug for ArtifactStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cfg = &self.cfg;
         f.debug_struct("ArtifactStoreBuilder")
-            .field("dir", &self.dir)
-            .field("auth_key_file", &self.auth_key_file)
-            .field("read_only", &self.read_only)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("profiles", &self.profiles)
-            .field("profile_config", &self.profile_config.is_some())
+            .field("dir", &cfg.dir)
+            .field("auth_key_file", &cfg.key_file)
+            .field("read_only", &cfg.read_only)
+            .field("lock_timeout", &cfg.lock_timeout)
+            .field("profiles", &cfg.profiles)
+            .field("profile_config", &cfg.profile_config.is_some())
             .finish()
     }
 }
@@ -52,20 +47,17 @@ impl std::fmt::Debug for ArtifactStoreBuilder {
 impl ArtifactStoreBuilder {
     pub(super) fn new(dir: PathBuf) -> ArtifactStoreBuilder {
         ArtifactStoreBuilder {
-            dir,
-            auth_key_file: None,
-            read_only: Vec::new(),
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            profiles: vec![CpuProfile::Native],
-            profile_config: None,
-            fault: Fault::None,
+            cfg: StoresConfig {
+                dir: Some(dir),
+                ..StoresConfig::default()
+            },
         }
     }
 
     /// Authenticated mode: artifacts carry a keyed BLAKE3 MAC under the 32-byte key in this file
     /// (owner-only, outside the store), and nothing without a valid MAC is loaded.
     pub fn auth_key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.auth_key_file = Some(path.into());
+        self.cfg.key_file = Some(path.into());
         self
     }
 
@@ -73,14 +65,14 @@ impl ArtifactStoreBuilder {
     /// into an image. Checked like the writable store (it may also be root's), never created,
     /// locked or written.
     pub fn read_only_store(mut self, path: impl Into<PathBuf>) -> Self {
-        self.read_only.push(path.into());
+        self.cfg.read_only.push(path.into());
         self
     }
 
     /// How long a call waits for the store's lock before compiling without it (default 60 s). A
     /// holder that makes one call wait this long makes no later call wait again until it lets go.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = timeout;
+        self.cfg.lock_timeout = timeout;
         self
     }
 
@@ -92,7 +84,7 @@ impl ArtifactStoreBuilder {
     /// those settings; with such an engine, portable artifacts found in any store serve what its
     /// own fingerprint lacks.
     pub fn cpu_profiles(mut self, profiles: &[CpuProfile]) -> Self {
-        self.profiles = profiles.to_vec();
+        self.cfg.profiles = profiles.to_vec();
         self
     }
 
@@ -113,14 +105,14 @@ impl ArtifactStoreBuilder {
     /// # anyhow::Ok(())
     /// ```
     pub fn profile_config(mut self, config: Config) -> Self {
-        self.profile_config = Some(config);
+        self.cfg.profile_config = Some(config);
         self
     }
 
     /// Injects a store failure (disk full, read-only, executable memfds refused), for tests.
     #[cfg(feature = "fault-injection")]
     pub fn fault(mut self, fault: Fault) -> Self {
-        self.fault = fault;
+        self.cfg.fault = fault;
         self
     }
 
@@ -133,15 +125,12 @@ impl ArtifactStoreBuilder {
     /// architecture, or portable profiles with an engine whose settings are not the profile
     /// config's).
     pub fn open(self, engine: &Engine) -> Result<ArtifactStore, StoreError> {
-        let stores = self.stores(engine, Opening::Create)?;
-        if let Writable::Refused { reason, .. } = &stores.writable {
-            return Err(reason.clone());
-        }
-        if let Err(e) = &stores.sealer {
+        let store = self.opened(engine, Opening::Create)?;
+        if let Some(e) = store.unusable() {
             return Err(e.clone());
         }
-        stores.open_read_only_now()?;
-        Ok(ArtifactStore::from_stores(stores))
+        store.stores().open_read_only_now()?;
+        Ok(store)
     }
 
     /// Like [`ArtifactStoreBuilder::open`], but a store that cannot be used (refused, not a
@@ -149,11 +138,11 @@ impl ArtifactStoreBuilder {
     /// [`Origin`](crate::Origin) and [`ArtifactStore::store_problem`] say why, as a node's
     /// start-up does. Fails only on a configuration that can never work (the CPU profiles).
     pub fn open_or_compile(self, engine: &Engine) -> Result<ArtifactStore, StoreError> {
-        let stores = self.stores(engine, Opening::Create)?;
-        if let Writable::Refused { reason, .. } = &stores.writable {
+        let store = self.opened(engine, Opening::Create)?;
+        if let Writable::Refused { reason, .. } = store.stores().writable() {
             log::warn!("artifact store not used, compiling in memory: {}", reason.message());
         }
-        Ok(ArtifactStore::from_stores(stores))
+        Ok(store)
     }
 
     /// Opens an existing store for an operator's inspection or maintenance
@@ -163,64 +152,15 @@ impl ArtifactStoreBuilder {
     /// store is [`StoreError::NotAStore`]. Read-only stores are not opened here: each report says,
     /// store by store, which could not be.
     pub fn open_existing(self, engine: &Engine) -> Result<ArtifactStore, StoreError> {
-        let stores = self.stores(engine, Opening::Existing)?;
-        if let Writable::Refused { reason, .. } = &stores.writable {
-            return Err(reason.clone());
+        let store = self.opened(engine, Opening::Existing)?;
+        match store.unusable() {
+            Some(e) => Err(e.clone()),
+            None => Ok(store),
         }
-        if let Err(e) = &stores.sealer {
-            return Err(e.clone());
-        }
-        Ok(ArtifactStore::from_stores(stores))
     }
 
-    fn stores(self, engine: &Engine, opening: Opening) -> Result<Stores, StoreError> {
-        check_profiles(&self.profiles, engine, self.profile_config.as_ref())?;
-        Ok(Stores::open(StoresConfig {
-            engine: engine.clone(),
-            dir: Some(self.dir),
-            opening,
-            binary_root: None,
-            read_only: self.read_only,
-            key_file: self.auth_key_file,
-            lock_timeout: self.lock_timeout,
-            profiles: self.profiles,
-            profile_config: self.profile_config,
-            fault: self.fault,
-            simulated_cpu: false,
-            check_read_only: false,
-            default_location: false,
-        }))
+    fn opened(mut self, engine: &Engine, opening: Opening) -> Result<ArtifactStore, StoreError> {
+        self.cfg.opening = opening;
+        ArtifactStore::with_config(engine.clone(), self.cfg)
     }
-}
-
-/// Checks the profile list: not empty, every portable profile one of this architecture's, and
-/// portable profiles only with an engine that has the profile config's settings (the node's by
-/// default).
-pub(crate) fn check_profiles(
-    profiles: &[CpuProfile],
-    engine: &Engine,
-    base: Option<&Config>,
-) -> Result<(), StoreError> {
-    if profiles.is_empty() {
-        return Err(StoreError::Profile {
-            profile: None,
-            reason: ProfileError::EmptyList,
-        });
-    }
-    let mut same_settings = None;
-    for &profile in profiles.iter().filter(|p| !p.is_native()) {
-        if !CpuProfile::portable().contains(&profile) {
-            return Err(StoreError::Profile {
-                profile: Some(profile),
-                reason: ProfileError::NotThisArchitecture { profile },
-            });
-        }
-        if !*same_settings.get_or_insert_with(|| crate::resolve::stores::has_settings_of(engine, base)) {
-            return Err(StoreError::Profile {
-                profile: Some(profile),
-                reason: ProfileError::EngineSettingsDiffer { profile },
-            });
-        }
-    }
-    Ok(())
 }

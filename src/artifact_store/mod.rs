@@ -16,12 +16,11 @@ use crate::error::StoreError;
 use crate::key::{Hash32, Kind};
 use crate::resolve::outcome::Failure;
 pub use crate::resolve::outcome::{Origin, StoreWrite};
-use crate::resolve::stores::Stores;
+use crate::resolve::stores::{Stores, StoresConfig, Writable};
 use crate::resolve::{Request, Source};
 use crate::source::sha256;
 pub use crate::store::LoadPath;
 pub use builder::ArtifactStoreBuilder;
-pub(crate) use builder::check_profiles;
 
 /// A persistent, locked, verified store of compiled components and core modules for one wasmtime
 /// [`Engine`].
@@ -55,11 +54,8 @@ impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArtifactStore")
             .field("writable", &self.stores.writable_dir())
-            .field(
-                "read_only",
-                &self.stores.read_only.iter().map(|r| &r.path).collect::<Vec<_>>(),
-            )
-            .field("fingerprint", &self.stores.fingerprint)
+            .field("read_only", &self.stores.read_only_paths().collect::<Vec<_>>())
+            .field("fingerprint", &self.stores.fingerprint())
             .field("keyed", &self.stores.keyed())
             .finish()
     }
@@ -100,26 +96,31 @@ impl ArtifactStore {
     /// A door with no store at all: every call compiles in memory, and its origin says so. What
     /// a host falls back to when it is configured without a store.
     pub fn compile_only(engine: &Engine) -> ArtifactStore {
-        ArtifactStore::from_stores(Stores::open(crate::resolve::stores::StoresConfig {
-            engine: engine.clone(),
-            dir: None,
-            opening: crate::resolve::stores::Opening::Create,
-            binary_root: None,
-            read_only: Vec::new(),
-            key_file: None,
-            lock_timeout: crate::config::DEFAULT_LOCK_TIMEOUT,
-            profiles: vec![crate::profile::CpuProfile::Native],
-            profile_config: None,
-            fault: crate::store::Fault::None,
-            simulated_cpu: false,
-            check_read_only: false,
-            default_location: false,
-        }))
+        ArtifactStore {
+            stores: Arc::new(Stores::open(engine.clone(), StoresConfig::default())),
+        }
     }
 
-    pub(crate) fn from_stores(stores: Stores) -> ArtifactStore {
-        ArtifactStore {
-            stores: Arc::new(stores),
+    /// The one way both doors open their stores: the CPU profiles checked (portable ones only
+    /// with an engine that has the profile config's settings), then every store opened. A store
+    /// that cannot be used is no error here: each door decides ([`ArtifactStore::unusable`]).
+    pub(crate) fn with_config(engine: Engine, cfg: StoresConfig) -> Result<ArtifactStore, StoreError> {
+        // A simulated CPU stands for the node's engine on another host: its fingerprint is not the
+        // node's here, by design.
+        if !cfg.simulated_cpu || cfg.profiles.is_empty() {
+            crate::profile::check_list(&cfg.profiles, &engine, cfg.profile_config.as_ref())
+                .map_err(StoreError::profile_list)?;
+        }
+        Ok(ArtifactStore {
+            stores: Arc::new(Stores::open(engine, cfg)),
+        })
+    }
+
+    /// Why the writable store, or the MAC key, cannot be used, if either cannot.
+    pub(crate) fn unusable(&self) -> Option<&StoreError> {
+        match self.stores.writable() {
+            Writable::Refused { reason, .. } => Some(reason),
+            _ => self.stores.sealer().as_ref().err(),
         }
     }
 
@@ -129,7 +130,7 @@ impl ArtifactStore {
 
     /// The engine everything is compiled for and loaded by.
     pub fn engine(&self) -> &Engine {
-        &self.stores.engine
+        self.stores.engine()
     }
 
     /// The writable store's directory, if one is configured (usable or not).
@@ -141,8 +142,8 @@ impl ArtifactStore {
     /// [`ArtifactStoreBuilder::open_or_compile`], or by the node): every call then compiles.
     /// A store on a read-only file system is read, and this says that nothing can be stored.
     pub fn store_problem(&self) -> Option<&StoreError> {
-        match &self.stores.writable {
-            crate::resolve::stores::Writable::Refused { reason, .. } => Some(reason),
+        match self.stores.writable() {
+            Writable::Refused { reason, .. } => Some(reason),
             _ => self.stores.unwritable(),
         }
     }

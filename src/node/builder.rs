@@ -12,15 +12,15 @@ use super::WasmNodeCache;
 use super::report::{EntryReport, LoadReport, Outcome};
 use crate::artifact_store::ArtifactStore;
 use crate::config::{
-    DEFAULT_BINARY_ROOT, DEFAULT_LOCK_TIMEOUT, DEFAULT_WHITELIST_FILE, default_store_dir, resolve_key_file,
-    resolve_read_only_stores,
+    DEFAULT_BINARY_ROOT, DEFAULT_WHITELIST_FILE, default_store_dir, resolve_key_file, resolve_read_only_stores,
 };
 use crate::key::{Hash32, is_hash_name, parse_hash};
 use crate::profile::CpuProfile;
 use crate::resolve::outcome::Failure;
-use crate::resolve::stores::{Opening, Stores, StoresConfig};
+use crate::resolve::stores::StoresConfig;
 use crate::resolve::{Progress, ProgressFn, Request, Source};
 use crate::source::SkipReason;
+#[cfg(feature = "fault-injection")]
 use crate::store::Fault;
 
 /// Where artifacts live, as configured.
@@ -48,15 +48,11 @@ pub struct Builder {
     whitelist: Option<HashSet<Hash32>>,
     whitelist_file: Option<PathBuf>,
     store: Option<StoreChoice>,
-    read_only_stores: Vec<PathBuf>,
     engine: Option<Engine>,
-    lock_timeout: Option<Duration>,
-    auth_key_file: Option<PathBuf>,
-    fault: Fault,
     progress: Option<ProgressFn>,
-    cpu_profiles: Option<Vec<CpuProfile>>,
-    simulated_cpu: bool,
-    check_read_only_stores: bool,
+    /// What the store door is asked for; the store, read-only stores and key file as given,
+    /// completed from the environment and defaults by [`Builder::build`].
+    cfg: StoresConfig,
 }
 
 impl Builder {
@@ -97,7 +93,7 @@ impl Builder {
     /// # anyhow::Ok(())
     /// ```
     pub fn read_only_store(mut self, path: impl Into<PathBuf>) -> Self {
-        self.read_only_stores.push(path.into());
+        self.cfg.read_only.push(path.into());
         self
     }
 
@@ -116,7 +112,7 @@ impl Builder {
 
     /// How long to wait for the store's lock before compiling in memory (default 60 s).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = Some(timeout);
+        self.cfg.lock_timeout = timeout;
         self
     }
 
@@ -124,7 +120,7 @@ impl Builder {
     /// (kept outside the store, owner-only), and nothing without a valid MAC is loaded.
     /// Default: off, unless `$WASM_NODE_CACHE_KEY_FILE` names a key file.
     pub fn auth_key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.auth_key_file = Some(path.into());
+        self.cfg.key_file = Some(path.into());
         self
     }
 
@@ -152,7 +148,7 @@ impl Builder {
     /// # anyhow::Ok(())
     /// ```
     pub fn cpu_profiles(mut self, profiles: impl IntoIterator<Item = CpuProfile>) -> Self {
-        self.cpu_profiles = Some(profiles.into_iter().collect());
+        self.cfg.profiles = profiles.into_iter().collect();
         self
     }
 
@@ -162,7 +158,7 @@ impl Builder {
     /// health check such as `warm --strict`. A node's own start-up leaves it off, and never walks
     /// a read-only store it does not need.
     pub fn check_read_only_stores(mut self) -> Self {
-        self.check_read_only_stores = true;
+        self.cfg.check_read_only = true;
         self
     }
 
@@ -172,14 +168,14 @@ impl Builder {
     #[cfg(feature = "fault-injection")]
     pub fn simulated_cpu(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
-        self.simulated_cpu = true;
+        self.cfg.simulated_cpu = true;
         self
     }
 
     /// Injects a store failure (disk full, read-only, executable memfds refused), for tests.
     #[cfg(feature = "fault-injection")]
     pub fn fault(mut self, fault: Fault) -> Self {
-        self.fault = fault;
+        self.cfg.fault = fault;
         self
     }
 
@@ -194,50 +190,27 @@ impl Builder {
             (None, Some(file)) => crate::whitelist::read_whitelist_file(&file)?,
             (None, None) => crate::whitelist::read_whitelist_file(Path::new(DEFAULT_WHITELIST_FILE))?,
         };
-        let profiles = self.cpu_profiles.unwrap_or_else(|| vec![CpuProfile::Native]);
         let engine = match self.engine {
             Some(e) => e,
             None => crate::engine::init_wasm_engine()?,
         };
-        // One rule for bakes, the embedder's: portable profiles only with the node's settings.
-        let checked = if self.simulated_cpu && !profiles.is_empty() {
-            Ok(())
-        } else {
-            crate::artifact_store::check_profiles(&profiles, &engine, None)
-        };
-        if let Err(e) = checked {
-            // The typed cause, as a node's error reporter finds it with `downcast_ref`.
-            return Err(match e {
-                crate::error::StoreError::Profile { reason, .. } => reason.into(),
-                other => other.into(),
-            });
-        }
-        let default_location = self.store.is_none() && !crate::config::store_dir_is_configured();
+        let mut cfg = self.cfg;
+        cfg.default_location = self.store.is_none() && !crate::config::store_dir_is_configured();
         // `no_store()` is the node's old behaviour: no store of any kind, baked ones included.
-        let (dir, read_only) = match self.store {
+        (cfg.dir, cfg.read_only) = match self.store {
             Some(StoreChoice::Disabled) => (None, Vec::new()),
-            Some(StoreChoice::Dir(dir)) => (Some(dir), resolve_read_only_stores(self.read_only_stores)),
-            None => (
-                Some(default_store_dir()),
-                resolve_read_only_stores(self.read_only_stores),
-            ),
+            Some(StoreChoice::Dir(dir)) => (Some(dir), resolve_read_only_stores(cfg.read_only)),
+            None => (Some(default_store_dir()), resolve_read_only_stores(cfg.read_only)),
         };
-        let stores = Stores::open(StoresConfig {
-            engine,
-            dir,
-            opening: Opening::Create,
-            binary_root: Some(binary_root.clone()),
-            read_only,
-            key_file: resolve_key_file(self.auth_key_file),
-            lock_timeout: self.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
-            profiles,
-            profile_config: None,
-            fault: self.fault,
-            simulated_cpu: self.simulated_cpu,
-            check_read_only: self.check_read_only_stores,
-            default_location,
-        });
-        let store = ArtifactStore::from_stores(stores);
+        cfg.key_file = resolve_key_file(cfg.key_file);
+        cfg.binary_root = Some(binary_root.clone());
+        // One rule for bakes, the embedder's: portable profiles only with the node's settings.
+        let store = match ArtifactStore::with_config(engine, cfg) {
+            Ok(store) => store,
+            // The typed cause, as a node's error reporter finds it with `downcast_ref`.
+            Err(crate::error::StoreError::Profile { reason, .. }) => return Err(reason.into()),
+            Err(other) => return Err(other.into()),
+        };
 
         let mut hashes: Vec<Hash32> = whitelist.iter().copied().collect();
         hashes.sort();

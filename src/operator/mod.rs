@@ -30,12 +30,12 @@ impl ArtifactStore {
         let read_only = self.open_read_only();
         let inner = self.stores();
         let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
-        let profiles = status::Profiles::if_needed(&inner.engine, inner.keyed(), stores)?;
-        let store = StoreStatus::collect(writable, &inner.engine, &profiles)?;
+        let profiles = status::Profiles::if_needed(inner.engine(), inner.keyed(), stores)?;
+        let store = StoreStatus::collect(writable, inner.engine(), &profiles)?;
         let read_only_stores = read_only
             .into_iter()
             .map(
-                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, &inner.engine, &profiles)) {
+                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, inner.engine(), &profiles)) {
                     Ok(status) => ReadOnlyStatus::Open(status),
                     Err(error) => ReadOnlyStatus::Unusable {
                         path,
@@ -192,7 +192,7 @@ impl ArtifactStore {
 
     /// The writable store, which every operator command works on.
     fn operated_store(&self) -> Result<&Store, StoreError> {
-        match &self.stores().writable {
+        match self.stores().writable() {
             crate::resolve::stores::Writable::Open(store) => Ok(store),
             crate::resolve::stores::Writable::Refused { reason, .. } => Err(reason.clone()),
             crate::resolve::stores::Writable::None => Err(StoreError::NoStore),
@@ -203,14 +203,13 @@ impl ArtifactStore {
     fn open_read_only(&self) -> Vec<(std::path::PathBuf, Result<Store, StoreError>)> {
         let inner = self.stores();
         inner
-            .read_only
-            .iter()
-            .map(|ro| {
-                let opened = match &inner.sealer {
-                    Ok(sealer) => Store::open_read_only(&ro.path, inner.fingerprint, sealer.clone()),
+            .read_only_paths()
+            .map(|path| {
+                let opened = match inner.sealer() {
+                    Ok(sealer) => Store::open_read_only(path, inner.fingerprint(), sealer.clone()),
                     Err(e) => Err(e.clone()),
                 };
-                (ro.path.clone(), opened)
+                (path.to_path_buf(), opened)
             })
             .collect()
     }

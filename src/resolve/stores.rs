@@ -28,9 +28,9 @@ pub(crate) enum Opening {
     Existing,
 }
 
-/// What a door asks for, resolved from its builder (and, for the node, its defaults).
+/// What a door asks for, resolved from its builder (and, for the node, its defaults): both doors'
+/// builders fill one, and [`crate::ArtifactStore::with_config`] opens it.
 pub(crate) struct StoresConfig {
-    pub engine: Engine,
     /// The writable store; `None` for none at all.
     pub dir: Option<PathBuf>,
     pub opening: Opening,
@@ -57,6 +57,27 @@ pub(crate) struct StoresConfig {
     pub default_location: bool,
 }
 
+impl Default for StoresConfig {
+    /// No store; once one is given, the embedder's defaults: created when missing, plain mode, no
+    /// read-only store, the default lock timeout, native artifacts only.
+    fn default() -> StoresConfig {
+        StoresConfig {
+            dir: None,
+            opening: Opening::Create,
+            binary_root: None,
+            read_only: Vec::new(),
+            key_file: None,
+            lock_timeout: crate::config::DEFAULT_LOCK_TIMEOUT,
+            profiles: vec![CpuProfile::Native],
+            profile_config: None,
+            fault: Fault::None,
+            simulated_cpu: false,
+            check_read_only: false,
+            default_location: false,
+        }
+    }
+}
+
 /// The writable store, as configured.
 pub(crate) enum Writable {
     /// No store (the node's `no_store()`).
@@ -75,7 +96,7 @@ pub(crate) enum Writable {
 /// A read-only store, opened at its first use (a resolution that finds everything in the writable
 /// store never walks its path).
 pub(crate) struct ReadOnly {
-    pub path: PathBuf,
+    pub(super) path: PathBuf,
     store: OnceLock<Result<Store, StoreError>>,
 }
 
@@ -88,15 +109,15 @@ pub(crate) struct ProfileEngine {
 
 /// Everything a resolution needs; shared by every call of a door.
 pub(crate) struct Stores {
-    pub engine: Engine,
+    pub(super) engine: Engine,
     /// The engine's fingerprint in the stores' mode.
-    pub fingerprint: Fingerprint,
+    pub(super) fingerprint: Fingerprint,
     /// `Err` when MAC mode was asked for but the key could not be used: no store is then used,
     /// since nothing in one could be authenticated.
-    pub sealer: Result<Sealer, StoreError>,
-    pub writable: Writable,
-    pub read_only: Vec<ReadOnly>,
-    pub profiles: Vec<CpuProfile>,
+    pub(super) sealer: Result<Sealer, StoreError>,
+    pub(super) writable: Writable,
+    pub(super) read_only: Vec<ReadOnly>,
+    pub(super) profiles: Vec<CpuProfile>,
     profile_config: Option<Config>,
     lock_wait: LockWait,
     /// The portable profiles' engines, built at the first resolution that needs them.
@@ -105,9 +126,9 @@ pub(crate) struct Stores {
     serves_portable: OnceLock<bool>,
     simulated_cpu: bool,
     /// See [`StoresConfig::check_read_only`].
-    pub check_read_only: bool,
+    pub(super) check_read_only: bool,
     /// See [`StoresConfig::default_location`].
-    pub default_location: bool,
+    pub(super) default_location: bool,
     /// Why nothing can be written into the open writable store (it lies on a read-only file
     /// system), found when first asked ([`Stores::unwritable`]): a start-up never asks.
     unwritable: OnceLock<Option<StoreError>>,
@@ -119,9 +140,9 @@ pub(crate) struct Stores {
 impl Stores {
     /// Opens what `cfg` asks for. Never fails: a store that cannot be used is recorded, with why,
     /// and resolutions compile instead (the node's start-up and the embedder's lenient mode).
-    pub(crate) fn open(cfg: StoresConfig) -> Stores {
+    pub(crate) fn open(engine: Engine, cfg: StoresConfig) -> Stores {
         let keyed = cfg.key_file.is_some();
-        let fingerprint = engine_fingerprint(&cfg.engine, keyed);
+        let fingerprint = engine_fingerprint(&engine, keyed);
         let (writable, sealer) = match &cfg.dir {
             None => (Writable::None, Ok(Sealer::Plain)),
             Some(path) => open_writable(path, &cfg, fingerprint),
@@ -152,8 +173,33 @@ impl Stores {
             check_read_only: cfg.check_read_only,
             default_location: cfg.default_location,
             looked_for_litter: AtomicBool::new(false),
-            engine: cfg.engine,
+            engine,
         }
+    }
+
+    /// The engine everything is compiled for and loaded by.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine's fingerprint in the stores' mode.
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The sealer, or why the MAC key cannot be used.
+    pub(crate) fn sealer(&self) -> &Result<Sealer, StoreError> {
+        &self.sealer
+    }
+
+    /// The writable store as configured: none, open, or refused with why.
+    pub(crate) fn writable(&self) -> &Writable {
+        &self.writable
+    }
+
+    /// The read-only stores' directories, in the order they are searched.
+    pub(crate) fn read_only_paths(&self) -> impl Iterator<Item = &Path> {
+        self.read_only.iter().map(|ro| ro.path.as_path())
     }
 
     /// Why nothing can be written into the open writable store, if it lies on a read-only file
@@ -218,9 +264,9 @@ impl Stores {
     /// canonicalization, for one), so an engine with other settings would run code compiled with
     /// the node's.
     pub(crate) fn serves_portable(&self) -> bool {
-        *self
-            .serves_portable
-            .get_or_init(|| self.simulated_cpu || has_settings_of(&self.engine, self.profile_config.as_ref()))
+        *self.serves_portable.get_or_init(|| {
+            self.simulated_cpu || crate::profile::has_settings_of(&self.engine, self.profile_config.as_ref())
+        })
     }
 
     /// True when both native and portable artifacts are stored (a bake): native ones are then
@@ -354,14 +400,6 @@ fn load_sealer(cfg: &StoresConfig, dir: Option<&Dir>) -> Result<Sealer, StoreErr
             .map(Sealer::Keyed)
             .map_err(|reason| StoreError::Key { reason }),
     }
-}
-
-/// True when `engine` has the settings of `base` (the node's when `None`), of which every
-/// portable profile is a variant: the same fingerprint as an engine built from it on this host.
-pub(crate) fn has_settings_of(engine: &Engine, base: Option<&Config>) -> bool {
-    CpuProfile::Native
-        .engine_from(base.cloned())
-        .is_ok_and(|own| engine_fingerprint(&own, false) == engine_fingerprint(engine, false))
 }
 
 /// The lock timeout, and since when a hung holder has made waits fail.
