@@ -12,7 +12,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
@@ -25,7 +24,7 @@ use crate::profile::CpuProfile;
 pub use crate::profile::ProfileError;
 use crate::serial::Chain;
 pub use crate::source::SkipReason;
-pub use crate::store::{Holder, Rejection};
+pub use crate::store::{Holder, LockError, LockHolder, LockKind, LockProblem, NotAStore, Rejection};
 pub use crate::whitelist::{BadLineCause, WhitelistError};
 
 /// Why a store operation failed, or why a store or an artifact could not be used. A store that is
@@ -257,192 +256,5 @@ impl Serialize for StoreError {
         st.serialize_field("kind", self.kind())?;
         st.serialize_field("message", &self.message())?;
         st.end()
-    }
-}
-
-/// Why a non-empty directory is not taken for a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NotAStore {
-    /// It holds entries a store never holds, and no marker.
-    ForeignEntries {
-        /// One of them (the first by name).
-        example: String,
-        /// How many such entries there are.
-        count: usize,
-    },
-    /// Its `CACHEDIR.TAG` was written by another program (a cargo `target/`, say).
-    OtherProgramsTag,
-    /// Its `CACHEDIR.TAG` is not a regular file.
-    MarkerNotAFile,
-    /// No marker, and only names a store uses (`lock`, `.tmp-*`, artifact names) but no artifact
-    /// whose trailer verifies: a user's `lock` or `.tmp-notes` is not proof of a store.
-    Unproven {
-        /// One of its entries (the first by name).
-        example: String,
-    },
-}
-
-impl fmt::Display for NotAStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NotAStore::ForeignEntries { example, count: 1 } => write!(
-                f,
-                "it holds {example:?}, which a store never holds, and no CACHEDIR.TAG of wasm-node-cache; give an empty or new directory"
-            ),
-            NotAStore::ForeignEntries { example, count } => write!(
-                f,
-                "it holds {example:?} and {} other entries a store never holds, and no CACHEDIR.TAG of wasm-node-cache; give an empty or new directory",
-                count - 1
-            ),
-            NotAStore::OtherProgramsTag => {
-                f.write_str("its CACHEDIR.TAG was written by another program: it is another program's cache")
-            }
-            NotAStore::MarkerNotAFile => f.write_str("its CACHEDIR.TAG is not a regular file"),
-            NotAStore::Unproven { example } => write!(
-                f,
-                "it holds {example:?} but no CACHEDIR.TAG of wasm-node-cache and no artifact whose trailer verifies, so it is not provably a store; give an empty or new directory"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for NotAStore {}
-
-/// Which lock of a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LockKind {
-    /// Many holders at once: loading and publishing artifacts.
-    Shared,
-    /// One holder: maintenance (pruning, clearing, removing rejected artifacts and temp files).
-    Exclusive,
-    /// One artifact's, so that it is compiled once across threads and processes.
-    Artifact,
-}
-
-impl fmt::Display for LockKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LockKind::Shared => "shared",
-            LockKind::Exclusive => "exclusive",
-            LockKind::Artifact => "artifact",
-        })
-    }
-}
-
-/// Why a lock was not taken.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum LockError {
-    /// Another holder kept the lock until the deadline.
-    TimedOut {
-        /// How long this acquisition waited (zero when an earlier call of the same
-        /// [`ArtifactStore`](crate::ArtifactStore) already waited its whole timeout).
-        waited: Duration,
-        /// Who holds it, as far as can be told.
-        holder: LockHolder,
-    },
-    /// The lock file could not be opened, created or locked.
-    Io(Arc<io::Error>),
-    /// A read-only store is never locked.
-    ReadOnlyStore,
-    /// The lock file failed a check and could not be replaced: nothing was written into it, and
-    /// the store is not used.
-    Untrusted {
-        /// What is wrong with it.
-        problem: LockProblem,
-    },
-}
-
-impl fmt::Display for LockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::TimedOut { waited, holder } => {
-                write!(f, "lock still held after {:.1} s", waited.as_secs_f64())?;
-                match holder {
-                    LockHolder::ThisProcess { purpose } => {
-                        write!(f, " by this process ({purpose}, pid {})", std::process::id())
-                    }
-                    LockHolder::Holding(holders) => {
-                        let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
-                        write!(f, " by {}", list.join(", "))
-                    }
-                    LockHolder::Recorded(h) => write!(f, " by another process (last exclusive holder: {h})"),
-                    LockHolder::Unknown => f.write_str(" by another process"),
-                }
-            }
-            LockError::Io(e) => write!(f, "the lock file could not be opened or locked: {e}"),
-            LockError::ReadOnlyStore => f.write_str("a read-only store is never locked"),
-            LockError::Untrusted { problem } => write!(f, "lock file refused: {problem}; nothing was written into it"),
-        }
-    }
-}
-
-impl std::error::Error for LockError {}
-
-/// Who holds a lock that was not obtained.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LockHolder {
-    /// Nothing says who.
-    Unknown,
-    /// Another thread of this very process holds it.
-    ThisProcess {
-        /// What it holds the lock for.
-        purpose: String,
-    },
-    /// The processes the kernel's lock table names as holding it (Linux `/proc/locks`).
-    Holding(Vec<crate::store::Holder>),
-    /// The process the last exclusive holder wrote into the lock file (only read from a lock
-    /// file only this uid can write): its pid, whether it runs, its command line.
-    Recorded(crate::store::Holder),
-}
-
-/// What is wrong with a lock file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LockProblem {
-    /// A symbolic link under the lock's name.
-    Symlink,
-    /// Not a regular file (a directory, FIFO, socket or device under the lock's name).
-    NotRegularFile,
-    /// More than one link: another name for it may lie outside the store.
-    HardLinks {
-        /// Its link count.
-        links: u64,
-    },
-    /// Owned by a uid other than this process's.
-    OwnedByOther {
-        /// Its owner.
-        uid: u32,
-    },
-    /// Others may open it (and so hold the lock).
-    OpenToOthers {
-        /// Its permission bits.
-        mode: u32,
-    },
-}
-
-impl fmt::Display for LockProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockProblem::Symlink => f.write_str("it is a symbolic link"),
-            LockProblem::NotRegularFile => f.write_str("it is not a regular file"),
-            LockProblem::HardLinks { links } => write!(
-                f,
-                "it has {links} hard links: another name for it may be a file outside the store"
-            ),
-            LockProblem::OwnedByOther { uid } => write!(
-                f,
-                "it is owned by {}, not by this process's {}",
-                crate::fs::user_name(*uid),
-                crate::fs::user_name(crate::fs::euid())
-            ),
-            LockProblem::OpenToOthers { mode } => {
-                write!(f, "other users may open it (mode {mode:03o}) and so hold the lock")
-            }
-        }
     }
 }

@@ -4,6 +4,7 @@
 //! what identifies a process beyond its pid (its start time and pid namespace), so that a pid
 //! recorded in the lock file is never shown as another process that took that number later.
 
+use super::lock_report::{Holder, LockHolder};
 use crate::fs::dir::FileId;
 
 /// A `flock` holder as the kernel lists it.
@@ -79,6 +80,80 @@ pub(crate) fn pid_namespace() -> Option<u64> {
     let st = rustix::fs::stat("/proc/self/ns/pid").ok()?;
     #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
     Some(st.st_ino as u64)
+}
+
+/// This process as the holder of the lock file `id` when the kernel says it holds it but no handle
+/// of this crate does: a `File::lock` the host took on `STORE/lock` itself.
+pub(super) fn this_process_outside(id: FileId) -> Option<LockHolder> {
+    let me = Some(std::process::id());
+    flock_holders(id)?
+        .iter()
+        .any(|h| h.pid == me)
+        .then(|| LockHolder::ThisProcess {
+            purpose: "a lock this process took on the lock file itself, not through this crate".to_owned(),
+        })
+}
+
+/// The processes other than this one the kernel lists as holding the lock file `id`.
+pub(super) fn kernel_holders(id: FileId) -> Vec<Holder> {
+    flock_holders(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| h.pid != Some(std::process::id()))
+        .map(|h| match h.pid {
+            Some(pid) => Holder::of(pid),
+            None => Holder::elsewhere(0, true),
+        })
+        .collect()
+}
+
+/// True when the kernel names `holders` and each runs as a uid other than this process's and
+/// root's: no node or operator of this store among them, so replacing their lock file takes
+/// nothing from the store's own users. A holder in another pid namespace cannot be told apart
+/// from a node of this store in another container, so it counts as one of them.
+pub(super) fn only_strangers(holders: &[KernelHolder]) -> bool {
+    let me = crate::fs::euid();
+    !holders.is_empty()
+        && holders.iter().all(|h| {
+            h.pid.is_some_and(|pid| {
+                pid != std::process::id() && process_uid(pid).is_some_and(|uid| uid != me && uid != 0)
+            })
+        })
+}
+
+/// What the exclusive holder writes into the lock file: its pid, start time and pid namespace, so
+/// that a reader names it only while that very process runs, and names a holder of another pid
+/// namespace as such.
+pub(super) fn record() -> String {
+    let pid = std::process::id();
+    format!(
+        "{pid} {} {}\n",
+        start_time(pid).unwrap_or(0),
+        pid_namespace().unwrap_or(0)
+    )
+}
+
+/// The process a lock file's `text` records, as it can be named now. A record without start time
+/// (written by an earlier version) is believed only while the kernel lists that pid among the
+/// file's holders (`holding`).
+pub(super) fn recorded(text: &str, holding: impl FnOnce(u32) -> bool) -> Option<Holder> {
+    let mut fields = text.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let start: Option<u64> = fields.next().and_then(|f| f.parse().ok());
+    let namespace: Option<u64> = fields.next().and_then(|f| f.parse().ok());
+    Some(match (start, namespace) {
+        (Some(start), Some(ns)) => {
+            if ns != 0 && Some(ns) != pid_namespace() {
+                Holder::elsewhere(pid, false)
+            } else if start != 0 && start_time(pid) == Some(start) {
+                Holder::of(pid)
+            } else {
+                Holder::gone(pid)
+            }
+        }
+        _ if holding(pid) => Holder::of(pid),
+        _ => Holder::gone(pid),
+    })
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use std::io::{self, Read, Write};
 use rustix::fs::{FileType, OFlags};
 
 use super::{LOCK_NAME, TEMP_PREFIX};
-use crate::error::NotAStore;
 use crate::fs::dir::Dir;
 use crate::key::ArtifactKey;
+use std::fmt;
 
 /// The marker's file name.
 pub(crate) const MARKER_NAME: &str = "CACHEDIR.TAG";
@@ -121,6 +121,55 @@ fn read_marker(dir: &Dir) -> io::Result<Standing> {
         Standing::Foreign(NotAStore::OtherProgramsTag)
     })
 }
+
+/// Why a non-empty directory is not taken for a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotAStore {
+    /// It holds entries a store never holds, and no marker.
+    ForeignEntries {
+        /// One of them (the first by name).
+        example: String,
+        /// How many such entries there are.
+        count: usize,
+    },
+    /// Its `CACHEDIR.TAG` was written by another program (a cargo `target/`, say).
+    OtherProgramsTag,
+    /// Its `CACHEDIR.TAG` is not a regular file.
+    MarkerNotAFile,
+    /// No marker, and only names a store uses (`lock`, `.tmp-*`, artifact names) but no artifact
+    /// whose trailer verifies: a user's `lock` or `.tmp-notes` is not proof of a store.
+    Unproven {
+        /// One of its entries (the first by name).
+        example: String,
+    },
+}
+
+impl fmt::Display for NotAStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotAStore::ForeignEntries { example, count: 1 } => write!(
+                f,
+                "it holds {example:?}, which a store never holds, and no CACHEDIR.TAG of wasm-node-cache; give an empty or new directory"
+            ),
+            NotAStore::ForeignEntries { example, count } => write!(
+                f,
+                "it holds {example:?} and {} other entries a store never holds, and no CACHEDIR.TAG of wasm-node-cache; give an empty or new directory",
+                count - 1
+            ),
+            NotAStore::OtherProgramsTag => {
+                f.write_str("its CACHEDIR.TAG was written by another program: it is another program's cache")
+            }
+            NotAStore::MarkerNotAFile => f.write_str("its CACHEDIR.TAG is not a regular file"),
+            NotAStore::Unproven { example } => write!(
+                f,
+                "it holds {example:?} but no CACHEDIR.TAG of wasm-node-cache and no artifact whose trailer verifies, so it is not provably a store; give an empty or new directory"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NotAStore {}
 
 /// Writes the marker: a temporary file, written and fsynced, renamed into place, the directory
 /// fsynced. Threads and processes making one store at once write the same bytes under names of

@@ -22,6 +22,7 @@ mod finish;
 mod load;
 mod lock;
 mod lock_holders;
+mod lock_report;
 pub mod maintenance;
 pub(crate) mod marker;
 mod publish;
@@ -35,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
-use crate::error::{NotAStore, StoreError};
+use crate::error::StoreError;
 pub(crate) use crate::fs::dir::Dir;
 pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
@@ -49,7 +50,9 @@ pub(crate) use load::Verified;
 pub(crate) use lock::LOCK_NAME;
 #[cfg(feature = "fault-injection")]
 pub use lock::LockGuard;
-pub use lock::{ArtifactLock, Exclusive, Holder, LockRepair, LockState, deadline_after};
+pub use lock::{ArtifactLock, Exclusive, deadline_after};
+pub use lock_report::{Holder, LockError, LockHolder, LockKind, LockProblem, LockRepair, LockState};
+pub use marker::NotAStore;
 use marker::Standing;
 pub use publish::ARTIFACT_MODE;
 #[cfg(feature = "fault-injection")]
