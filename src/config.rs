@@ -40,7 +40,7 @@ pub fn resolve_key_file(explicit: Option<PathBuf>) -> Option<PathBuf> {
 /// Checks a MAC key file as a store would use it: reached safely (every directory and link on the
 /// way checked), a regular file with one link, owned by this uid or root, no permission for group
 /// or others, 32 random bytes or 64 hex digits. For commands that take a key but open no store.
-pub fn check_key_file(path: &Path) -> Result<(), crate::error::KeyError> {
+pub fn check_key_file(path: &Path) -> Result<(), crate::authkey::KeyError> {
     crate::authkey::load_key(path, None).map(drop)
 }
 

@@ -139,7 +139,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// `Refused`, or `Missing` when the cause is that the directory (or an ancestor) does not exist.
-    pub(crate) fn refused(path: PathBuf, reason: PathRefusal) -> StoreError {
+    fn refused(path: PathBuf, reason: PathRefusal) -> StoreError {
         match reason {
             PathRefusal::Missing { .. } => StoreError::Missing { path },
             reason => StoreError::Refused { path, reason },
@@ -244,6 +244,19 @@ impl std::error::Error for StoreError {
             | StoreError::NotDurable { source, .. } => Some(source.as_ref()),
             StoreError::Compile { source, .. } => Some(source.as_ref().as_ref()),
             StoreError::Source { reason, .. } => Some(reason),
+        }
+    }
+}
+
+/// The one place a store's typed failure becomes the crate's error.
+impl From<crate::store::Failure> for StoreError {
+    fn from(failure: crate::store::Failure) -> StoreError {
+        use crate::store::Failure;
+        match failure {
+            Failure::Refused { path, reason } => StoreError::refused(path, reason),
+            Failure::NotAStore { path, reason } => StoreError::NotAStore { path, reason },
+            Failure::Io { path, op, source } => StoreError::io(path, op, source),
+            Failure::Lock { path, kind, source } => StoreError::Lock { path, kind, source },
         }
     }
 }

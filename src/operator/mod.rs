@@ -64,11 +64,7 @@ impl ArtifactStore {
             Some(
                 writable
                     .lock_shared_as_is(deadline, "verify the store")
-                    .map_err(|source| StoreError::Lock {
-                        path: writable.lock_path(),
-                        kind: LockKind::Shared,
-                        source,
-                    })?,
+                    .map_err(|source| writable.lock_failure(LockKind::Shared, source))?,
             )
         } else {
             None
@@ -158,11 +154,7 @@ impl ArtifactStore {
         let deadline = self.stores().deadline(std::time::Instant::now());
         let exclusive = store
             .lock_exclusive(deadline, "finish the bake")
-            .map_err(|source| StoreError::Lock {
-                path: store.lock_path(),
-                kind: LockKind::Exclusive,
-                source,
-            })?;
+            .map_err(|source| store.lock_failure(LockKind::Exclusive, source))?;
         exclusive
             .finish_bake()
             .map_err(|e| StoreError::io(store.dir(), "finish the bake in", e))
@@ -206,7 +198,7 @@ impl ArtifactStore {
             .read_only_paths()
             .map(|path| {
                 let opened = match inner.sealer() {
-                    Ok(sealer) => Store::open_read_only(path, inner.fingerprint(), sealer.clone()),
+                    Ok(sealer) => Store::open_read_only(path, inner.fingerprint(), sealer.clone()).map_err(Into::into),
                     Err(e) => Err(e.clone()),
                 };
                 (path.to_path_buf(), opened)

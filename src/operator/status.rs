@@ -493,11 +493,9 @@ impl StoreStatus {
         let (lock, lock_problem) = if store.is_read_only() {
             (None, None)
         } else {
-            let state = store.lock_state().map_err(|source| StoreError::Lock {
-                path: store.lock_path(),
-                kind: LockKind::Shared,
-                source,
-            })?;
+            let state = store
+                .lock_state()
+                .map_err(|source| store.lock_failure(LockKind::Shared, source))?;
             (Some(state), store.lock_problem())
         };
         let marker = matches!(store.standing(), Ok(crate::store::marker::Standing::Marked));

@@ -71,11 +71,9 @@ pub(super) fn bake<T: Compiled>(
             // `None`: another process baked it while this one waited for its lock, which this
             // report counts as present, not written.
             let stored = match theirs.lock_artifact(key, deadline, &purpose) {
-                Err(source) => Some(StoreWrite::NotStored(StoreError::Lock {
-                    path: theirs.lock_path(),
-                    kind: LockKind::Artifact,
-                    source,
-                })),
+                Err(source) => Some(StoreWrite::NotStored(
+                    theirs.lock_failure(LockKind::Artifact, source).into(),
+                )),
                 Ok(_) if is_stored(&theirs, key) => None,
                 Ok(lock) => Some(match T::precompile(&pe.engine, bytes) {
                     Ok(artifact) => publish(&lock, &artifact),

@@ -33,9 +33,10 @@ use std::time::Instant;
 
 use crate::compiled::Compiled;
 use crate::error::{LockKind, StoreError};
+use crate::key::ArtifactKey;
 use crate::key::Hash32;
 use crate::source::{SkipReason, read_verified};
-use crate::store::{Lookup, Rejection, Store};
+use crate::store::{ArtifactLock, LockGuard, Lookup, Rejection, Store};
 use compile::{compile, on_every_core, publish};
 use lookup::Tier;
 use outcome::{Failure, Origin, PortableRefusal, Resolved, StoreWrite};
@@ -122,8 +123,12 @@ pub(crate) fn run<T: Compiled>(
     requests: &[Request<'_>],
     progress: Option<&ProgressFn>,
 ) -> (Vec<Resolved<T>>, Session) {
-    let deadline = stores.deadline(Instant::now());
-    let waited = LockWaits::default();
+    let pass = Pass {
+        stores,
+        deadline: stores.deadline(Instant::now()),
+        waited: LockWaits::default(),
+        progress,
+    };
     let mut session = Session::default();
     session.health.fingerprint = stores.fingerprint.to_hex();
     session.health.path = stores.writable_dir().map(Path::to_path_buf);
@@ -167,11 +172,7 @@ pub(crate) fn run<T: Compiled>(
     // Lookups, under the writable store's shared lock.
     let mut temps = 0;
     {
-        let shared = writable.map(|store| {
-            let shared = waited.time(|| store.lock_shared(deadline, "load artifacts"));
-            stores.note_lock(&shared);
-            shared.map_err(|source| lock_error(store, LockKind::Shared, source))
-        });
+        let shared = writable.map(|store| pass.lock_shared(store, "load artifacts"));
         match &shared {
             Some(Err(e)) => {
                 log::warn!("artifact store not read, compiling in memory: {}", e.message());
@@ -227,32 +228,16 @@ pub(crate) fn run<T: Compiled>(
     let jobs = pending(&slots);
     if !jobs.is_empty() {
         stores.look_for_litter_again();
-        compile_pending(
-            stores,
-            writable,
-            deadline,
-            &jobs,
-            &mut slots,
-            &mut session,
-            progress,
-            &waited,
-        );
+        pass.compile_pending(writable, &jobs, &mut slots, &mut session);
     }
 
     // Bake the CPU profiles asked for, hits included.
     if stores.profiles.iter().any(|p| !p.is_native()) {
         match writable {
-            Some(store) => {
-                let shared = waited.time(|| store.lock_shared(deadline, "bake CPU profiles"));
-                stores.note_lock(&shared);
-                match shared {
-                    Ok(_guard) => session.baked = bake::bake(stores, store, deadline, &mut slots, progress),
-                    Err(source) => {
-                        let e = lock_error(store, LockKind::Shared, source);
-                        session.baked = not_baked(stores, &slots, &e);
-                    }
-                }
-            }
+            Some(store) => match pass.lock_shared(store, "bake CPU profiles") {
+                Ok(_guard) => session.baked = bake::bake(stores, store, pass.deadline, &mut slots, progress),
+                Err(e) => session.baked = not_baked(stores, &slots, &e),
+            },
             None => {
                 let e = session.health.write_error.clone().unwrap_or(StoreError::NoStore);
                 session.baked = not_baked(stores, &slots, &e);
@@ -261,7 +246,7 @@ pub(crate) fn run<T: Compiled>(
     }
 
     session.compile_time = compiling.elapsed();
-    session.lock_wait = waited.total();
+    session.lock_wait = pass.waited.total();
     if let Some(store) = stores.writable_store() {
         session.health.lock_repaired = store.lock_repair();
     }
@@ -352,148 +337,158 @@ fn clean_up<T: Compiled>(
     }
 }
 
-/// Compiles every pending slot in parallel. With a writable store that stores this engine's
-/// artifacts, each is compiled under its own lock after looking again (another thread or process
-/// may have published it meanwhile) and published; otherwise it is compiled in memory, with the
-/// reason it was not stored.
-#[allow(clippy::too_many_arguments)]
-fn compile_pending<T: Compiled>(
-    stores: &Stores,
-    writable: Option<&Store>,
+/// One resolution's context: the stores, the deadline of its lock waits, the time it waited, and
+/// who is told of its progress.
+struct Pass<'p> {
+    stores: &'p Stores,
     deadline: Instant,
-    jobs: &[Hash32],
-    slots: &mut Slots<'_, T>,
-    session: &mut Session,
-    progress: Option<&ProgressFn>,
-    waited: &LockWaits,
-) {
-    let not_stored = if !stores.stores_native() {
-        Some(StoreError::NativeNotStored)
-    } else if writable.is_none() {
-        Some(session.health.write_error.clone().unwrap_or(StoreError::NoStore))
-    } else {
-        None
-    };
-    let target = writable.filter(|_| not_stored.is_none());
-    let shared = target.map(|store| {
-        let shared = waited.time(|| store.lock_shared(deadline, "publish artifacts"));
-        stores.note_lock(&shared);
-        shared.map_err(|source| lock_error(store, LockKind::Shared, source))
-    });
-    let (target, not_stored) = match shared {
-        Some(Err(e)) => (None, Some(e)),
-        _ => (target, not_stored),
-    };
-    let work: Vec<(Hash32, &[u8])> = jobs
-        .iter()
-        .filter_map(|h| slots.get(h).and_then(Slot::bytes).map(|b| (*h, b)))
-        .collect();
-    let total = work.len();
-    if let (Some(p), true) = (progress, total > 0) {
-        p(Progress { done: 0, total });
-    }
-    let done = AtomicUsize::new(0);
-    let purpose = format!("compile {} {}(s)", total, T::KIND);
-    let results = on_every_core(&work, |(hash, bytes)| {
-        let result = compile_one::<T>(
-            stores,
-            target,
-            not_stored.as_ref(),
-            deadline,
-            hash,
-            bytes,
-            &purpose,
-            waited,
-        );
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(p) = progress {
-            p(Progress { done: n, total });
-        }
-        (*hash, result)
-    });
-    for (hash, result) in results {
-        let Some(slot) = slots.get_mut(&hash) else { continue };
-        match result {
-            Ok((value, origin)) => {
-                if let Origin::Compiled { stored, .. } = &origin {
-                    match stored {
-                        StoreWrite::Stored => session.health.written += 1,
-                        StoreWrite::DurabilityNotConfirmed(e) => {
-                            session.health.written += 1;
-                            session.health.durability_error.get_or_insert_with(|| e.clone());
-                        }
-                        // Not asked for: a bake of portable profiles only. Nothing went wrong.
-                        StoreWrite::NotStored(StoreError::NativeNotStored) => {}
-                        StoreWrite::NotStored(e) => {
-                            session.health.write_error.get_or_insert_with(|| e.clone());
-                        }
-                    }
-                }
-                slot.found = Some((value, origin));
-            }
-            Err(e) => slot.failure = Some(Failure::Compile(Arc::new(e))),
-        }
-    }
+    waited: LockWaits,
+    progress: Option<&'p ProgressFn>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compile_one<T: Compiled>(
-    stores: &Stores,
-    target: Option<&Store>,
-    not_stored: Option<&StoreError>,
-    deadline: Instant,
-    hash: &Hash32,
-    bytes: &[u8],
-    purpose: &str,
-    waited: &LockWaits,
-) -> wasmtime::Result<(T, Origin)> {
-    let t = Instant::now();
-    let compiled = |stored| {
-        compile::<T>(&stores.engine, bytes).map(|(value, artifact)| {
-            log::debug!(
-                "compiled {} in {:.1} ms",
-                hex::encode(hash),
-                t.elapsed().as_secs_f64() * 1e3
-            );
-            (value, artifact, stored)
-        })
-    };
-    let Some(store) = target else {
-        let reason = not_stored.cloned().unwrap_or(StoreError::NoStore);
-        return compiled(()).map(|(value, _, ())| {
-            (
-                value,
-                Origin::Compiled {
-                    stored: StoreWrite::NotStored(reason),
-                    rejected: None,
-                },
-            )
-        });
-    };
-    let key = store.key_of(hash, T::KIND);
-    let lock = waited.time(|| store.lock_artifact(&key, deadline, purpose));
-    stores.note_lock(&lock);
-    match lock {
-        Ok(lock) => {
-            if let Lookup::Hit(value, load_path) = store.load_as::<T>(&stores.engine, hash) {
-                let dir = store.dir().to_path_buf();
-                return Ok((value, Origin::Store { dir, load_path }));
-            }
-            let (value, artifact, ()) = compiled(())?;
-            let stored = publish(&lock, &artifact);
-            Ok((value, Origin::Compiled { stored, rejected: None }))
+impl Pass<'_> {
+    /// Takes `store`'s shared lock for `purpose`: the wait timed and noted (a hung holder costs one
+    /// timeout per [`Stores`]), a failure as the reports show it.
+    fn lock_shared(&self, store: &Store, purpose: &str) -> Result<LockGuard, StoreError> {
+        let shared = self.waited.time(|| store.lock_shared(self.deadline, purpose));
+        self.stores.note_lock(&shared);
+        shared.map_err(|source| store.lock_failure(LockKind::Shared, source).into())
+    }
+
+    /// Takes the lock of the artifact `key` in `store`, as [`Pass::lock_shared`] takes the
+    /// shared one.
+    fn lock_artifact<'s>(
+        &self,
+        store: &'s Store,
+        key: &ArtifactKey,
+        purpose: &str,
+    ) -> Result<ArtifactLock<'s>, StoreError> {
+        let lock = self.waited.time(|| store.lock_artifact(key, self.deadline, purpose));
+        self.stores.note_lock(&lock);
+        lock.map_err(|source| store.lock_failure(LockKind::Artifact, source).into())
+    }
+
+    /// Compiles every pending slot in parallel. With a writable store that stores this engine's
+    /// artifacts, each is compiled under its own lock after looking again (another thread or
+    /// process may have published it meanwhile) and published; otherwise it is compiled in
+    /// memory, with the reason it was not stored.
+    fn compile_pending<T: Compiled>(
+        &self,
+        writable: Option<&Store>,
+        jobs: &[Hash32],
+        slots: &mut Slots<'_, T>,
+        session: &mut Session,
+    ) {
+        let stores = self.stores;
+        let not_stored = if !stores.stores_native() {
+            Some(StoreError::NativeNotStored)
+        } else if writable.is_none() {
+            Some(session.health.write_error.clone().unwrap_or(StoreError::NoStore))
+        } else {
+            None
+        };
+        let target = writable.filter(|_| not_stored.is_none());
+        let shared = target.map(|store| self.lock_shared(store, "publish artifacts"));
+        let (target, not_stored) = match shared {
+            Some(Err(e)) => (None, Some(e)),
+            _ => (target, not_stored),
+        };
+        let work: Vec<(Hash32, &[u8])> = jobs
+            .iter()
+            .filter_map(|h| slots.get(h).and_then(Slot::bytes).map(|b| (*h, b)))
+            .collect();
+        let total = work.len();
+        if let (Some(p), true) = (self.progress, total > 0) {
+            p(Progress { done: 0, total });
         }
-        Err(source) => {
-            let reason = lock_error(store, LockKind::Artifact, source);
-            log::warn!("{}", reason.message());
-            let (value, _, ()) = compiled(())?;
-            Ok((
-                value,
-                Origin::Compiled {
-                    stored: StoreWrite::NotStored(reason),
-                    rejected: None,
-                },
-            ))
+        let done = AtomicUsize::new(0);
+        let purpose = format!("compile {} {}(s)", total, T::KIND);
+        let results = on_every_core(&work, |(hash, bytes)| {
+            let result = self.compile_one::<T>(target, not_stored.as_ref(), hash, bytes, &purpose);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(p) = self.progress {
+                p(Progress { done: n, total });
+            }
+            (*hash, result)
+        });
+        for (hash, result) in results {
+            let Some(slot) = slots.get_mut(&hash) else { continue };
+            match result {
+                Ok((value, origin)) => {
+                    if let Origin::Compiled { stored, .. } = &origin {
+                        match stored {
+                            StoreWrite::Stored => session.health.written += 1,
+                            StoreWrite::DurabilityNotConfirmed(e) => {
+                                session.health.written += 1;
+                                session.health.durability_error.get_or_insert_with(|| e.clone());
+                            }
+                            // Not asked for: a bake of portable profiles only. Nothing went wrong.
+                            StoreWrite::NotStored(StoreError::NativeNotStored) => {}
+                            StoreWrite::NotStored(e) => {
+                                session.health.write_error.get_or_insert_with(|| e.clone());
+                            }
+                        }
+                    }
+                    slot.found = Some((value, origin));
+                }
+                Err(e) => slot.failure = Some(Failure::Compile(Arc::new(e))),
+            }
+        }
+    }
+
+    fn compile_one<T: Compiled>(
+        &self,
+        target: Option<&Store>,
+        not_stored: Option<&StoreError>,
+        hash: &Hash32,
+        bytes: &[u8],
+        purpose: &str,
+    ) -> wasmtime::Result<(T, Origin)> {
+        let t = Instant::now();
+        let compiled = |stored| {
+            compile::<T>(&self.stores.engine, bytes).map(|(value, artifact)| {
+                log::debug!(
+                    "compiled {} in {:.1} ms",
+                    hex::encode(hash),
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                (value, artifact, stored)
+            })
+        };
+        let Some(store) = target else {
+            let reason = not_stored.cloned().unwrap_or(StoreError::NoStore);
+            return compiled(()).map(|(value, _, ())| {
+                (
+                    value,
+                    Origin::Compiled {
+                        stored: StoreWrite::NotStored(reason),
+                        rejected: None,
+                    },
+                )
+            });
+        };
+        let key = store.key_of(hash, T::KIND);
+        match self.lock_artifact(store, &key, purpose) {
+            Ok(lock) => {
+                if let Lookup::Hit(value, load_path) = store.load_as::<T>(&self.stores.engine, hash) {
+                    let dir = store.dir().to_path_buf();
+                    return Ok((value, Origin::Store { dir, load_path }));
+                }
+                let (value, artifact, ()) = compiled(())?;
+                let stored = publish(&lock, &artifact);
+                Ok((value, Origin::Compiled { stored, rejected: None }))
+            }
+            Err(reason) => {
+                log::warn!("{}", reason.message());
+                let (value, _, ()) = compiled(())?;
+                Ok((
+                    value,
+                    Origin::Compiled {
+                        stored: StoreWrite::NotStored(reason),
+                        rejected: None,
+                    },
+                ))
+            }
         }
     }
 }
@@ -544,13 +539,5 @@ impl LockWaits {
 
     fn total(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.0.load(Ordering::Relaxed))
-    }
-}
-
-fn lock_error(store: &Store, kind: LockKind, source: crate::error::LockError) -> StoreError {
-    StoreError::Lock {
-        path: store.lock_path(),
-        kind,
-        source,
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{LockError, StoreError};
 use crate::fs::dir::{Dir, FileId};
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
-use crate::store::{Fault, Store, deadline_after};
+use crate::store::{Failure, Fault, Store, deadline_after};
 
 /// How [`Stores::open`] is asked to open the writable store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +243,7 @@ impl Stores {
     pub(crate) fn read_only_store(&self, i: usize) -> Option<&Result<Store, StoreError>> {
         let ro = self.read_only.get(i)?;
         Some(ro.store.get_or_init(|| match &self.sealer {
-            Ok(sealer) => Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()),
+            Ok(sealer) => Store::open_read_only(&ro.path, self.fingerprint, sealer.clone()).map_err(Into::into),
             Err(e) => Err(e.clone()),
         }))
     }
@@ -356,7 +356,13 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
         Ok(dir) => dir,
         Err(e) => {
             return (
-                refused(StoreError::refused(path.to_path_buf(), e)),
+                refused(
+                    Failure::Refused {
+                        path: path.to_path_buf(),
+                        reason: e,
+                    }
+                    .into(),
+                ),
                 load_sealer(cfg, None),
             );
         }
@@ -381,7 +387,7 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
             log::debug!("artifact store {} open, fingerprint {fingerprint}", path.display());
             (Writable::Open(store), Ok(sealer))
         }
-        Err(e) => (refused(e), Ok(sealer)),
+        Err(e) => (refused(e.into()), Ok(sealer)),
     }
 }
 

@@ -132,6 +132,15 @@ impl Store {
         self.dir.display_path(LOCK_NAME)
     }
 
+    /// Why `kind` of this store's lock was not taken, as the layers above report it.
+    pub(crate) fn lock_failure(&self, kind: LockKind, source: LockError) -> super::Failure {
+        super::Failure::Lock {
+            path: self.lock_path(),
+            kind,
+            source,
+        }
+    }
+
     /// Takes the shared lock (loading, publishing), waiting until `deadline` at most. `purpose`
     /// says what the wait is for, in the log and to other threads of this process.
     pub fn lock_shared(&self, deadline: Instant, purpose: &str) -> Result<LockGuard, LockError> {

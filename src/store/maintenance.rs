@@ -9,8 +9,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use super::Failure;
 use super::{Exclusive, ForeignFile, Store, StoredEntry};
-use crate::error::StoreError;
 use crate::key::Hash32;
 
 /// Why [`ArtifactStore::prune`](crate::ArtifactStore::prune) or [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed an artifact.
@@ -118,7 +118,7 @@ impl Store {
     ///
     /// Order: artifacts of other fingerprints (`stale`), then those not in `keep`, then the oldest
     /// of the rest until they fit `max_size`.
-    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> Result<PruneReport, StoreError> {
+    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> Result<PruneReport, Failure> {
         let exclusive = if opts.dry_run {
             None
         } else {
@@ -184,24 +184,20 @@ impl Store {
     /// Removes every artifact (any fingerprint) and leftover temporary files, under the exclusive
     /// lock. The directory and its lock file stay: a node waiting on the lock keeps waiting on the
     /// same file.
-    pub fn clear(&self, deadline: Instant) -> Result<PruneReport, StoreError> {
+    pub fn clear(&self, deadline: Instant) -> Result<PruneReport, Failure> {
         let exclusive = self.exclusive(deadline, "clear the store")?;
         let entries = self.entries().map_err(|e| self.io_error("list", e))?;
         let remove = entries.into_iter().map(|e| (e, PruneReason::Cleared)).collect();
         exclusive.remove_all(remove, 0)
     }
 
-    fn exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, StoreError> {
+    fn exclusive(&self, deadline: Instant, purpose: &str) -> Result<Exclusive<'_>, Failure> {
         self.lock_exclusive(deadline, purpose)
-            .map_err(|source| StoreError::Lock {
-                path: self.lock_path(),
-                kind: crate::error::LockKind::Exclusive,
-                source,
-            })
+            .map_err(|source| self.lock_failure(super::LockKind::Exclusive, source))
     }
 
-    fn io_error(&self, op: &'static str, source: std::io::Error) -> StoreError {
-        StoreError::io(self.dir(), op, source)
+    fn io_error(&self, op: &'static str, source: std::io::Error) -> Failure {
+        Failure::io(self.dir(), op, source)
     }
 }
 
@@ -247,7 +243,7 @@ impl Exclusive<'_> {
     }
 
     /// Unlinks `remove` and the temporary files, going on past each file it cannot remove.
-    fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> Result<PruneReport, StoreError> {
+    fn remove_all(&self, remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> Result<PruneReport, Failure> {
         let dir = self.store().dir().to_path_buf();
         let mut report = PruneReport {
             kept,
@@ -504,8 +500,8 @@ mod tests {
         assert!(
             matches!(
                 err,
-                StoreError::Lock {
-                    source: crate::error::LockError::TimedOut { .. },
+                Failure::Lock {
+                    source: crate::store::LockError::TimedOut { .. },
                     ..
                 }
             ),

@@ -17,6 +17,7 @@
 //! published file is never written again (a replacement is a new file renamed over it; removal is
 //! an unlink), so a mapping of it stays valid.
 
+mod failure;
 mod fault;
 mod finish;
 mod load;
@@ -36,10 +37,10 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 
 use crate::artifact::Sealer;
-use crate::error::StoreError;
 pub(crate) use crate::fs::dir::Dir;
 pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
+pub use failure::Failure;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
 #[cfg(feature = "fault-injection")]
@@ -48,9 +49,7 @@ pub use finish::FinishedBake;
 pub use load::LoadPath;
 pub(crate) use load::Verified;
 pub(crate) use lock::LOCK_NAME;
-#[cfg(feature = "fault-injection")]
-pub use lock::LockGuard;
-pub use lock::{ArtifactLock, Exclusive, deadline_after};
+pub use lock::{ArtifactLock, Exclusive, LockGuard, deadline_after};
 pub use lock_report::{Holder, LockError, LockHolder, LockKind, LockProblem, LockRepair, LockState};
 pub use marker::NotAStore;
 use marker::Standing;
@@ -162,14 +161,14 @@ impl Store {
     /// Opens the writable store at `path` for `engine` in `sealer`'s mode (creating it when
     /// `create`), as a start-up and maintenance do. See [`Store::open_writable`].
     #[cfg(any(test, feature = "fault-injection"))]
-    pub fn open_for(engine: &wasmtime::Engine, path: &Path, sealer: Sealer, create: bool) -> Result<Store, StoreError> {
+    pub fn open_for(engine: &wasmtime::Engine, path: &Path, sealer: Sealer, create: bool) -> Result<Store, Failure> {
         let fingerprint = crate::engine::engine_fingerprint(engine, sealer.is_keyed());
         Store::open_writable(path, fingerprint, sealer, create)
     }
 
     /// [`Store::open_writable`], creating the store if missing.
     #[cfg(any(test, feature = "fault-injection"))]
-    pub fn open(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, Failure> {
         Store::open_writable(path, fingerprint, sealer, true)
     }
 
@@ -188,20 +187,17 @@ impl Store {
         fingerprint: Fingerprint,
         sealer: Sealer,
         create: bool,
-    ) -> Result<Store, StoreError> {
-        let dir = Dir::open_store(path, create, marker::MARKER_NAME)
-            .map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
+    ) -> Result<Store, Failure> {
+        let dir = Dir::open_store(path, create, marker::MARKER_NAME).map_err(|reason| Failure::Refused {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Store::adopt_dir(dir, path, fingerprint, sealer)
     }
 
     /// The writable store in `dir` (opened from `path` and checked), made a store if it is not one
     /// yet ([`Store::adopt`]).
-    pub(crate) fn adopt_dir(
-        dir: Dir,
-        path: &Path,
-        fingerprint: Fingerprint,
-        sealer: Sealer,
-    ) -> Result<Store, StoreError> {
+    pub(crate) fn adopt_dir(dir: Dir, path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, Failure> {
         let store = Store::from_dir(dir, fingerprint, sealer, false);
         store.adopt(path)?;
         Ok(store)
@@ -214,10 +210,10 @@ impl Store {
         path: &Path,
         fingerprint: Fingerprint,
         sealer: Sealer,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<Store, Failure> {
         let store = Store::from_dir(dir, fingerprint, sealer, false);
-        match store.standing().map_err(|e| StoreError::io(path, "list", e))? {
-            Standing::Foreign(reason) => Err(StoreError::NotAStore {
+        match store.standing().map_err(|e| Failure::io(path, "list", e))? {
+            Standing::Foreign(reason) => Err(Failure::NotAStore {
                 path: path.to_path_buf(),
                 reason,
             }),
@@ -231,8 +227,11 @@ impl Store {
     /// no marker (a bake made by an earlier version has none; nothing is ever written or deleted
     /// there). It is never created, locked, written, pruned or cleaned, so it works on a read-only
     /// file system with no lock file.
-    pub fn open_read_only(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, StoreError> {
-        let dir = Dir::open(path, false, Owner::MeOrRoot).map_err(|e| StoreError::refused(path.to_path_buf(), e))?;
+    pub fn open_read_only(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, Failure> {
+        let dir = Dir::open(path, false, Owner::MeOrRoot).map_err(|reason| Failure::Refused {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(Store::from_dir(dir, fingerprint, sealer, true))
     }
 
@@ -275,8 +274,8 @@ impl Store {
 
     /// Makes sure the directory is a store before anything is written into it: with the marker
     /// already, or empty or an earlier version's store (then the marker is written now).
-    pub(crate) fn adopt(&self, path: &Path) -> Result<(), StoreError> {
-        let mut standing = self.standing().map_err(|e| StoreError::io(path, "list", e))?;
+    pub(crate) fn adopt(&self, path: &Path) -> Result<(), Failure> {
+        let mut standing = self.standing().map_err(|e| Failure::io(path, "list", e))?;
         // Only temporary files: perhaps another process making this store, whose marker is
         // written under a temporary name first. Its rename comes within milliseconds.
         for _ in 0..MARKER_WAITS {
@@ -288,7 +287,7 @@ impl Store {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
-            standing = self.standing().map_err(|e| StoreError::io(path, "list", e))?;
+            standing = self.standing().map_err(|e| Failure::io(path, "list", e))?;
         }
         match standing {
             Standing::Marked => Ok(()),
@@ -297,9 +296,9 @@ impl Store {
                 // A store on a read-only file system is read as it is: nothing can be written
                 // into it, the marker included.
                 Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Ok(()),
-                Err(e) => Err(StoreError::io(path, "write the marker into", e)),
+                Err(e) => Err(Failure::io(path, "write the marker into", e)),
             },
-            Standing::Foreign(reason) => Err(StoreError::NotAStore {
+            Standing::Foreign(reason) => Err(Failure::NotAStore {
                 path: path.to_path_buf(),
                 reason,
             }),
