@@ -304,9 +304,10 @@ pub struct ArtifactStatus {
     /// The same as a UTC date.
     #[serde(serialize_with = "serial::opt_display")]
     pub created: Option<UtcDate>,
-    /// Why the trailer check failed: not intact, or naming another hash, fingerprint or kind.
+    /// Why the trailer check failed: not intact, or naming another hash, fingerprint or kind
+    /// than the file name (the loader's own check, `check_binding`).
     #[serde(serialize_with = "serial::opt_display")]
-    pub header_error: Option<HeaderProblem>,
+    pub header_error: Option<Rejection>,
     /// The trailer is of the other authentication mode: not a defect, just not checkable here.
     pub other_mode: bool,
     /// Seen without the key: an artifact of this build in MAC mode, which a node with the key
@@ -322,35 +323,6 @@ pub struct ArtifactStatus {
     /// Why the loader refuses the file before reading it (foreign owner, writable by others).
     #[serde(serialize_with = "serial::opt_display")]
     pub refused: Option<Rejection>,
-}
-
-/// Why an artifact's trailer does not fit its file name.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum HeaderProblem {
-    /// The trailer is not intact (or of the other MAC mode: see [`ArtifactStatus::other_mode`]).
-    Trailer(Rejection),
-    /// The trailer names another hash or fingerprint than the file name.
-    NamesAnother,
-    /// The trailer holds another kind than the file name says.
-    KindMismatch {
-        /// The kind in the trailer.
-        trailer: Kind,
-        /// The kind the file name says.
-        name: Kind,
-    },
-}
-
-impl fmt::Display for HeaderProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HeaderProblem::Trailer(r) => r.fmt(f),
-            HeaderProblem::NamesAnother => f.write_str("trailer names another hash or fingerprint than the file name"),
-            HeaderProblem::KindMismatch { trailer, name } => {
-                write!(f, "trailer holds a {trailer}, the file name says {name}")
-            }
-        }
-    }
 }
 
 /// Seconds since the Unix epoch, shown as `YYYY-MM-DD HH:MM:SS UTC` (no time-zone database, the
@@ -579,15 +551,10 @@ impl ArtifactStatus {
         let trailer = store.read_trailer(&entry.key);
         let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
         let header_error = match &trailer {
-            Err(e) => Some(HeaderProblem::Trailer(e.clone())),
-            Ok(t) if t.source_hash != entry.key.source || t.fingerprint != entry.key.fingerprint => {
-                Some(HeaderProblem::NamesAnother)
-            }
-            Ok(t) if t.kind != entry.key.kind => Some(HeaderProblem::KindMismatch {
-                trailer: t.kind,
-                name: entry.key.kind,
-            }),
-            Ok(_) => None,
+            Err(e) => Some(e.clone()),
+            Ok(t) => crate::artifact::check_binding(t, &entry.key)
+                .err()
+                .map(Rejection::Format),
         };
         let created_unix = trailer.ok().map(|t| t.created_unix);
         let native = entry.key.fingerprint == store.fingerprint();
