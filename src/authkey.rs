@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, OFlags};
+use rustix::fs::OFlags;
 
 use crate::fs::Owner;
 use crate::fs::dir::Dir;
@@ -178,30 +178,18 @@ pub(crate) fn load_key(path: &Path, store: Option<&Dir>) -> Result<[u8; 32], Key
         }
     }
     let (fd, st) = parent.dir.open_path(&parent.name).map_err(|e| io("open", e))?;
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => {}
-        FileType::Symlink => return Err(KeyError::Symlink { path: file_path() }),
-        _ => return Err(KeyError::NotRegularFile { path: file_path() }),
-    }
-    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
-    let links = st.st_nlink as u64;
-    if links != 1 {
-        return Err(KeyError::HardLinked {
-            path: file_path(),
-            links,
-        });
-    }
-    if !Owner::MeOrRoot.allows(st.st_uid) {
-        return Err(KeyError::OwnedByOther {
-            path: file_path(),
-            uid: st.st_uid,
-        });
-    }
-    let mode = st.st_mode & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::AccessibleToOthers {
-            path: file_path(),
-            mode,
+    if let Some(problem) = crate::fs::private_file_problem(&st, Owner::MeOrRoot) {
+        use crate::fs::PrivateFileProblem as P;
+        let path = file_path();
+        return Err(match problem {
+            P::Symlink => KeyError::Symlink { path },
+            P::NotRegularFile => KeyError::NotRegularFile { path },
+            P::HardLinks { links } => KeyError::HardLinked { path, links },
+            P::OwnedByOther { uid } => KeyError::OwnedByOther { path, uid },
+            P::OpenToOthers { mode } => KeyError::AccessibleToOthers {
+                path,
+                mode: mode & 0o777,
+            },
         });
     }
     let file = parent

@@ -32,6 +32,46 @@ impl Owner {
     }
 }
 
+/// What makes a private file (the MAC key, the store's lock) unfit, from its `fstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrivateFileProblem {
+    /// A symbolic link under its name.
+    Symlink,
+    /// Not a regular file.
+    NotRegularFile,
+    /// More than one link: another name for it may lie where others can write.
+    HardLinks { links: u64 },
+    /// Owned by a uid `owner` does not allow.
+    OwnedByOther { uid: u32 },
+    /// Group or others have some permission on it (`mode`: its permission bits, `0o7777`).
+    OpenToOthers { mode: u32 },
+}
+
+/// The first problem of the private file whose `fstat` is `st`, checked in the order above, or
+/// `None` when it is a regular file with one link, owned as `owner` allows, that nobody else may
+/// open.
+pub(crate) fn private_file_problem(st: &rustix::fs::Stat, owner: Owner) -> Option<PrivateFileProblem> {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => return Some(PrivateFileProblem::Symlink),
+        _ => return Some(PrivateFileProblem::NotRegularFile),
+    }
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let links = st.st_nlink as u64;
+    if links != 1 {
+        return Some(PrivateFileProblem::HardLinks { links });
+    }
+    if !owner.allows(st.st_uid) {
+        return Some(PrivateFileProblem::OwnedByOther { uid: st.st_uid });
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o077 != 0 {
+        return Some(PrivateFileProblem::OpenToOthers { mode });
+    }
+    None
+}
+
 /// This process's effective uid.
 pub(crate) fn euid() -> u32 {
     rustix::process::geteuid().as_raw()

@@ -585,24 +585,14 @@ impl Store {
 
 /// Why the lock file described by `st` must not be used as it is, if it must not.
 fn lock_problem(st: &Stat) -> Option<LockProblem> {
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => {}
-        FileType::Symlink => return Some(LockProblem::Symlink),
-        _ => return Some(LockProblem::NotRegularFile),
-    }
-    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
-    let links = st.st_nlink as u64;
-    if links != 1 {
-        return Some(LockProblem::HardLinks { links });
-    }
-    if st.st_uid != crate::fs::euid() {
-        return Some(LockProblem::OwnedByOther { uid: st.st_uid });
-    }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o077 != 0 {
-        return Some(LockProblem::OpenToOthers { mode });
-    }
-    None
+    use crate::fs::PrivateFileProblem as P;
+    Some(match crate::fs::private_file_problem(st, crate::fs::Owner::Me)? {
+        P::Symlink => LockProblem::Symlink,
+        P::NotRegularFile => LockProblem::NotRegularFile,
+        P::HardLinks { links } => LockProblem::HardLinks { links },
+        P::OwnedByOther { uid } => LockProblem::OwnedByOther { uid },
+        P::OpenToOthers { mode } => LockProblem::OpenToOthers { mode },
+    })
 }
 
 fn io(e: impl Into<std::io::Error>) -> LockError {
