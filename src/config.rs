@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::key::{ParseHashError, hash_hex, parse_hash};
+pub use crate::key::{hash_hex, parse_hash};
 pub use crate::source::sha256;
-pub use crate::whitelist::{BadLineCause, WhitelistError, parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
+pub use crate::whitelist::{parse_whitelist, read_whitelist_file, whitelist_all_in_dir};
 
 /// Default binary root, relative to the working directory (where the node has always kept its
 /// components).

@@ -12,11 +12,13 @@ use crate::error::StoreError;
 use crate::key::Hash32;
 use crate::profile::CpuProfile;
 pub use crate::resolve::Progress;
-pub use crate::resolve::outcome::{PortableRefusal, StoreWrite};
+pub use crate::resolve::outcome::PortableRefusal;
+use crate::resolve::outcome::StoreWrite;
 use crate::resolve::session::Session;
 pub use crate::resolve::session::{BakeFailure, BakeReport, FingerprintCount, ReadOnlyStoreReport, StoreHealth};
-pub use crate::source::SkipReason;
-pub use crate::store::{LoadPath, LockRepair, Rejection};
+use crate::source::SkipReason;
+pub use crate::store::LockRepair;
+use crate::store::{LoadPath, Rejection};
 
 /// How one component ended up in (or out of) the cache. In JSON: `"outcome"`, and
 /// `"skip_reason"` (the reason of a skipped component, `null` for the others).

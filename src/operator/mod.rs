@@ -12,7 +12,7 @@ use crate::artifact_store::ArtifactStore;
 use crate::error::{LockKind, StoreError};
 pub use crate::store::FinishedBake;
 use crate::store::Store;
-pub use prune::{PruneOptions, PruneReason, PruneReport};
+pub use prune::{PruneOptions, PruneReport};
 pub use status::StatusReport;
 use status::{ReadOnlyStatus, StoreStatus};
 pub use verify::VerifyReport;

@@ -11,7 +11,7 @@ use crate::error::{LockKind, LockProblem, StoreError};
 use crate::key::{Fingerprint, Hash32, Kind};
 use crate::profile::{CpuProfile, ProfileStatus};
 use crate::serial;
-pub use crate::store::{Holder, LockState};
+pub use crate::store::LockState;
 use crate::store::{Rejection, Store, StoredEntry};
 
 /// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: a verdict, the writable

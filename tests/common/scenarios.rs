@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use wasm_node_cache::LoadReport;
+use wasm_node_cache::artifact_store::StoreWrite;
 use wasm_node_cache::config::sha256;
 use wasm_node_cache::error::{ArtifactError, Rejection};
-use wasm_node_cache::node::report::{Outcome, StoreWrite};
+use wasm_node_cache::node::report::Outcome;
 use wasm_node_cache::testing::Fault;
 use wasm_node_cache::{ArtifactStore, Hash32, Origin};
 use wasmtime::component::Component;

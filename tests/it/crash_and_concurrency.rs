@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wasm_node_cache::node::report::StoreWrite;
+use wasm_node_cache::artifact_store::StoreWrite;
 use wasm_node_cache::testing::{Sealer, Store, deadline_after};
 use wasm_node_cache::{Fingerprint, WasmNodeCache};
 

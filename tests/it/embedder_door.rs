@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use wasm_node_cache::Fingerprint;
+use wasm_node_cache::artifact_store::StoreWrite;
 use wasm_node_cache::config::sha256;
 use wasm_node_cache::error::ArtifactError;
 use wasm_node_cache::error::Rejection;
-use wasm_node_cache::node::report::StoreWrite;
 use wasm_node_cache::testing::ArtifactKey;
 use wasm_node_cache::testing::{Sealer, encode_trailer};
 use wasm_node_cache::testing::{Store, deadline_after};

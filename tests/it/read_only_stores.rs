@@ -7,7 +7,7 @@ use crate::common;
 use std::path::PathBuf;
 
 use common::{Fixture, chmod, snapshot};
-use wasm_node_cache::node::report::LoadPath;
+use wasm_node_cache::artifact_store::LoadPath;
 
 /// A bake of the fixture's components at `<fixture>/bake`, made as an image build does, with the
 /// lock file removed (a bake has none) and every write bit cleared.

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use common::{Fixture, call_add};
 use wasm_node_cache::WasmNodeCache;
 use wasm_node_cache::config::sha256;
-use wasm_node_cache::node::report::{Outcome, SkipReason};
+use wasm_node_cache::error::SkipReason;
+use wasm_node_cache::node::report::Outcome;
 
 fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
     let r = cache.report();

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, call_add, call_fib, call_fnv1a, chmod, sh};
+use wasm_node_cache::artifact_store::LoadPath;
 use wasm_node_cache::config::sha256;
-use wasm_node_cache::node::report::LoadPath;
 use wasm_node_cache::testing::{ArtifactKey, Fault};
 use wasm_node_cache::testing::{Sealer, encode_trailer};
 use wasm_node_cache::{Kind, WasmNodeCache};
