@@ -105,28 +105,19 @@ impl ArtifactStore {
         let store = self.operated_store()?;
         // Portable CPU profiles of this build are current, not stale: a bake holds them for
         // other hosts.
-        let (current, other_mode) = if options.stale {
-            (
-                self.current_fingerprints(store.is_keyed())?,
-                self.mac_mode_fingerprints(store)?,
-            )
+        let current = if options.stale {
+            crate::store::maintenance::Current {
+                portable: self.current_fingerprints(store.is_keyed())?,
+                other_mode: self.mac_mode_fingerprints(store)?,
+            }
         } else {
-            (Vec::new(), Vec::new())
+            crate::store::maintenance::Current::default()
         };
         if !options.dry_run {
             store.adopt(store.dir())?;
         }
-        let selection = crate::store::maintenance::PruneOptions {
-            stale: options.stale,
-            current,
-            other_mode,
-            force: options.force,
-            keep: options.keep.clone(),
-            max_size: options.max_size,
-            dry_run: options.dry_run,
-        };
-        let report = store.prune(&selection, self.stores().deadline(std::time::Instant::now()))?;
-        Ok(PruneReport::from_removal(report, options.dry_run))
+        let deadline = self.stores().deadline(std::time::Instant::now());
+        Ok(store.prune(options, &current, deadline)?)
     }
 
     /// Removes every artifact (any fingerprint) and leftover temporary files from the writable
@@ -137,8 +128,7 @@ impl ArtifactStore {
     pub fn clear(&self) -> Result<PruneReport, StoreError> {
         let store = self.operated_store()?;
         store.adopt(store.dir())?;
-        let report = store.clear(self.stores().deadline(std::time::Instant::now()))?;
-        Ok(PruneReport::from_removal(report, false))
+        Ok(store.clear(self.stores().deadline(std::time::Instant::now()))?)
     }
 
     /// Finishes the writable store as a bake to ship in an image: under its exclusive lock,

@@ -11,7 +11,7 @@ use crate::error::{LockKind, LockProblem, StoreError};
 use crate::key::{Fingerprint, Hash32, Kind};
 use crate::profile::{CpuProfile, ProfileStatus};
 use crate::serial;
-pub use crate::store::LockState;
+pub use crate::store::{ForeignFile as ForeignFileStatus, LockState};
 use crate::store::{Rejection, Store, StoredEntry};
 
 /// What [`ArtifactStore::status`](crate::ArtifactStore::status) found: a verdict, the writable
@@ -364,44 +364,6 @@ pub struct FingerprintStatus {
     pub refused: Option<String>,
 }
 
-/// A file in the store that is neither an artifact, the lock nor a temp file.
-#[derive(Debug, Serialize)]
-#[non_exhaustive]
-pub struct ForeignFileStatus {
-    /// The file.
-    #[serde(serialize_with = "serial::path")]
-    pub file: PathBuf,
-    /// Size in bytes.
-    pub size: u64,
-    /// True for a directory (which `prune` cannot unlink).
-    pub directory: bool,
-}
-
-impl ForeignFileStatus {
-    /// The foreign files of `store`, as `status` and `verify` list them.
-    pub(crate) fn list(store: &Store) -> std::io::Result<Vec<ForeignFileStatus>> {
-        Ok(store
-            .foreign_files()?
-            .into_iter()
-            .map(|f| ForeignFileStatus {
-                file: f.path,
-                size: f.size,
-                directory: f.is_dir,
-            })
-            .collect())
-    }
-
-    /// What removes it: `prune --stale` unlinks files and removes empty directories, but never
-    /// empties a directory (it could be a mount point or hold someone's data).
-    pub fn removal(&self) -> &'static str {
-        if self.directory {
-            "`prune --stale` removes it once empty; it never deletes what a directory holds"
-        } else {
-            "`prune --stale` removes it"
-        }
-    }
-}
-
 /// This build's CPU profiles with their fingerprints, computed only when some store holds an
 /// artifact of a fingerprint other than the engine's own (it builds an engine per profile).
 pub(crate) struct Profiles {
@@ -495,7 +457,7 @@ impl StoreStatus {
             .collect();
         // This engine's first, then its portable profiles best first, then stale ones.
         fingerprints.sort_by_key(|f| (!f.current, f.profile.is_none(), std::cmp::Reverse(f.profile)));
-        let foreign_files = ForeignFileStatus::list(store).map_err(list_error)?;
+        let foreign_files = store.foreign_files().map_err(list_error)?;
         let rows: Vec<ArtifactStatus> = entries
             .into_iter()
             .map(|entry| ArtifactStatus::collect(store, profiles, entry))

@@ -134,7 +134,7 @@ impl StoreVerification {
                 }
             })
             .collect();
-        let foreign_files = ForeignFileStatus::list(store).map_err(list_error)?;
+        let foreign_files = store.foreign_files().map_err(list_error)?;
         Ok(StoreVerification {
             path: store.dir().to_path_buf(),
             read_only: store.is_read_only(),

@@ -9,9 +9,12 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use serde::Serialize;
+
 use super::Failure;
 use super::{Exclusive, ForeignFile, Store, StoredEntry};
-use crate::key::Hash32;
+use crate::key::{Fingerprint, Hash32, Kind};
+use crate::serial;
 
 /// Why [`ArtifactStore::prune`](crate::ArtifactStore::prune) or [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,60 +58,127 @@ impl fmt::Display for PruneReason {
     }
 }
 
-/// What [`Store::prune`] removes. With every field at its default, nothing is removed.
+/// What [`ArtifactStore::prune`](crate::ArtifactStore::prune) removes. With every field at its
+/// default, nothing is removed.
 #[derive(Debug, Clone, Default)]
 pub struct PruneOptions {
     /// Remove artifacts compiled by another engine fingerprint (another wasmtime version, other
-    /// settings, the other authentication mode): this engine can never load them. Foreign files
-    /// ([`Store::foreign_files`]) go too: no engine ever loads them.
+    /// settings, the other authentication mode), which this engine can never load, and files that
+    /// are not the store's. This build's portable CPU profiles are current and kept.
     pub stale: bool,
-    /// Fingerprints besides the store's own that `stale` keeps: this engine's portable CPU
-    /// profiles ([`crate::profile::portable_fingerprints`]), whose artifacts are current.
-    pub current: Vec<crate::key::Fingerprint>,
-    /// Fingerprints of this build in the other MAC mode: a node with (or without) the key uses
-    /// them, so `stale` keeps them unless `force`.
-    pub other_mode: Vec<crate::key::Fingerprint>,
-    /// Let `stale` remove the other MAC mode's artifacts too.
-    pub force: bool,
     /// When set, remove artifacts whose source hash is not in the set.
     pub keep: Option<HashSet<Hash32>>,
-    /// After the removals above, remove the oldest artifacts (by modification time, which is the
-    /// publish time) until the remaining artifacts take at most this many bytes.
+    /// After the removals above, remove the oldest artifacts (by publish time) until the rest
+    /// take at most this many bytes.
     pub max_size: Option<u64>,
-    /// Decide and report, but remove nothing and take no exclusive lock.
+    /// Decide and report, but remove nothing and take no lock.
     pub dry_run: bool,
+    /// With `stale` and no key, remove this build's MAC-mode artifacts too. Without it they are
+    /// kept: maintenance run without the node's key must not delete what a MAC-mode node loads.
+    pub force: bool,
 }
 
-/// What [`Store::prune`] or [`Store::clear`] removed (or, in a dry run, would remove).
+/// The fingerprints besides the store's own that `stale` keeps, which only the door (knowing
+/// this build's CPU profiles and the key) can name.
 #[derive(Debug, Default)]
+pub(crate) struct Current {
+    /// This engine's portable CPU profiles, whose artifacts are current.
+    pub portable: Vec<Fingerprint>,
+    /// This build in the other MAC mode: a node with (or without) the key uses them, so `stale`
+    /// keeps them unless `force`.
+    pub other_mode: Vec<Fingerprint>,
+}
+
+/// What [`ArtifactStore::prune`](crate::ArtifactStore::prune) or
+/// [`ArtifactStore::clear`](crate::ArtifactStore::clear) removed (in a dry run: would remove).
+#[derive(Debug, Default, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Each removed artifact with the reason.
-    pub removed: Vec<(StoredEntry, PruneReason)>,
-    /// Each artifact that should have gone but could not be removed, with the error. The others
-    /// were still removed.
-    pub failed: Vec<(StoredEntry, std::io::Error)>,
-    /// Foreign files removed (or, in a dry run, to be removed) by `stale`.
+    pub removed: Vec<RemovedArtifact>,
+    /// Files that are not the store's, removed by `stale`.
     pub foreign_removed: Vec<ForeignFile>,
-    /// Foreign files that could not be removed (a directory, say), with the error.
-    pub foreign_failed: Vec<(ForeignFile, std::io::Error)>,
+    /// Each file that should have gone but could not be removed; the others were still removed.
+    pub failed: Vec<RemovalFailure>,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
-    /// Leftover temporary files that could not be removed, with the error.
-    pub temp_files_failed: Vec<(PathBuf, std::io::Error)>,
     /// Sum of the sizes of the removed artifacts.
     pub bytes_freed: u64,
     /// Artifacts left in the store (not counting failures).
     pub kept: usize,
-    /// Of `kept`, artifacts of this build in the other MAC mode that `stale` kept.
+    /// Of `kept`, artifacts of this build in MAC mode that `stale` kept because it ran without
+    /// the key (a MAC-mode node loads them); `force` removes them.
     pub kept_other_mode: usize,
+    /// True when nothing was removed: the report says what would have been.
+    pub dry_run: bool,
 }
 
 impl PruneReport {
-    #[cfg(test)]
     /// True when everything selected was removed.
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && self.temp_files_failed.is_empty() && self.foreign_failed.is_empty()
+        self.failed.is_empty()
     }
+}
+
+/// An artifact removed (or to be removed), and why.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct RemovedArtifact {
+    /// SHA-256 of the source.
+    #[serde(serialize_with = "serial::hex")]
+    pub hash: Hash32,
+    /// Component or core module.
+    pub kind: Kind,
+    /// The fingerprint it was compiled under.
+    #[serde(serialize_with = "serial::fingerprint")]
+    pub fingerprint: Fingerprint,
+    /// The file.
+    #[serde(serialize_with = "serial::path")]
+    pub file: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Why it went.
+    pub reason: PruneReason,
+}
+
+impl RemovedArtifact {
+    fn new(e: StoredEntry, reason: PruneReason) -> RemovedArtifact {
+        RemovedArtifact {
+            hash: e.key.source,
+            kind: e.key.kind,
+            fingerprint: e.key.fingerprint,
+            file: e.path,
+            size: e.size,
+            reason,
+        }
+    }
+}
+
+/// What kind of file a removal failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RemovedFile {
+    /// An artifact.
+    Artifact,
+    /// A file that is not the store's.
+    Foreign,
+    /// A leftover temporary file.
+    Temporary,
+}
+
+/// A file that could not be removed.
+#[derive(Debug, Serialize)]
+#[non_exhaustive]
+pub struct RemovalFailure {
+    /// The file.
+    #[serde(serialize_with = "serial::path")]
+    pub file: PathBuf,
+    /// What it is.
+    pub what: RemovedFile,
+    /// Why `unlink` failed.
+    #[serde(serialize_with = "serial::display")]
+    pub error: std::io::Error,
 }
 
 impl Store {
@@ -118,7 +188,12 @@ impl Store {
     ///
     /// Order: artifacts of other fingerprints (`stale`), then those not in `keep`, then the oldest
     /// of the rest until they fit `max_size`.
-    pub fn prune(&self, opts: &PruneOptions, deadline: Instant) -> Result<PruneReport, Failure> {
+    pub(crate) fn prune(
+        &self,
+        opts: &PruneOptions,
+        current: &Current,
+        deadline: Instant,
+    ) -> Result<PruneReport, Failure> {
         let exclusive = if opts.dry_run {
             None
         } else {
@@ -130,14 +205,14 @@ impl Store {
         let mut kept_other_mode = 0;
         for entry in entries {
             let fp = &entry.key.fingerprint;
-            let other_mode = opts.other_mode.contains(fp) && !opts.force;
-            let current = *fp == self.fingerprint() || opts.current.contains(fp) || other_mode;
+            let other_mode = current.other_mode.contains(fp) && !opts.force;
+            let is_current = *fp == self.fingerprint() || current.portable.contains(fp) || other_mode;
             if opts.stale && other_mode && entry.is_file {
                 kept_other_mode += 1;
             }
             if opts.stale && !entry.is_file {
                 remove.push((entry, PruneReason::NotRegularFile));
-            } else if opts.stale && !current {
+            } else if opts.stale && !is_current {
                 remove.push((entry, PruneReason::Stale));
             } else if opts.keep.as_ref().is_some_and(|k| !k.contains(&entry.key.source)) {
                 remove.push((entry, PruneReason::NotWhitelisted));
@@ -174,6 +249,7 @@ impl Store {
             }
             None => PruneReport {
                 foreign_removed: foreign,
+                dry_run: true,
                 ..dry_run_report(remove, kept)
             },
         };
@@ -184,7 +260,7 @@ impl Store {
     /// Removes every artifact (any fingerprint) and leftover temporary files, under the exclusive
     /// lock. The directory and its lock file stay: a node waiting on the lock keeps waiting on the
     /// same file.
-    pub fn clear(&self, deadline: Instant) -> Result<PruneReport, Failure> {
+    pub(crate) fn clear(&self, deadline: Instant) -> Result<PruneReport, Failure> {
         let exclusive = self.exclusive(deadline, "clear the store")?;
         let entries = self.entries().map_err(|e| self.io_error("list", e))?;
         let remove = entries.into_iter().map(|e| (e, PruneReason::Cleared)).collect();
@@ -207,7 +283,10 @@ fn dry_run_report(remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> Prune
     }
     PruneReport {
         bytes_freed: remove.iter().map(|(e, _)| e.size).sum(),
-        removed: remove,
+        removed: remove
+            .into_iter()
+            .map(|(e, why)| RemovedArtifact::new(e, why))
+            .collect(),
         kept,
         ..PruneReport::default()
     }
@@ -217,24 +296,31 @@ impl Exclusive<'_> {
     /// Unlinks each foreign file, going on past each one it cannot remove.
     fn remove_foreign(&self, foreign: Vec<ForeignFile>, report: &mut PruneReport) {
         let dir = &self.store().dir;
+        let mut failed = Vec::new();
         for file in foreign {
-            let removed = if file.is_dir {
+            let removed = if file.directory {
                 dir.remove_dir(&file.name)
             } else {
                 dir.unlink(&file.name)
             };
             match removed {
                 Ok(()) => {
-                    log::info!("removed foreign file {}", file.path.display());
+                    log::info!("removed foreign file {}", file.file.display());
                     report.foreign_removed.push(file);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    log::warn!("cannot remove foreign file {}: {e}", file.path.display());
-                    report.foreign_failed.push((file, e));
+                    log::warn!("cannot remove foreign file {}: {e}", file.file.display());
+                    failed.push(RemovalFailure {
+                        file: file.file,
+                        what: RemovedFile::Foreign,
+                        error: e,
+                    });
                 }
             }
         }
+        // Foreign files first, as listed.
+        report.failed.splice(0..0, failed);
         if !report.foreign_removed.is_empty()
             && let Err(e) = dir.sync()
         {
@@ -254,7 +340,7 @@ impl Exclusive<'_> {
                 Ok(()) => {
                     log::info!("removed {} ({why}, {} bytes)", entry.path.display(), entry.size);
                     report.bytes_freed += entry.size;
-                    report.removed.push((entry, why));
+                    report.removed.push(RemovedArtifact::new(entry, why));
                 }
                 // Gone already (removed by hand meanwhile): the goal is met, nothing was freed.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -262,7 +348,11 @@ impl Exclusive<'_> {
                 }
                 Err(e) => {
                     log::warn!("cannot remove {}: {e}", entry.path.display());
-                    report.failed.push((entry, e));
+                    report.failed.push(RemovalFailure {
+                        file: entry.path,
+                        what: RemovedFile::Artifact,
+                        error: e,
+                    });
                 }
             }
         }
@@ -278,14 +368,20 @@ impl Exclusive<'_> {
             );
         }
         report.temp_files_removed = temps.removed;
-        report.temp_files_failed = temps.failed;
+        report
+            .failed
+            .extend(temps.failed.into_iter().map(|(file, error)| RemovalFailure {
+                file,
+                what: RemovedFile::Temporary,
+                error,
+            }));
         log::info!(
             "store {}: removed {} artifact(s), freed {} bytes, kept {}, {} could not be removed",
             dir.display(),
             report.removed.len(),
             report.bytes_freed,
             report.kept,
-            report.failed.len() + report.temp_files_failed.len(),
+            report.failed.len(),
         );
         Ok(report)
     }
@@ -328,7 +424,7 @@ mod tests {
     }
 
     fn sources(report: &PruneReport) -> Vec<(u8, PruneReason)> {
-        let mut v: Vec<_> = report.removed.iter().map(|(e, why)| (e.key.source[0], *why)).collect();
+        let mut v: Vec<_> = report.removed.iter().map(|r| (r.hash[0], r.reason)).collect();
         v.sort();
         v
     }
@@ -356,7 +452,7 @@ mod tests {
             stale: true,
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, t()).expect("prune");
+        let r = s.prune(&opts, &Current::default(), t()).expect("prune");
         assert_eq!(sources(&r), vec![(1, PruneReason::Stale), (2, PruneReason::Stale)]);
         assert_eq!(r.kept, 1);
         assert_eq!(left(&s), vec![1]);
@@ -373,7 +469,7 @@ mod tests {
             keep: Some([[1; 32], [3; 32]].into_iter().collect()),
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, t()).expect("prune");
+        let r = s.prune(&opts, &Current::default(), t()).expect("prune");
         assert_eq!(
             sources(&r),
             vec![(2, PruneReason::NotWhitelisted), (4, PruneReason::NotWhitelisted)]
@@ -393,7 +489,7 @@ mod tests {
             max_size: Some(each * 2 - 1),
             ..PruneOptions::default()
         };
-        let r = s.prune(&opts, t()).expect("prune");
+        let r = s.prune(&opts, &Current::default(), t()).expect("prune");
         assert_eq!(
             sources(&r),
             vec![(1, PruneReason::OverBudget), (3, PruneReason::OverBudget)]
@@ -405,7 +501,12 @@ mod tests {
             max_size: Some(each),
             ..PruneOptions::default()
         };
-        assert!(s.prune(&opts, t()).expect("prune").removed.is_empty());
+        assert!(
+            s.prune(&opts, &Current::default(), t())
+                .expect("prune")
+                .removed
+                .is_empty()
+        );
     }
 
     #[test]
@@ -419,7 +520,7 @@ mod tests {
         std::fs::write(s.dir().join(".tmp-leftover"), b"x").expect("temp file");
         let foreign = s.foreign_files().expect("list");
         assert_eq!(foreign.len(), 1, "{foreign:?}");
-        assert_eq!(foreign[0].path, upper);
+        assert_eq!(foreign[0].file, upper);
         assert_eq!(left(&s), vec![1], "the uppercase twin is not an artifact");
         let opts = PruneOptions {
             stale: true,
@@ -431,12 +532,13 @@ mod tests {
                     dry_run: true,
                     ..opts.clone()
                 },
+                &Current::default(),
                 t(),
             )
             .expect("dry run");
         assert_eq!(dry.foreign_removed.len(), 1);
         assert!(upper.exists());
-        let r = s.prune(&opts, t()).expect("prune");
+        let r = s.prune(&opts, &Current::default(), t()).expect("prune");
         assert_eq!(r.foreign_removed.len(), 1);
         assert!(!upper.exists() && real.exists() && s.lock_path().exists());
         assert_eq!(r.kept, 1);
@@ -454,13 +556,17 @@ mod tests {
             dry_run: true,
             ..PruneOptions::default()
         };
-        let dry = s.prune(&opts, t()).expect("dry run");
+        let dry = s.prune(&opts, &Current::default(), t()).expect("dry run");
         assert_eq!(left(&s), vec![1, 2]);
         assert_eq!(s.temp_file_count().expect("count"), 1);
         // Even with another process holding the lock a dry run answers at once.
         let _held = s.lock_exclusive(t(), "test").expect("exclusive");
         let dry_locked = s
-            .prune(&opts, crate::store::deadline_after(Duration::from_millis(10)))
+            .prune(
+                &opts,
+                &Current::default(),
+                crate::store::deadline_after(Duration::from_millis(10)),
+            )
             .expect("dry run needs no lock");
         assert_eq!(sources(&dry), sources(&dry_locked));
         assert_eq!(
@@ -573,7 +679,7 @@ mod tests {
             ]
         );
         assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
-        assert_eq!(r.failed[0].0.key, blocked);
+        assert_eq!(r.failed[0].file, s.dir().join(blocked.file_name()));
         assert!(!r.complete());
         assert_eq!(r.temp_files_removed, 1, "temp files are still cleaned up");
         assert_eq!(left(&s), vec![2]);

@@ -128,17 +128,33 @@ impl StoredEntry {
 /// A file in the store that no version of this crate writes: not an artifact name (exactly
 /// `<32 lowercase hex>-<64 lowercase hex>.cwasm`, or `.module.cwasm` for a core module), not the
 /// lock, not a temporary file. Listed by
-/// `verify` and `status`, removed by `prune --stale`, never loaded.
-#[derive(Debug, Clone)]
+/// `verify` and `status`, removed by `prune --stale`, never loaded. In JSON
+/// `{"file", "size", "directory"}`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct ForeignFile {
     /// File name in the store (not necessarily UTF-8).
+    #[serde(skip)]
     pub name: OsString,
-    /// Full path, for messages.
-    pub path: PathBuf,
+    /// The file.
+    #[serde(serialize_with = "crate::serial::path")]
+    pub file: PathBuf,
     /// Size in bytes.
     pub size: u64,
-    /// True for a directory (removed only when empty).
-    pub is_dir: bool,
+    /// True for a directory (which `prune` cannot unlink: it removes it only once empty).
+    pub directory: bool,
+}
+
+impl ForeignFile {
+    /// What removes it: `prune --stale` unlinks files and removes empty directories, but never
+    /// empties a directory (it could be a mount point or hold someone's data).
+    pub fn removal(&self) -> &'static str {
+        if self.directory {
+            "`prune --stale` removes it once empty; it never deletes what a directory holds"
+        } else {
+            "`prune --stale` removes it"
+        }
+    }
 }
 
 /// An open store directory for one engine fingerprint.
@@ -443,10 +459,10 @@ impl Store {
                 Err(e) => return Err(e),
             };
             out.push(ForeignFile {
-                path: self.dir.display_path(&name),
+                file: self.dir.display_path(&name),
                 name,
                 size: u64::try_from(st.st_size).unwrap_or(0),
-                is_dir: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
+                directory: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
