@@ -214,6 +214,42 @@ impl Dir {
         trusted_path::reopen(path_fd, st, flags, Fallback::At(self.fd.as_fd(), name.as_ref()))
     }
 
+    /// The one atomic write of a new file into this directory: `fill` gets a new file (mode
+    /// `mode`, opened with `flags` plus `O_CREAT | O_EXCL | O_NOFOLLOW`, so nothing planted under
+    /// the name is followed or shared) made under a fresh name from `temp_name`, and `place` puts
+    /// it in place by that name (a rename, an exchange). On any failure the temporary name is
+    /// removed. A temporary file removed by someone else before it was placed (a sweep of
+    /// leftover temporary files under the store's exclusive lock, which runs once per lock) is
+    /// made again, twice at most.
+    pub(crate) fn write_new<T>(
+        &self,
+        temp_name: impl Fn() -> String,
+        flags: OFlags,
+        mode: u32,
+        fill: impl Fn(&mut File) -> io::Result<()>,
+        place: impl Fn(&str, File) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let create = flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let temp = temp_name();
+            let result = self
+                .open_file(&temp, create, mode)
+                .and_then(|mut file| fill(&mut file).map(|()| file))
+                .and_then(|file| place(&temp, file));
+            match result {
+                Err(e) => {
+                    let _ = self.unlink(&temp);
+                    if e.kind() != io::ErrorKind::NotFound || attempts >= 3 {
+                        return Err(e);
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// `lstat` of `name`: a link is described, not followed.
     pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> io::Result<Stat> {
         Ok(rfs::statat(&self.fd, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW)?)

@@ -422,50 +422,37 @@ impl Store {
     /// it is exchanged back, so that a lock someone verified stays the lock. The new file is held
     /// locked until the exchange is settled, so nobody verifies it in between. The old inode is
     /// unlinked: whoever has it open holds nothing of this store's.
+    /// Replaces the lock file with a new one only this uid can open, locked (so nobody takes it
+    /// before it is in place) and exchanged with the old one; if another process's replacement
+    /// came out instead, it is put back. The old inode is unlinked.
     fn replace_lock(&self, problem: LockProblem, old: &Stat) -> Result<(), LockError> {
-        // The new file's temporary name is exposed to a process removing leftover temp files
-        // under the exclusive lock of the old inode; that pass runs once, so trying again is
-        // enough.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.replace_lock_once(problem, old) {
-                Err(LockError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => continue,
-                done => return done,
-            }
-        }
-    }
-
-    fn replace_lock_once(&self, problem: LockProblem, old: &Stat) -> Result<(), LockError> {
-        let temp = format!("{TEMP_PREFIX}lock-{}-{}", std::process::id(), next_id());
-        let create = RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-        let fresh = self.dir.open_file(&temp, create, 0o600).map_err(io)?;
-        if let Err(e) = fresh.try_lock() {
-            let _ = self.dir.unlink(&temp);
-            return Err(io(std::io::Error::other(format!("cannot lock a new lock file: {e:?}"))));
-        }
-        let swapped = rfs::renameat_with(&*self.dir, &temp, &*self.dir, LOCK_NAME, RenameFlags::EXCHANGE);
-        match swapped {
-            Ok(()) => {
-                let out = self.dir.stat(&temp).map(|st| FileId::of(&st)).map_err(io)?;
-                if out != FileId::of(old) {
-                    // Someone else's replacement came out: put it back.
-                    let _ = rfs::renameat_with(&*self.dir, &temp, &*self.dir, LOCK_NAME, RenameFlags::EXCHANGE);
+        let temp_name = || format!("{TEMP_PREFIX}lock-{}-{}", std::process::id(), next_id());
+        let fill = |fresh: &mut File| {
+            fresh
+                .try_lock()
+                .map_err(|e| std::io::Error::other(format!("cannot lock a new lock file: {e:?}")))
+        };
+        let place = |temp: &str, fresh: File| {
+            let exchange = || rfs::renameat_with(&*self.dir, temp, &*self.dir, LOCK_NAME, RenameFlags::EXCHANGE);
+            match exchange() {
+                Ok(()) => {
+                    let out = self.dir.stat(temp).map(|st| FileId::of(&st))?;
+                    if out != FileId::of(old) {
+                        // Someone else's replacement came out: put it back.
+                        let _ = exchange();
+                    }
                 }
+                // A file system without exchange: a plain rename, the best it allows.
+                Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => self.dir.rename(temp, LOCK_NAME)?,
+                Err(e) => return Err(e.into()),
             }
-            // A file system without exchange: a plain rename, the best it allows.
-            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
-                self.dir.rename(&temp, LOCK_NAME).map_err(io)?;
-            }
-            Err(e) => {
-                let _ = self.dir.unlink(&temp);
-                return Err(io(std::io::Error::from(e)));
-            }
-        }
-        // Under the temporary name now: the old lock, or our file after exchanging back.
-        let _ = self.dir.unlink(&temp);
-        let _ = self.dir.sync();
-        drop(fresh);
+            // Under the temporary name now: the old lock, or our file after exchanging back.
+            let _ = self.dir.unlink(temp);
+            let _ = self.dir.sync();
+            drop(fresh);
+            Ok(())
+        };
+        self.dir.write_new(temp_name, RDWR, 0o600, fill, place).map_err(io)?;
         let repair = LockRepair {
             path: self.lock_path(),
             problem,

@@ -173,35 +173,17 @@ impl std::error::Error for NotAStore {}
 
 /// Writes the marker: a temporary file, written and fsynced, renamed into place, the directory
 /// fsynced. Threads and processes making one store at once write the same bytes under names of
-/// their own; any rename wins.
+/// their own; any rename wins. No lock is held yet (the marker comes first), so a sweep of
+/// leftover temporary files may remove ours before its rename: [`Dir::write_new`] makes it again.
 pub(crate) fn write(dir: &Dir) -> io::Result<()> {
-    // No lock is held yet (the marker comes first), so a process removing leftover temp files
-    // under the exclusive lock may remove ours between its creation and its rename: that pass
-    // runs once per lock, so trying again is enough.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match write_once(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => continue,
-            done => return done,
-        }
-    }
-}
-
-fn write_once(dir: &Dir) -> io::Result<()> {
-    let temp = super::publish::temp_name();
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let written = (|| {
-        let mut file = dir.open_file(&temp, flags, 0o444)?;
+    let fill = |file: &mut std::fs::File| {
         file.write_all(CONTENT.as_bytes())?;
-        file.sync_all()?;
-        dir.rename(&temp, MARKER_NAME)?;
-        dir.sync()
-    })();
-    if written.is_err() {
-        let _ = dir.unlink(&temp);
-    }
-    written
+        file.sync_all()
+    };
+    dir.write_new(super::publish::temp_name, OFlags::WRONLY, 0o444, fill, |temp, _| {
+        dir.rename(temp, MARKER_NAME)
+    })?;
+    dir.sync()
 }
 
 #[cfg(test)]

@@ -126,10 +126,9 @@ impl Store {
         if self.fault == Fault::ReadOnly {
             return Err(io::Error::from(rustix::io::Errno::ROFS));
         }
-        let temp = temp_name();
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut file = self.dir.open_file(&temp, flags, ARTIFACT_MODE)?;
-        let written = (|| {
+        // A half-written temp file is never published, and is removed at once rather than left
+        // to the next clean-up.
+        let fill = |file: &mut std::fs::File| {
             for part in [payload, &trailer[..]] {
                 if self.fault == Fault::DiskFull {
                     file.write_all(&part[..part.len().min(16)])?;
@@ -137,24 +136,20 @@ impl Store {
                 }
                 file.write_all(part)?;
             }
-            file.sync_all()?;
-            // rename(2) replaces the name atomically; a link, FIFO or socket at the final name is
-            // replaced, not followed. A directory is not: an empty one there (a careless `mkdir`,
-            // nothing any node loads) is removed first, a non-empty one stays the operator's.
-            match self.dir.rename(&temp, key.file_name()) {
-                Err(e) if is_directory_in_the_way(&e) => {
-                    self.dir.remove_dir(key.file_name())?;
-                    self.dir.rename(&temp, key.file_name())
-                }
-                other => other,
+            file.sync_all()
+        };
+        // rename(2) replaces the name atomically; a link, FIFO or socket at the final name is
+        // replaced, not followed. A directory is not: an empty one there (a careless `mkdir`,
+        // nothing any node loads) is removed first, a non-empty one stays the operator's.
+        let place = |temp: &str, _: std::fs::File| match self.dir.rename(temp, key.file_name()) {
+            Err(e) if is_directory_in_the_way(&e) => {
+                self.dir.remove_dir(key.file_name())?;
+                self.dir.rename(temp, key.file_name())
             }
-        })();
-        if let Err(e) = written {
-            // A half-written temp file is never published; remove it now rather than leave it to
-            // the next clean-up.
-            let _ = self.dir.unlink(&temp);
-            return Err(e);
-        }
+            other => other,
+        };
+        self.dir
+            .write_new(temp_name, OFlags::WRONLY, ARTIFACT_MODE, fill, place)?;
         // The rename is done: the artifact is in place whatever the fsync says, so its failure is
         // not a failure to publish.
         let synced = if self.fault == Fault::DirSyncFails {
