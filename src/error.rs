@@ -125,9 +125,6 @@ pub enum StoreError {
         /// The error of the directory's fsync.
         source: Arc<io::Error>,
     },
-    /// The native profile is not among the CPU profiles to store, so this engine's own
-    /// artifacts are kept in memory only (a bake of portable profiles alone).
-    NativeNotStored,
     /// A source binary could not be read, or did not match its hash (a bake skips it).
     Source {
         /// The hash it was looked up by.
@@ -167,7 +164,7 @@ impl StoreError {
 
     /// A stable name for the variant, for programs to match on: `no_store`, `missing`,
     /// `refused`, `not_a_store`, `inside_binary_root`, `lock`, `io`, `key`, `profile`, `compile`,
-    /// `write`, `durability`, `native_not_stored`, `source`. It is the `kind` of the JSON form.
+    /// `write`, `durability`, `source`. It is the `kind` of the JSON form.
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::NoStore => "no_store",
@@ -182,7 +179,6 @@ impl StoreError {
             StoreError::Compile { .. } => "compile",
             StoreError::NotWritten { .. } => "write",
             StoreError::NotDurable { .. } => "durability",
-            StoreError::NativeNotStored => "native_not_stored",
             StoreError::Source { .. } => "source",
         }
     }
@@ -221,7 +217,6 @@ impl fmt::Display for StoreError {
                 "{} was renamed into place, but the fsync of its directory failed",
                 path.display()
             ),
-            StoreError::NativeNotStored => f.write_str("the native profile is not among the CPU profiles to store"),
             StoreError::Source { hash, .. } => write!(f, "source {} not baked", hex::encode(hash)),
         }
     }
@@ -230,10 +225,7 @@ impl fmt::Display for StoreError {
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StoreError::Missing { .. }
-            | StoreError::NoStore
-            | StoreError::InsideBinaryRoot { .. }
-            | StoreError::NativeNotStored => None,
+            StoreError::Missing { .. } | StoreError::NoStore | StoreError::InsideBinaryRoot { .. } => None,
             StoreError::Refused { reason, .. } => Some(reason),
             StoreError::NotAStore { reason, .. } => Some(reason),
             StoreError::Key { reason } => Some(reason),

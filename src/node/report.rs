@@ -118,6 +118,9 @@ impl EntryReport {
             Some(StoreWrite::DurabilityNotConfirmed(e)) => {
                 parts.push(format!("stored, durability not confirmed: {}", e.message()))
             }
+            Some(StoreWrite::NotWanted) => {
+                parts.push("not stored: the native profile is not among the CPU profiles to store".to_owned())
+            }
             Some(StoreWrite::Stored) | None => {}
         }
         (!parts.is_empty()).then(|| parts.join("; "))
@@ -223,10 +226,9 @@ impl LoadReport {
             // A rejection alone was already logged, naming the file, when it happened.
             let needs_warning = matches!(e.outcome, Outcome::Skipped(_))
                 || matches!(
-                    &e.stored,
-                    Some(StoreWrite::NotStored(why)) if !matches!(why, StoreError::NativeNotStored)
-                )
-                || matches!(e.stored, Some(StoreWrite::DurabilityNotConfirmed(_)));
+                    e.stored,
+                    Some(StoreWrite::NotStored(_) | StoreWrite::DurabilityNotConfirmed(_))
+                );
             match (needs_warning, e.reason()) {
                 (true, Some(reason)) => {
                     log::warn!("component {}: {}: {reason}", hex::encode(e.hash), e.outcome.as_str())
@@ -345,7 +347,6 @@ impl LoadReport {
         let mut out = Vec::new();
         for e in &self.entries {
             let reason = match (&e.outcome, &e.stored) {
-                (Outcome::Compiled, Some(StoreWrite::NotStored(StoreError::NativeNotStored))) => None,
                 (Outcome::Compiled, Some(StoreWrite::NotStored(why))) => Some(why.clone()),
                 (Outcome::Skipped(reason), _) => Some(StoreError::Source {
                     hash: e.hash,

@@ -98,6 +98,8 @@ pub(super) fn bake<T: Compiled>(
                     report.written += 1;
                     report.durability_error.get_or_insert(e);
                 }
+                // A bake is always wanted.
+                Some(StoreWrite::NotWanted) => {}
                 Some(StoreWrite::NotStored(reason)) => {
                     log::warn!(
                         "{} artifact of {} not stored: {}",

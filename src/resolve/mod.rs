@@ -380,19 +380,35 @@ impl Pass<'_> {
         session: &mut Session,
     ) {
         let stores = self.stores;
-        let not_stored = if !stores.stores_native() {
-            Some(StoreError::NativeNotStored)
-        } else if writable.is_none() {
-            Some(session.health.write_error.clone().unwrap_or(StoreError::NoStore))
-        } else {
-            None
+        // Where each artifact goes, or why it stays in memory.
+        let target = match writable {
+            _ if !stores.stores_native() => Err(StoreWrite::NotWanted),
+            // No error recorded: the store is off (`no_store()`).
+            None => Err(StoreWrite::NotStored(
+                session.health.write_error.clone().unwrap_or(StoreError::NoStore),
+            )),
+            Some(store) => Ok(store),
         };
-        let target = writable.filter(|_| not_stored.is_none());
-        let shared = target.map(|store| self.lock_shared(store, "publish artifacts"));
-        let (target, not_stored) = match shared {
-            Some(Err(e)) => (None, Some(e)),
-            _ => (target, not_stored),
+        // Held until every artifact is published.
+        let _shared = match target {
+            Ok(store) => match self.lock_shared(store, "publish artifacts") {
+                Ok(guard) => Some(guard),
+                Err(e) => return self.compile_all(Err(StoreWrite::NotStored(e)), jobs, slots, session),
+            },
+            Err(_) => None,
         };
+        self.compile_all(target, jobs, slots, session);
+    }
+
+    /// Compiles every job, publishing each into `target` or, when it is `Err`, keeping it in
+    /// memory with that reason.
+    fn compile_all<T: Compiled>(
+        &self,
+        target: Result<&Store, StoreWrite>,
+        jobs: &[Hash32],
+        slots: &mut Slots<'_, T>,
+        session: &mut Session,
+    ) {
         let work: Vec<(Hash32, &[u8])> = jobs
             .iter()
             .filter_map(|h| slots.get(h).and_then(Slot::bytes).map(|b| (*h, b)))
@@ -404,7 +420,7 @@ impl Pass<'_> {
         let done = AtomicUsize::new(0);
         let purpose = format!("compile {} {}(s)", total, T::KIND);
         let results = on_every_core(&work, |(hash, bytes)| {
-            let result = self.compile_one::<T>(target, not_stored.as_ref(), hash, bytes, &purpose);
+            let result = self.compile_one::<T>(target.as_ref(), hash, bytes, &purpose);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some(p) = self.progress {
                 p(Progress { done: n, total });
@@ -422,8 +438,7 @@ impl Pass<'_> {
                                 session.health.written += 1;
                                 session.health.durability_error.get_or_insert_with(|| e.clone());
                             }
-                            // Not asked for: a bake of portable profiles only. Nothing went wrong.
-                            StoreWrite::NotStored(StoreError::NativeNotStored) => {}
+                            StoreWrite::NotWanted => {}
                             StoreWrite::NotStored(e) => {
                                 session.health.write_error.get_or_insert_with(|| e.clone());
                             }
@@ -438,8 +453,7 @@ impl Pass<'_> {
 
     fn compile_one<T: Compiled>(
         &self,
-        target: Option<&Store>,
-        not_stored: Option<&StoreError>,
+        target: Result<&&Store, &StoreWrite>,
         hash: &Hash32,
         bytes: &[u8],
         purpose: &str,
@@ -455,17 +469,19 @@ impl Pass<'_> {
                 (value, artifact, stored)
             })
         };
-        let Some(store) = target else {
-            let reason = not_stored.cloned().unwrap_or(StoreError::NoStore);
-            return compiled(()).map(|(value, _, ())| {
-                (
-                    value,
-                    Origin::Compiled {
-                        stored: StoreWrite::NotStored(reason),
-                        rejected: None,
-                    },
-                )
-            });
+        let store = match target {
+            Ok(store) => *store,
+            Err(not_stored) => {
+                return compiled(()).map(|(value, _, ())| {
+                    (
+                        value,
+                        Origin::Compiled {
+                            stored: not_stored.clone(),
+                            rejected: None,
+                        },
+                    )
+                });
+            }
         };
         let key = store.key_of(hash, T::KIND);
         match self.lock_artifact(store, &key, purpose) {

@@ -116,6 +116,9 @@ impl fmt::Display for Origin {
                     write!(f, "compiled and stored, durability not confirmed: {e}")
                 }
                 StoreWrite::NotStored(e) => write!(f, "compiled, not stored: {}", e.message()),
+                StoreWrite::NotWanted => {
+                    f.write_str("compiled, not stored: the native profile is not among the CPU profiles to store")
+                }
             },
         }?;
         if let Some(r) = self.rejected() {
@@ -138,12 +141,15 @@ pub enum StoreWrite {
     DurabilityNotConfirmed(StoreError),
     /// Not published; the next start compiles it again.
     NotStored(StoreError),
+    /// Not published, as asked: this engine's own artifacts are not among the CPU profiles to
+    /// store (a bake of portable profiles alone), so they stay in memory. Nothing went wrong.
+    NotWanted,
 }
 
 impl StoreWrite {
     /// True when the artifact is in the store (durably or not).
     pub fn is_stored(&self) -> bool {
-        !matches!(self, StoreWrite::NotStored(_))
+        matches!(self, StoreWrite::Stored | StoreWrite::DurabilityNotConfirmed(_))
     }
 }
 
