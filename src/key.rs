@@ -85,8 +85,15 @@ fn is_lower_hex(text: &str) -> bool {
 /// features), this crate's artifact format, and the store's authentication mode. Artifacts are
 /// only ever loaded by an engine with the same fingerprint; `engine::engine_fingerprint`
 /// computes it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Shown and serialized as 32 lowercase hex digits.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint(pub [u8; 16]);
+
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
 
 impl Fingerprint {
     /// 32 lowercase hex digits.

@@ -270,8 +270,8 @@ pub struct ProfileStatus {
     /// The profile's name (`name` in JSON).
     #[serde(rename = "name")]
     pub profile: CpuProfile,
-    /// The fingerprint its artifacts are stored under, hex.
-    pub fingerprint: String,
+    /// The fingerprint its artifacts are stored under.
+    pub fingerprint: Fingerprint,
     /// True when the node's engine accepts this profile's code.
     pub runs_here: bool,
     /// Why not, in wasmtime's words, when it does not (text: wasmtime gives no stable kinds for
@@ -286,7 +286,7 @@ pub struct ProfileStatus {
 pub(crate) fn profile_statuses(native: &Engine, keyed: bool) -> Result<Vec<ProfileStatus>, ProfileError> {
     let mut out = vec![ProfileStatus {
         profile: CpuProfile::Native,
-        fingerprint: engine_fingerprint(native, keyed).to_hex(),
+        fingerprint: engine_fingerprint(native, keyed),
         runs_here: true,
         refused: None,
     }];
@@ -295,7 +295,7 @@ pub(crate) fn profile_statuses(native: &Engine, keyed: bool) -> Result<Vec<Profi
         let refused = runs_on(&engine, native).err();
         out.push(ProfileStatus {
             profile,
-            fingerprint: engine_fingerprint(&engine, keyed).to_hex(),
+            fingerprint: engine_fingerprint(&engine, keyed),
             runs_here: refused.is_none(),
             refused,
         });

@@ -58,10 +58,6 @@ impl Display for Chain<'_> {
     }
 }
 
-pub(crate) fn fingerprint<S: Serializer>(fp: &crate::key::Fingerprint, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&fp.to_hex())
-}
-
 /// Permission bits as three or four octal digits (`444`), as `ls` and `chmod` spell them.
 pub(crate) fn octal_mode<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{mode:03o}"))

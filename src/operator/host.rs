@@ -14,8 +14,8 @@ pub use crate::profile::ProfileStatus;
 pub struct HostReport {
     /// The target triple this binary was built for.
     pub triple: String,
-    /// The engine's fingerprint (hex) in the mode asked for.
-    pub fingerprint: String,
+    /// The engine's fingerprint in the mode asked for.
+    pub fingerprint: crate::key::Fingerprint,
     /// `native` first, then each portable profile best first.
     pub profiles: Vec<ProfileStatus>,
 }
@@ -35,7 +35,7 @@ impl HostReport {
     pub fn of(engine: &Engine, keyed: bool) -> Result<HostReport, StoreError> {
         Ok(HostReport {
             triple: crate::profile::host_triple(),
-            fingerprint: engine_fingerprint(engine, keyed).to_hex(),
+            fingerprint: engine_fingerprint(engine, keyed),
             profiles: crate::profile::profile_statuses(engine, keyed)
                 .map_err(|reason| StoreError::Profile { profile: None, reason })?,
         })

@@ -243,7 +243,6 @@ pub struct StoreStatus {
     /// version made, which the next start, prune or clear marks.
     pub marker: bool,
     /// This build's engine fingerprint in the store's mode.
-    #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
     /// True in MAC mode.
     pub keyed: bool,
@@ -293,7 +292,6 @@ pub struct ArtifactStatus {
     /// Size in bytes.
     pub size: u64,
     /// The fingerprint in the file name.
-    #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
     /// Of this build: its engine's fingerprint or one of its portable CPU profiles'.
     pub current: bool,
@@ -347,7 +345,6 @@ impl fmt::Display for UtcDate {
 #[non_exhaustive]
 pub struct FingerprintStatus {
     /// The fingerprint.
-    #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
     /// Artifact files under it.
     pub files: usize,
@@ -407,8 +404,7 @@ impl Profiles {
     }
 
     fn of(&self, fp: &Fingerprint) -> Option<&ProfileStatus> {
-        let hex = fp.to_hex();
-        self.statuses.iter().find(|p| p.fingerprint == hex)
+        self.statuses.iter().find(|p| p.fingerprint == *fp)
     }
 
     fn is_mac(&self, fp: &Fingerprint) -> bool {

@@ -69,7 +69,6 @@ pub struct StoreVerification {
     /// True for a read-only store.
     pub read_only: bool,
     /// This build's engine fingerprint, in the store's mode.
-    #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
     /// True in MAC mode.
     pub keyed: bool,

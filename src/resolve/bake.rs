@@ -35,7 +35,7 @@ pub(super) fn bake<T: Compiled>(
     {
         let mut report = BakeReport {
             profile: pe.profile,
-            fingerprint: pe.fingerprint.to_hex(),
+            fingerprint: pe.fingerprint,
             written: 0,
             present: 0,
             failed: Vec::new(),

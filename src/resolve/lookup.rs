@@ -186,12 +186,12 @@ pub(super) fn serves(stores: &Stores, present: &BTreeSet<Fingerprint>) -> bool {
 /// counts when none is this engine's, and wasmtime's own refusal of one of them.
 pub(super) fn explain_mismatch(stores: &Stores, store: &Store, report: &mut ReadOnlyStoreReport) {
     let Ok(entries) = store.entries() else { return };
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<Fingerprint, usize> = BTreeMap::new();
     for e in &entries {
         if e.key.fingerprint == store.fingerprint() {
             return;
         }
-        *counts.entry(e.key.fingerprint.to_hex()).or_default() += 1;
+        *counts.entry(e.key.fingerprint).or_default() += 1;
     }
     report.other_fingerprints = counts
         .into_iter()

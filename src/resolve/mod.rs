@@ -130,7 +130,7 @@ pub(crate) fn run<T: Compiled>(
         progress,
     };
     let mut session = Session::default();
-    session.health.fingerprint = stores.fingerprint.to_hex();
+    session.health.fingerprint = stores.fingerprint;
     session.health.path = stores.writable_dir().map(Path::to_path_buf);
     session.health.default_location = stores.default_location;
     session.read_only = stores
@@ -522,7 +522,7 @@ fn not_baked<T>(stores: &Stores, slots: &Slots<'_, T>, why: &StoreError) -> Vec<
                 profile,
                 fingerprint: profile
                     .engine()
-                    .map(|e| crate::engine::engine_fingerprint(&e, stores.keyed()).to_hex())
+                    .map(|e| crate::engine::engine_fingerprint(&e, stores.keyed()))
                     .unwrap_or_default(),
                 written: 0,
                 present: 0,

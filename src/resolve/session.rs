@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::key::Hash32;
+use crate::key::{Fingerprint, Hash32};
 use crate::profile::CpuProfile;
 use crate::store::LockRepair;
 
@@ -18,8 +18,8 @@ pub struct StoreHealth {
     /// The store directory, or `None` when the store is disabled.
     #[serde(serialize_with = "crate::serial::opt_path")]
     pub path: Option<PathBuf>,
-    /// The engine fingerprint (hex) artifacts were looked up under.
-    pub fingerprint: String,
+    /// The engine fingerprint artifacts were looked up under.
+    pub fingerprint: Fingerprint,
     /// True when the store is the default location, which nobody configured (no store given, no
     /// `$WASM_NODE_CACHE_DIR` or `$CACHE_DIRECTORY`): on a read-only root file system it cannot
     /// be made, which is no problem while read-only stores serve every component.
@@ -61,8 +61,8 @@ impl StoreHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct FingerprintCount {
-    /// The engine fingerprint, hex.
-    pub fingerprint: String,
+    /// The engine fingerprint.
+    pub fingerprint: Fingerprint,
     /// Files of that fingerprint.
     pub files: usize,
 }
@@ -94,12 +94,12 @@ pub struct ReadOnlyStoreReport {
 
 impl ReadOnlyStoreReport {
     /// The one-line explanation of a bake that does not fit this engine, if it does not.
-    pub fn mismatch(&self, fingerprint: &str) -> Option<String> {
+    pub fn mismatch(&self, fingerprint: &Fingerprint) -> Option<String> {
         if self.other_fingerprints.is_empty() {
             return None;
         }
         let files: usize = self.other_fingerprints.iter().map(|c| c.files).sum();
-        let theirs: Vec<&str> = self.other_fingerprints.iter().map(|c| c.fingerprint.as_str()).collect();
+        let theirs: Vec<String> = self.other_fingerprints.iter().map(|c| c.fingerprint.to_hex()).collect();
         let mut line = format!(
             "read-only store {} holds {files} artifact(s) for fingerprint(s) {}, none for this engine's {fingerprint} (built by another build of the node, wasmtime version, engine settings, CPU or MAC mode); compiling locally",
             self.path.display(),
@@ -119,8 +119,9 @@ impl ReadOnlyStoreReport {
 pub struct BakeReport {
     /// The profile.
     pub profile: CpuProfile,
-    /// Its fingerprint (hex): the artifacts' file names start with it.
-    pub fingerprint: String,
+    /// Its fingerprint: the artifacts' file names start with it (all zeros when the profile's
+    /// engine could not be built).
+    pub fingerprint: Fingerprint,
     /// Artifacts compiled and stored now.
     pub written: usize,
     /// Artifacts that were already stored.

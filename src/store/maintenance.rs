@@ -130,7 +130,6 @@ pub struct RemovedArtifact {
     /// Component or core module.
     pub kind: Kind,
     /// The fingerprint it was compiled under.
-    #[serde(serialize_with = "serial::fingerprint")]
     pub fingerprint: Fingerprint,
     /// The file.
     #[serde(serialize_with = "serial::path")]

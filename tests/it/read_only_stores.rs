@@ -60,7 +60,7 @@ fn a_bake_for_another_engine_is_reported_and_compiled_locally() {
     assert_eq!(ro.other_fingerprints[0].files, 3);
     let text = r.to_string();
     assert!(
-        text.contains("holds 3 artifact(s) for fingerprint(s)") && text.contains(&r.store.fingerprint),
+        text.contains("holds 3 artifact(s) for fingerprint(s)") && text.contains(&r.store.fingerprint.to_hex()),
         "{text}"
     );
     // Compiled locally and stored: the next start is warm without the bake.
