@@ -524,42 +524,17 @@ impl Store {
             }
             let now = Instant::now();
             if now >= deadline {
-                let holder = held::holder_of(id, kind, None)
-                    .or_else(|| {
-                        let holders = kernel_holders(id);
-                        (!holders.is_empty()).then_some(LockHolder::Holding(holders))
-                    })
-                    .or_else(|| this_process_outside(id))
-                    .or_else(|| self.last_lock_holder().map(LockHolder::Recorded))
-                    .unwrap_or(LockHolder::Unknown);
                 return Err(LockError::TimedOut {
                     waited: now - start,
-                    holder,
+                    holder: self.holder(id, kind),
                 });
             }
             if now >= next_log {
-                let holder = held::holder_of(id, kind, None)
-                    .or_else(|| this_process_outside(id).filter(|_| kernel_holders(id).is_empty()))
-                    .map(|h| match h {
-                        LockHolder::ThisProcess { purpose } => format!("by this process: {purpose}"),
-                        _ => String::new(),
-                    })
-                    .or_else(|| {
-                        let holders = kernel_holders(id);
-                        (!holders.is_empty()).then(|| {
-                            let list: Vec<String> = holders.iter().map(Holder::to_string).collect();
-                            format!("by {}", list.join(", "))
-                        })
-                    })
-                    .or_else(|| {
-                        self.last_lock_holder()
-                            .map(|h| format!("by another process, last exclusive holder {h}"))
-                    })
-                    .unwrap_or_else(|| "by another process".to_owned());
                 log::warn!(
-                    "pid {} waiting for the {kind} lock on {} to {purpose} (held {holder}; giving up in {:.1} s)",
+                    "pid {} waiting for the {kind} lock on {} to {purpose} (held {}; giving up in {:.1} s)",
                     std::process::id(),
                     self.lock_path().display(),
+                    self.holder(id, kind),
                     (deadline - now).as_secs_f64(),
                 );
                 next_log = now + Duration::from_secs(5);
@@ -567,6 +542,22 @@ impl Store {
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(100));
         }
+    }
+}
+
+impl Store {
+    /// Who holds the lock file `id` against a `kind` lock, as far as can be told: a thread of this
+    /// process, the holders the kernel names, this process outside this crate, the last exclusive
+    /// holder's record.
+    fn holder(&self, id: FileId, kind: LockKind) -> LockHolder {
+        held::holder_of(id, kind, None)
+            .or_else(|| {
+                let holders = kernel_holders(id);
+                (!holders.is_empty()).then_some(LockHolder::Holding(holders))
+            })
+            .or_else(|| this_process_outside(id))
+            .or_else(|| self.last_lock_holder().map(LockHolder::Recorded))
+            .unwrap_or(LockHolder::Unknown)
     }
 }
 

@@ -258,18 +258,7 @@ impl fmt::Display for LockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::TimedOut { waited, holder } => {
-                write!(f, "lock still held after {:.1} s", waited.as_secs_f64())?;
-                match holder {
-                    LockHolder::ThisProcess { purpose } => {
-                        write!(f, " by this process ({purpose}, pid {})", std::process::id())
-                    }
-                    LockHolder::Holding(holders) => {
-                        let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
-                        write!(f, " by {}", list.join(", "))
-                    }
-                    LockHolder::Recorded(h) => write!(f, " by another process (last exclusive holder: {h})"),
-                    LockHolder::Unknown => f.write_str(" by another process"),
-                }
+                write!(f, "lock still held after {:.1} s {holder}", waited.as_secs_f64())
             }
             LockError::Io(e) => write!(f, "the lock file could not be opened or locked: {e}"),
             LockError::ReadOnlyStore => f.write_str("a read-only store is never locked"),
@@ -296,6 +285,24 @@ pub enum LockHolder {
     /// The process the last exclusive holder wrote into the lock file (only read from a lock
     /// file only this uid can write): its pid, whether it runs, its command line.
     Recorded(Holder),
+}
+
+/// `by this process (...)`, `by pid 12, running: cmd`, `by another process (...)`: who, as a
+/// wait or a failure names the holder.
+impl fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockHolder::ThisProcess { purpose } => {
+                write!(f, "by this process ({purpose}, pid {})", std::process::id())
+            }
+            LockHolder::Holding(holders) => {
+                let list: Vec<String> = holders.iter().map(ToString::to_string).collect();
+                write!(f, "by {}", list.join(", "))
+            }
+            LockHolder::Recorded(h) => write!(f, "by another process (last exclusive holder: {h})"),
+            LockHolder::Unknown => f.write_str("by another process"),
+        }
+    }
 }
 
 /// What is wrong with a lock file.
