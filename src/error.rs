@@ -243,12 +243,13 @@ impl std::error::Error for StoreError {
 /// The one place a store's typed failure becomes the crate's error.
 impl From<crate::store::Failure> for StoreError {
     fn from(failure: crate::store::Failure) -> StoreError {
-        use crate::store::Failure;
-        match failure {
-            Failure::Refused { path, reason } => StoreError::refused(path, reason),
-            Failure::NotAStore { path, reason } => StoreError::NotAStore { path, reason },
-            Failure::Io { path, op, source } => StoreError::io(path, op, source),
-            Failure::Lock { path, kind, source } => StoreError::Lock { path, kind, source },
+        use crate::store::Cause;
+        let path = failure.path;
+        match failure.cause {
+            Cause::Refused(reason) => StoreError::refused(path, reason),
+            Cause::NotAStore(reason) => StoreError::NotAStore { path, reason },
+            Cause::Io(op, source) => StoreError::io(path, op, source),
+            Cause::Lock(kind, source) => StoreError::Lock { path, kind, source },
         }
     }
 }

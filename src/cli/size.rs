@@ -42,6 +42,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A foreign file of a store as the commands print it: its path, escaped (another user may have
+/// named it), and its size or `a directory`.
+pub fn foreign_file(f: &crate::operator::status::ForeignFileStatus) -> (String, String) {
+    let size = if f.directory {
+        "a directory".to_owned()
+    } else {
+        format_size(f.size)
+    };
+    (
+        crate::escape::escape_control(&f.file.to_string_lossy()).into_owned(),
+        size,
+    )
+}
+
 /// Bytes for people: `812 B`, `12.3 KiB`, `1.5 GiB`.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

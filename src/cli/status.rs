@@ -216,15 +216,10 @@ fn render_text(s: &StoreStatus) -> String {
         }
     }
     for f in &s.foreign_files {
+        let (file, size) = super::size::foreign_file(f);
         let _ = writeln!(
             out,
-            "foreign:      {} ({}): not a file of this store, never loaded; {}",
-            crate::escape::escape_control(&f.file.to_string_lossy()),
-            if f.directory {
-                "a directory".to_owned()
-            } else {
-                format_size(f.size)
-            },
+            "foreign:      {file} ({size}): not a file of this store, never loaded; {}",
             f.removal()
         );
     }

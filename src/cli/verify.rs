@@ -103,14 +103,9 @@ fn print_store(s: &StoreVerification) {
     // Not loaded by anyone, but listed: an artifact name in another case once passed for the
     // current key while another file was checked.
     for f in &s.foreign_files {
+        let (file, size) = super::size::foreign_file(f);
         println!(
-            "foreign  {}  {}  not a file of this store (never loaded; {})",
-            crate::escape::escape_control(&f.file.to_string_lossy()),
-            if f.directory {
-                "a directory".to_owned()
-            } else {
-                format_size(f.size)
-            },
+            "foreign  {file}  {size}  not a file of this store (never loaded; {})",
             f.removal()
         );
     }

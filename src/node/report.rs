@@ -249,14 +249,9 @@ impl LoadReport {
             log::info!("{}", b.summary());
         }
         log::info!(
-            "wasm components ready in {:.1} ms: {} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted; store {} (fingerprint {}, {} written)",
+            "wasm components ready in {:.1} ms: {}; store {} (fingerprint {}, {} written)",
             self.elapsed.as_secs_f64() * 1e3,
-            self.from_store,
-            self.portable_note(),
-            self.compiled,
-            self.rejected,
-            self.skipped,
-            self.unlisted,
+            self.counts(),
             self.store
                 .path
                 .as_ref()
@@ -264,6 +259,19 @@ impl LoadReport {
             self.store.fingerprint,
             self.store.written,
         );
+    }
+
+    /// `3 from store, 1 compiled, 0 rejected, 0 skipped, 2 unlisted`, with the portable note.
+    fn counts(&self) -> String {
+        format!(
+            "{} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted",
+            self.from_store,
+            self.portable_note(),
+            self.compiled,
+            self.rejected,
+            self.skipped,
+            self.unlisted
+        )
     }
 
     /// ` (N from portable artifacts)` when any were, else nothing.
@@ -382,15 +390,10 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} components in {:.1} ms: {} from store{}, {} compiled, {} rejected, {} skipped, {} unlisted",
+            "{} components in {:.1} ms: {}",
             self.entries.len() - self.unlisted,
             self.elapsed.as_secs_f64() * 1e3,
-            self.from_store,
-            self.portable_note(),
-            self.compiled,
-            self.rejected,
-            self.skipped,
-            self.unlisted
+            self.counts()
         )?;
         if self.binary_root_missing {
             writeln!(f, "binary root MISSING: only stored artifacts could be served")?;

@@ -16,7 +16,7 @@ use crate::error::{LockError, StoreError};
 use crate::fs::dir::{Dir, FileId};
 use crate::key::Fingerprint;
 use crate::profile::CpuProfile;
-use crate::store::{Failure, Fault, Store, deadline_after};
+use crate::store::{Cause, Failure, Fault, Store, deadline_after};
 
 /// How [`Stores::open`] is asked to open the writable store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,13 +356,7 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
         Ok(dir) => dir,
         Err(e) => {
             return (
-                refused(
-                    Failure::Refused {
-                        path: path.to_path_buf(),
-                        reason: e,
-                    }
-                    .into(),
-                ),
+                refused(Failure::new(path.to_path_buf(), Cause::Refused(e)).into()),
                 load_sealer(cfg, None),
             );
         }

@@ -8,49 +8,38 @@ use std::path::PathBuf;
 use super::{LockError, LockKind, NotAStore};
 use crate::fs::refusal::PathRefusal;
 
-/// Why an operation on one store failed.
+/// Why an operation on one store failed, and on which file or directory.
 #[derive(Debug)]
-pub enum Failure {
+pub struct Failure {
+    /// The store directory as given, the lock file, or the file an I/O operation was on.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub cause: Cause,
+}
+
+/// What went wrong: the store's side of the [`StoreError`](crate::StoreError) variant of the
+/// same name.
+#[derive(Debug)]
+pub enum Cause {
     /// The directory, an ancestor or a link on the way failed a check, or does not exist.
-    Refused {
-        /// The directory as given.
-        path: PathBuf,
-        /// What is wrong.
-        reason: PathRefusal,
-    },
+    Refused(PathRefusal),
     /// A non-empty directory that is not provably a store.
-    NotAStore {
-        /// The directory as given.
-        path: PathBuf,
-        /// What it holds instead.
-        reason: NotAStore,
-    },
-    /// An I/O operation on the store failed.
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// What was being done ("list", "remove"...).
-        op: &'static str,
-        /// The error.
-        source: io::Error,
-    },
+    NotAStore(NotAStore),
+    /// An I/O operation ("list", "remove"...) failed.
+    Io(&'static str, io::Error),
     /// A lock of the store was not taken.
-    Lock {
-        /// The lock file.
-        path: PathBuf,
-        /// Which lock was wanted.
-        kind: LockKind,
-        /// Why not.
-        source: LockError,
-    },
+    Lock(LockKind, LockError),
 }
 
 impl Failure {
-    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Failure {
-        Failure::Io {
+    pub(crate) fn new(path: impl Into<PathBuf>, cause: Cause) -> Failure {
+        Failure {
             path: path.into(),
-            op,
-            source,
+            cause,
         }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Failure {
+        Failure::new(path, Cause::Io(op, source))
     }
 }

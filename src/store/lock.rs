@@ -134,11 +134,7 @@ impl Store {
 
     /// Why `kind` of this store's lock was not taken, as the layers above report it.
     pub(crate) fn lock_failure(&self, kind: LockKind, source: LockError) -> super::Failure {
-        super::Failure::Lock {
-            path: self.lock_path(),
-            kind,
-            source,
-        }
+        super::Failure::new(self.lock_path(), super::Cause::Lock(kind, source))
     }
 
     /// Takes the shared lock (loading, publishing), waiting until `deadline` at most. `purpose`

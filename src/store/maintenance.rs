@@ -604,11 +604,8 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(
-                err,
-                Failure::Lock {
-                    source: crate::store::LockError::TimedOut { .. },
-                    ..
-                }
+                err.cause,
+                crate::store::Cause::Lock(_, crate::store::LockError::TimedOut { .. })
             ),
             "{err:?}"
         );

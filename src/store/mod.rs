@@ -40,7 +40,7 @@ use crate::artifact::Sealer;
 pub(crate) use crate::fs::dir::Dir;
 pub(crate) use crate::fs::{GROUP_OR_OTHER_WRITE, Owner};
 use crate::key::{ArtifactKey, Fingerprint, Hash32, Kind};
-pub use failure::Failure;
+pub use failure::{Cause, Failure};
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) use fault::Fault;
 #[cfg(feature = "fault-injection")]
@@ -204,10 +204,8 @@ impl Store {
         sealer: Sealer,
         create: bool,
     ) -> Result<Store, Failure> {
-        let dir = Dir::open_store(path, create, marker::MARKER_NAME).map_err(|reason| Failure::Refused {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let dir = Dir::open_store(path, create, marker::MARKER_NAME)
+            .map_err(|reason| Failure::new(path.to_path_buf(), Cause::Refused(reason)))?;
         Store::adopt_dir(dir, path, fingerprint, sealer)
     }
 
@@ -229,10 +227,7 @@ impl Store {
     ) -> Result<Store, Failure> {
         let store = Store::from_dir(dir, fingerprint, sealer, false);
         match store.standing().map_err(|e| Failure::io(path, "list", e))? {
-            Standing::Foreign(reason) => Err(Failure::NotAStore {
-                path: path.to_path_buf(),
-                reason,
-            }),
+            Standing::Foreign(reason) => Err(Failure::new(path.to_path_buf(), Cause::NotAStore(reason))),
             _ => Ok(store),
         }
     }
@@ -244,10 +239,8 @@ impl Store {
     /// there). It is never created, locked, written, pruned or cleaned, so it works on a read-only
     /// file system with no lock file.
     pub fn open_read_only(path: &Path, fingerprint: Fingerprint, sealer: Sealer) -> Result<Store, Failure> {
-        let dir = Dir::open(path, false, Owner::MeOrRoot).map_err(|reason| Failure::Refused {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let dir = Dir::open(path, false, Owner::MeOrRoot)
+            .map_err(|reason| Failure::new(path.to_path_buf(), Cause::Refused(reason)))?;
         Ok(Store::from_dir(dir, fingerprint, sealer, true))
     }
 
@@ -314,10 +307,7 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => Ok(()),
                 Err(e) => Err(Failure::io(path, "write the marker into", e)),
             },
-            Standing::Foreign(reason) => Err(Failure::NotAStore {
-                path: path.to_path_buf(),
-                reason,
-            }),
+            Standing::Foreign(reason) => Err(Failure::new(path.to_path_buf(), Cause::NotAStore(reason))),
         }
     }
 
