@@ -1,6 +1,7 @@
-//! [`StoreError`]: the one failure of every store operation, and the typed causes it carries that
-//! belong to no lower module: why a lock was not taken ([`LockError`]) and why a directory is not
-//! a store ([`NotAStore`]).
+//! [`StoreError`]: the one failure of every store operation, made in one place from the store's
+//! own typed failure, and the public paths of the typed causes it carries (each defined in the
+//! layer that finds it: [`LockError`] and [`NotAStore`] in the store, [`PathRefusal`] in the
+//! file-system walk, [`KeyError`] with the key...).
 //!
 //! Each variant prints its own part once and leaves the cause to
 //! [`source`](std::error::Error::source), so an error reporter that walks the chain (anyhow's

@@ -21,13 +21,15 @@
 //!
 //! ```text
 //! cli                      the operator's commands, over the public API only
-//! node, artifact_store     the two doors: thin clients of (resolve)
+//! node                     the node's door: a client of the embedder's
+//! artifact_store           the embedder's door: opens the stores (with_config), a thin client of (resolve)
 //! operator                 status, verify, prune, clear over a store
 //! (resolve)                THE pipeline: lookups, sources, compile, publish, bake
+//! error                    StoreError, made from the store's typed Failure in one place
 //! (store)                  one directory: marker, lock, load + verify, publish, maintenance
 //! (artifact)               the on-disk format: trailer and seal, pure functions over bytes
 //! (fs)                     the path walk, its refusals, the directory handle
-//! (engine, profile, key, authkey, source, whitelist, compiled, serial), error, config:
+//! (engine, profile, key, authkey, source, whitelist, compiled, serial, escape), config:
 //!                          shared vocabulary at the bottom
 //! ```
 
