@@ -22,8 +22,8 @@
 //! ```text
 //! cli                      the operator's commands, over the public API only
 //! node                     the node's door: a client of the embedder's
+//! operator                 status, verify, prune, clear: the embedder's door's maintenance methods
 //! artifact_store           the embedder's door: opens the stores (with_config), a thin client of (resolve)
-//! operator                 status, verify, prune, clear over a store
 //! (resolve)                THE pipeline: lookups, sources, compile, publish, bake
 //! error                    StoreError, made from the store's typed Failure in one place
 //! (store)                  one directory: marker, lock, load + verify, publish, maintenance
