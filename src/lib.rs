@@ -20,7 +20,8 @@
 //! Layers, each using only those below it (the private modules in parentheses):
 //!
 //! ```text
-//! cli                      the operator's commands, over the public API only
+//! cli                      the operator's commands: the public API, plus the crate's escaping of
+//!                          text others chose and its one writer of a file outside the store
 //! node                     the node's door: a client of the embedder's
 //! operator                 status, verify, prune, clear: the embedder's door's maintenance methods
 //! artifact_store           the embedder's door: opens the stores (with_config), a thin client of (resolve)
