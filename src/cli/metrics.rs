@@ -1,6 +1,8 @@
-//! `--metrics-file PATH` of `warm` and `status`: what the report says, as gauges in the Prometheus
-//! text format, written atomically for node_exporter's textfile collector, which must never read a
-//! half-written file. The textfile directory is usually the exporter's user's or shared, so the
+//! `--metrics-file PATH` of `warm`, `status` and `verify`: what the report says, as gauges in the
+//! Prometheus text format, written atomically for node_exporter's textfile collector, which must
+//! never read a half-written file. Written on every exit path: a command that fails before its
+//! report writes `healthy 0` with only the gauges every file has, so no earlier `healthy 1` stays
+//! behind. The textfile directory is usually the exporter's user's or shared, so the
 //! file is written as any file outside the store is ([`crate::fs::outside::replace_file`]): nothing
 //! is opened under a name another user could have made, and only a new file of this uid's is
 //! renamed over `PATH`.
@@ -44,10 +46,27 @@ impl Metrics {
         self.0.register(name, help, family);
     }
 
-    /// The two gauges every file has, labelled with the `command` that wrote it (so that the
-    /// files of `warm` and `status` sit side by side in one textfile directory).
+    /// The gauges every file has, labelled with the `command` that wrote it (so that the files of
+    /// `warm`, `status` and `verify` sit side by side in one textfile directory): whether it
+    /// found the store healthy, when it ran, and which build wrote it (`info`).
     fn finish(mut self, command: &str, healthy: bool) -> Registry {
         let label = || vec![("command", command.to_owned())];
+        let fingerprint = crate::init_wasm_engine()
+            .map(|engine| crate::Fingerprint::of(&engine, false).to_hex())
+            .unwrap_or_default();
+        self.family(
+            "info",
+            "Always 1: the build that wrote this file (this crate's version, wasmtime's, and the node engine's fingerprint in plain mode)",
+            &[(
+                vec![
+                    ("command", command.to_owned()),
+                    ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                    ("wasmtime", wasmtime_environ::VERSION.to_owned()),
+                    ("fingerprint", fingerprint),
+                ],
+                1.0,
+            )],
+        );
         self.family(
             "healthy",
             "1 when the command's report names no problem, 0 otherwise",
@@ -150,6 +169,23 @@ pub(crate) fn of_warm(report: &LoadReport) -> Registry {
     m.finish("warm", report.problems().is_empty())
 }
 
+/// What a command that failed before its report writes: `healthy 0` and the gauges every file
+/// has.
+pub(crate) fn of_failure(command: &str) -> Registry {
+    Metrics::new().finish(command, false)
+}
+
+/// The gauges of `verify`: bad artifacts and unusable read-only stores.
+pub(crate) fn of_verify(report: &crate::operator::VerifyReport) -> Registry {
+    let mut m = Metrics::new();
+    m.gauge(
+        "verify_problems",
+        "Bad artifacts, artifacts of this build not checkable without the key, and unusable read-only stores",
+        report.problems() as f64,
+    );
+    m.finish("verify", report.problems() == 0)
+}
+
 /// The gauges of `status`, one series per store.
 pub(crate) fn of_status(report: &StatusReport) -> Registry {
     let mut m = Metrics::new();
@@ -211,7 +247,7 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
     );
     m.family(
         "store_bad_or_refused",
-        "Artifacts with a bad trailer or refused by the loader, by store",
+        "Artifacts with a bad trailer or payload, or refused by the loader, by store",
         &per_store(&|s| s.bad_or_refused),
     );
     if let Some(lock) = &report.store.lock {

@@ -213,6 +213,7 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     logging::init(cli.verbose, cli.log_format);
+    let metrics_file = cli.command.metrics_file();
     let result = match cli.command {
         Command::Warm(args) => warm::run(args),
         Command::Status(args) => status::run(args),
@@ -225,7 +226,26 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
+            // No report, so no metrics yet, or ones a later step (finishing a bake) proved wrong:
+            // `healthy 0` replaces whatever an earlier run left.
+            if let Some((command, path)) = metrics_file
+                && let Err(e) = metrics::write(&path, &metrics::of_failure(command))
+            {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+impl Command {
+    /// The command's name and its `--metrics-file`, if it has one and it was given.
+    fn metrics_file(&self) -> Option<(&'static str, PathBuf)> {
+        match self {
+            Command::Warm(args) => args.metrics_file.clone().map(|p| ("warm", p)),
+            Command::Status(args) => args.metrics_file.clone().map(|p| ("status", p)),
+            Command::Verify(args) => args.metrics_file.clone().map(|p| ("verify", p)),
+            _ => None,
         }
     }
 }

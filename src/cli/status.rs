@@ -1,10 +1,11 @@
-//! `status`: what the store holds, read-only and quick (trailers only, no payload hashing).
+//! `status`: what the store holds and whether it is healthy; reads every artifact this build loads
+//! (trailers only with `--quick`) and changes nothing.
 
 use crate::operator::status::{ArtifactStatus, ReadOnlyStatus, StoreStatus};
 use clap::Args;
 
 use super::size::format_size;
-use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, ReadOnlyArgs, StoreArgs, output};
+use super::{EXIT_OK, EXIT_PROBLEM, KeyArgs, LockArgs, ReadOnlyArgs, StoreArgs, output};
 
 /// Text after `status`'s option list: examples, behaviour, exit status.
 pub const AFTER_HELP: &str = "\
@@ -13,9 +14,10 @@ Examples:
   wasm-node-cache status --store /var/cache/node-wasm
   wasm-node-cache status --json | jq '.entries[] | select(.current | not) | .hash'
 
-Reads only each artifact's 128-byte trailer (HEADER ok = the trailer is intact and names this file's
-hash and fingerprint; `other MAC mode` = written by a node with(out) --key-file, not checkable here);
-`verify` also checks the payload. REFUSED = the node will not load the file (owned by another uid,
+Reads every artifact this build loads as a start-up does, trailer and payload (HEADER ok = the
+trailer is intact and names this file's hash and fingerprint, and the payload matches its checksum;
+`other MAC mode` = written by a node with(out) --key-file, not checkable here); --quick reads only
+each artifact's 128-byte trailer. REFUSED = the node will not load the file (owned by another uid,
 or writable by group or others); `writable` = loads, but has a write bit (stores written before
 artifacts were published read-only), so a careless `cp` could write into a loaded artifact.
 FINGERPRINT is `current` for artifacts this build's engine loads, a CPU profile's name (x86-64-v3)
@@ -24,7 +26,9 @@ it, by wasmtime's own check), `MAC mode` (seen without the key) for this build's
 key loads them; `prune --stale` keeps them), `stale` for those of another wasmtime version, settings
 or MAC mode (`prune --stale` removes them, never portable ones); a store holding several fingerprints lists
 each with its count. --read-only-store adds a block per baked store. LOCK is
-probed without waiting. Changes nothing, never creates a store.
+probed without waiting; a lock held exclusively is then waited for up to --lock-timeout, past which
+it is a problem (a hung holder delays every start that long). Changes nothing, never creates a
+store.
 
 Files that are not the store's (any name but `lock`, `.tmp-*` and exact lowercase artifact names,
 such as an artifact name in uppercase) are listed as `foreign` (JSON `foreign_files`). A
@@ -32,9 +36,12 @@ such as an artifact name in uppercase) are listed as `foreign` (JSON `foreign_fi
 `error`) and the others are still shown.
 
 The first line is the verdict: `healthy`, or `UNHEALTHY:` and each problem (a bad or refused
-artifact of this build, a writable artifact, temp files, foreign files, a loose lock file, a
-read-only store not usable or holding nothing for this engine, and with --whitelist each listed
-component not stored for this engine).
+artifact of this build, a writable artifact, temp files, foreign files, a loose lock file, a lock
+held exclusively past --lock-timeout, a read-only store not usable or holding nothing for this
+engine, and with --whitelist each listed component not stored for this engine).
+
+With --metrics-file the verdict is also written as gauges; when status cannot run (exit 2), the file
+says `healthy 0`, so an earlier healthy file never stays behind.
 
 Exit status: 0 healthy; 1 shown, but unhealthy (the verdict says why); 2 could not run (no store at
 that path, store refused, unreadable).";
@@ -53,7 +60,12 @@ pub struct StatusArgs {
     whitelist: Option<std::path::PathBuf>,
     /// Also write the report's numbers to FILE in the Prometheus text format (atomically), for node_exporter's textfile collector
     #[arg(long, value_name = "FILE")]
-    metrics_file: Option<std::path::PathBuf>,
+    pub(super) metrics_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    lock: LockArgs,
+    /// Read only each artifact's trailer, not its payload (a flipped byte in a payload then goes unseen)
+    #[arg(long)]
+    quick: bool,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,
@@ -61,7 +73,7 @@ pub struct StatusArgs {
 
 /// How `status`'s table describes one artifact's trailer and trust.
 fn header_text(a: &ArtifactStatus) -> String {
-    match (&a.refused, &a.header_error) {
+    match (&a.refused, a.header_error.as_ref().or(a.payload_error.as_ref())) {
         (Some(r), _) => format!("REFUSED: {r}"),
         (None, None) if a.writable => format!("ok, but writable (mode {:03o}): chmod a-w", a.mode),
         (None, None) => "ok".to_string(),
@@ -72,12 +84,10 @@ fn header_text(a: &ArtifactStatus) -> String {
 
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
-    let store = args.store.open_existing(
-        Some(&args.key),
-        args.read_only.resolved(),
-        crate::config::DEFAULT_LOCK_TIMEOUT,
-    )?;
-    let mut report = store.status()?;
+    let store = args
+        .store
+        .open_existing(Some(&args.key), args.read_only.resolved(), args.lock.timeout()?)?;
+    let mut report = store.health(!args.quick)?;
     if let Some(file) = &args.whitelist {
         report = report.with_whitelist(&crate::config::read_whitelist_file(file)?);
     }

@@ -42,6 +42,9 @@ pub struct VerifyArgs {
     key: KeyArgs,
     #[command(flatten)]
     lock: LockArgs,
+    /// Also write the number of problems to FILE in the Prometheus text format (atomically), for node_exporter's textfile collector
+    #[arg(long, value_name = "FILE")]
+    pub(super) metrics_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of the lines
     #[arg(long)]
     json: bool,
@@ -54,6 +57,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         .store
         .open_existing(Some(&args.key), args.read_only.resolved(), timeout)?;
     let report = store.verify()?;
+    if let Some(file) = &args.metrics_file {
+        super::metrics::write(file, &super::metrics::of_verify(&report))?;
+    }
     let code = if report.problems() > 0 { EXIT_PROBLEM } else { EXIT_OK };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

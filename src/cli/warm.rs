@@ -45,7 +45,7 @@ pub struct WarmArgs {
     strict: bool,
     /// Also write the report's numbers to FILE in the Prometheus text format (atomically), for node_exporter's textfile collector
     #[arg(long, value_name = "FILE")]
-    metrics_file: Option<PathBuf>,
+    pub(super) metrics_file: Option<PathBuf>,
     /// Print one JSON object instead of the table
     #[arg(long)]
     json: bool,

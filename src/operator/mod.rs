@@ -14,7 +14,7 @@ pub use crate::store::FinishedBake;
 use crate::store::Store;
 pub use prune::{PruneOptions, PruneReport};
 pub use status::StatusReport;
-use status::{ReadOnlyStatus, StoreStatus};
+use status::{LockState, ReadOnlyStatus, StoreStatus};
 pub use verify::VerifyReport;
 use verify::{ReadOnlyVerification, StoreVerification};
 
@@ -26,24 +26,48 @@ impl ArtifactStore {
     /// Errors: [`StoreError::NoStore`] without a writable store, [`StoreError::Io`] when a store
     /// cannot be listed, [`StoreError::Profile`] when this build's profile engines cannot be built.
     pub fn status(&self) -> Result<StatusReport, StoreError> {
+        self.status_of(false)
+    }
+
+    /// [`ArtifactStore::status`] as a health check: with `payloads`, every artifact this build
+    /// loads is read and checked in full as a start-up checks it (a flipped byte is a bad
+    /// artifact); and a lock held exclusively is waited for up to the lock timeout, past which it
+    /// is a problem ([`StoreStatus::lock_error`]): a hung holder would delay every start that
+    /// long. Changes nothing and takes no lock but the shared one it waits for.
+    ///
+    /// Errors as [`ArtifactStore::status`]'s.
+    pub fn health(&self, payloads: bool) -> Result<StatusReport, StoreError> {
+        let mut report = self.status_of(payloads)?;
+        if matches!(report.store.lock, Some(LockState::Exclusive { .. })) {
+            let store = self.operated_store()?;
+            let deadline = self.stores().deadline(std::time::Instant::now());
+            if let Err(e) = store.lock_shared_as_is(deadline, "check the store's health") {
+                report.store.lock_error = Some(store.lock_failure(LockKind::Shared, e).into());
+                report = report.judged();
+            }
+        }
+        Ok(report)
+    }
+
+    fn status_of(&self, payloads: bool) -> Result<StatusReport, StoreError> {
         let writable = self.operated_store()?;
         let read_only = self.open_read_only();
         let inner = self.stores();
         let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
         let profiles = status::Profiles::if_needed(inner.engine(), inner.keyed(), stores)?;
-        let store = StoreStatus::collect(writable, inner.engine(), &profiles)?;
+        let store = StoreStatus::collect(writable, inner.engine(), &profiles, payloads)?;
         let read_only_stores = read_only
             .into_iter()
-            .map(
-                |(path, opened)| match opened.and_then(|ro| StoreStatus::collect(&ro, inner.engine(), &profiles)) {
+            .map(|(path, opened)| {
+                match opened.and_then(|ro| StoreStatus::collect(&ro, inner.engine(), &profiles, payloads)) {
                     Ok(status) => ReadOnlyStatus::Open(status),
                     Err(error) => ReadOnlyStatus::Unusable {
                         path,
                         read_only: true,
                         error,
                     },
-                },
-            )
+                }
+            })
             .collect();
         Ok(StatusReport::new(store, read_only_stores))
     }

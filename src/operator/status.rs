@@ -128,6 +128,12 @@ impl StatusReport {
         }
     }
 
+    /// The report judged again, after a door added what it found.
+    pub(crate) fn judged(mut self) -> StatusReport {
+        self.judge();
+        self
+    }
+
     fn judge(&mut self) {
         let mut problems = Vec::new();
         let store = |problems: &mut Vec<String>, s: &StoreStatus| {
@@ -137,11 +143,7 @@ impl StatusReport {
                 "the store".to_owned()
             };
             // Only what this build loads: a stale artifact is never read, whatever its state.
-            let bad = s
-                .entries
-                .iter()
-                .filter(|e| e.current && ((e.header_error.is_some() && !e.other_mode) || e.refused.is_some()))
-                .count();
+            let bad = s.entries.iter().filter(|e| e.current && e.is_bad()).count();
             if bad > 0 {
                 problems.push(format!(
                     "{bad} artifact(s) of this build in {name} bad or refused (the next start replaces them; `verify` names them)"
@@ -158,6 +160,12 @@ impl StatusReport {
             }
             if let Some(p) = &s.lock_problem {
                 problems.push(format!("lock file of {name}: {p}"));
+            }
+            if let Some(e) = &s.lock_error {
+                problems.push(format!(
+                    "lock of {name} held exclusively past the lock timeout (every start waits that long): {}",
+                    e.message()
+                ));
             }
             if s.read_only && s.current == 0 && s.artifacts > 0 {
                 problems.push(format!("{name} holds nothing for this engine"));
@@ -207,6 +215,8 @@ impl StatusReport {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
+// A report made once per command: the size of its variants costs nothing worth a box in the API.
+#[allow(clippy::large_enum_variant)]
 pub enum ReadOnlyStatus {
     /// Opened and listed.
     Open(StoreStatus),
@@ -239,6 +249,13 @@ pub struct StoreStatus {
     /// it.
     #[serde(serialize_with = "serial::opt_display")]
     pub lock_problem: Option<LockProblem>,
+    /// Only from [`ArtifactStore::health`](crate::ArtifactStore::health): the lock held
+    /// exclusively past the lock timeout (a hung maintenance holder, which delays every start by
+    /// that timeout); `null` otherwise.
+    pub lock_error: Option<StoreError>,
+    /// True when every current artifact's payload was checked as a start-up checks it
+    /// ([`ArtifactStore::health`](crate::ArtifactStore::health)), false for names and trailers only.
+    pub payloads_checked: bool,
     /// True when the store holds its marker (`CACHEDIR.TAG`); false for a store an earlier
     /// version made, which the next start, prune or clear marks.
     pub marker: bool,
@@ -256,7 +273,8 @@ pub struct StoreStatus {
     pub stale: usize,
     /// Seen without the key: artifacts of this build in MAC mode.
     pub mac_mode: usize,
-    /// Artifacts with a bad trailer (not counting the other MAC mode's) or refused by the loader.
+    /// Artifacts with a bad trailer (not counting the other MAC mode's) or payload, or refused by
+    /// the loader.
     pub bad_or_refused: usize,
     /// Artifacts anyone has write permission on.
     pub writable: usize,
@@ -306,6 +324,10 @@ pub struct ArtifactStatus {
     /// than the file name (the loader's own check, `check_binding`).
     #[serde(serialize_with = "serial::opt_display")]
     pub header_error: Option<Rejection>,
+    /// With the payloads checked: why a start-up would refuse this current artifact although its
+    /// trailer fits its name (corrupted bytes, say); `null` when it is sound or was not checked.
+    #[serde(serialize_with = "serial::opt_display")]
+    pub payload_error: Option<Rejection>,
     /// The trailer is of the other authentication mode: not a defect, just not checkable here.
     pub other_mode: bool,
     /// Seen without the key: an artifact of this build in MAC mode, which a node with the key
@@ -417,6 +439,7 @@ impl StoreStatus {
         store: &Store,
         engine: &wasmtime::Engine,
         profiles: &Profiles,
+        payloads: bool,
     ) -> Result<StoreStatus, StoreError> {
         let path = store.dir().to_path_buf();
         let list_error = |source| StoreError::io(path.clone(), "list", source);
@@ -456,7 +479,7 @@ impl StoreStatus {
         let foreign_files = store.foreign_files().map_err(list_error)?;
         let rows: Vec<ArtifactStatus> = entries
             .into_iter()
-            .map(|entry| ArtifactStatus::collect(store, profiles, entry))
+            .map(|entry| ArtifactStatus::collect(store, profiles, entry, payloads))
             .collect();
         let current = rows.iter().filter(|r| r.current).count();
         let refusal = match rows.iter().find(|r| !r.current && r.refused.is_none()) {
@@ -480,6 +503,8 @@ impl StoreStatus {
             read_only: store.is_read_only(),
             lock,
             lock_problem,
+            lock_error: None,
+            payloads_checked: payloads,
             marker,
             fingerprint: store.fingerprint(),
             keyed: store.is_keyed(),
@@ -488,10 +513,7 @@ impl StoreStatus {
             portable,
             stale: rows.len() - current - mac_mode,
             mac_mode,
-            bad_or_refused: rows
-                .iter()
-                .filter(|r| (r.header_error.is_some() && !r.other_mode) || r.refused.is_some())
-                .count(),
+            bad_or_refused: rows.iter().filter(|r| r.is_bad()).count(),
             writable: rows.iter().filter(|r| r.writable).count(),
             total_bytes: rows.iter().map(|r| r.size).sum(),
             temp_files,
@@ -504,7 +526,12 @@ impl StoreStatus {
 }
 
 impl ArtifactStatus {
-    fn collect(store: &Store, profiles: &Profiles, entry: StoredEntry) -> ArtifactStatus {
+    /// A bad trailer (not the other MAC mode's) or payload, or refused by the loader.
+    fn is_bad(&self) -> bool {
+        (self.header_error.is_some() && !self.other_mode) || self.payload_error.is_some() || self.refused.is_some()
+    }
+
+    fn collect(store: &Store, profiles: &Profiles, entry: StoredEntry, payloads: bool) -> ArtifactStatus {
         let refused = entry.trust_problem(|uid| store.trusts_owner(uid));
         let trailer = store.read_trailer(&entry.key);
         let other_mode = trailer.as_ref().is_err_and(Rejection::is_other_mode);
@@ -516,13 +543,19 @@ impl ArtifactStatus {
         };
         let created_unix = trailer.ok().map(|t| t.created_unix);
         let native = entry.key.fingerprint == store.fingerprint();
+        let current = native || profiles.of(&entry.key.fingerprint).is_some();
+        // The whole file, read as a start-up reads it: only what this build loads, and only when
+        // the cheap checks passed (their verdict stands).
+        let payload_error = (payloads && current && header_error.is_none() && refused.is_none())
+            .then(|| store.with_fingerprint(entry.key.fingerprint).check(&entry.key).err())
+            .flatten();
         ArtifactStatus {
             hash: entry.key.source,
             kind: entry.key.kind,
             file: entry.path.clone(),
             size: entry.size,
             fingerprint: entry.key.fingerprint,
-            current: native || profiles.of(&entry.key.fingerprint).is_some(),
+            current,
             profile: if native {
                 Some(CpuProfile::Native)
             } else {
@@ -531,6 +564,7 @@ impl ArtifactStatus {
             created_unix,
             created: created_unix.map(UtcDate),
             header_error,
+            payload_error,
             other_mode,
             mac_mode: profiles.is_mac(&entry.key.fingerprint),
             uid: entry.uid,

@@ -128,10 +128,9 @@ impl fmt::Display for Origin {
     }
 }
 
-/// What became of a freshly compiled artifact in the writable store. In JSON an object with
-/// `status` and, for the failures, `error` (`{"kind", "message"}`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "status", content = "error", rename_all = "snake_case")]
+/// What became of a freshly compiled artifact in the writable store. In JSON
+/// `{"status", "error"}`: `error` is the failure (`{"kind", "message"}`), `null` when none.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreWrite {
     /// Published and the directory fsynced: it survives a crash.
@@ -144,6 +143,22 @@ pub enum StoreWrite {
     /// Not published, as asked: this engine's own artifacts are not among the CPU profiles to
     /// store (a bake of portable profiles alone), so they stay in memory. Nothing went wrong.
     NotWanted,
+}
+
+impl Serialize for StoreWrite {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (status, error) = match self {
+            StoreWrite::Stored => ("stored", None),
+            StoreWrite::DurabilityNotConfirmed(e) => ("durability_not_confirmed", Some(e)),
+            StoreWrite::NotStored(e) => ("not_stored", Some(e)),
+            StoreWrite::NotWanted => ("not_wanted", None),
+        };
+        let mut st = s.serialize_struct("StoreWrite", 2)?;
+        st.serialize_field("status", status)?;
+        st.serialize_field("error", &error)?;
+        st.end()
+    }
 }
 
 impl StoreWrite {
@@ -182,4 +197,27 @@ pub(crate) struct Resolved<T> {
     pub result: Result<(T, Origin), Failure>,
     /// Portable artifacts tried and refused before it was served or compiled, best first.
     pub portable_refused: Vec<PortableRefusal>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreWrite;
+
+    /// Every form has both fields, as the docs' table says: `error` is `null`, never left out.
+    #[test]
+    fn a_store_write_always_has_status_and_error() {
+        let json = |w: &StoreWrite| serde_json::to_value(w).expect("serializes");
+        assert_eq!(
+            json(&StoreWrite::Stored),
+            serde_json::json!({"status": "stored", "error": null})
+        );
+        assert_eq!(
+            json(&StoreWrite::NotWanted),
+            serde_json::json!({"status": "not_wanted", "error": null})
+        );
+        let e = crate::error::StoreError::NoStore;
+        let not_stored = json(&StoreWrite::NotStored(e));
+        assert_eq!(not_stored["status"], "not_stored");
+        assert_eq!(not_stored["error"]["kind"], "no_store");
+    }
 }

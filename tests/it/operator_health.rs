@@ -137,7 +137,10 @@ fn status_and_a_command_that_gave_up_name_the_process_holding_the_lock() {
     // `flock` writes no pid into the lock file: only the kernel's lock table names it.
     let mut holder = common::hold_lock_exclusively(&fx.store.join("lock"));
     let pid = holder.id();
-    let status = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
+    let status = cli(
+        fx.dir.path(),
+        &[&s(&["status", "--lock-timeout", "0"])[..], &store].concat(),
+    );
     let text = stdout(&status);
     assert!(
         text.contains(&format!(
@@ -145,9 +148,14 @@ fn status_and_a_command_that_gave_up_name_the_process_holding_the_lock() {
         )),
         "{text}"
     );
-    let v: Value =
-        serde_json::from_slice(&cli(fx.dir.path(), &[&s(&["status", "--json"])[..], &store].concat()).stdout)
-            .expect("json");
+    let v: Value = serde_json::from_slice(
+        &cli(
+            fx.dir.path(),
+            &[&s(&["status", "--json", "--lock-timeout", "0"])[..], &store].concat(),
+        )
+        .stdout,
+    )
+    .expect("json");
     assert_eq!(
         (
             v["lock"]["state"].as_str(),
@@ -588,4 +596,173 @@ fn under_the_journal_log_lines_carry_a_priority_and_no_timestamp() {
     let v: Value = serde_json::from_str(line).expect("one JSON object a line");
     assert_eq!(v["level"], "warn", "{v}");
     assert!(v["time"].is_string() && v["target"].is_string(), "{v}");
+}
+
+/// Flips one byte in the middle of `artifact`'s payload, in place (its trailer stays intact), and
+/// gives it back its mode.
+fn flip_a_payload_byte(artifact: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    chmod(artifact, 0o644);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(artifact)
+        .expect("open");
+    let len = file.metadata().expect("stat").len();
+    let middle = (len - 128) / 2;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(middle)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    byte[0] ^= 0x01;
+    file.seek(SeekFrom::Start(middle)).expect("seek");
+    file.write_all(&byte).expect("write");
+    drop(file);
+    chmod(artifact, 0o444);
+}
+
+#[test]
+fn status_finds_a_flipped_payload_byte_that_the_trailer_hides() {
+    let fx = Fixture::new();
+    assert_eq!(warm(&fx, &[]).status.code(), Some(0));
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    flip_a_payload_byte(&common::artifact_of(&fx.store, &common::adder_hash()));
+
+    let quick = cli(fx.dir.path(), &[&s(&["status", "--quick"])[..], &store].concat());
+    assert_eq!(
+        (quick.status.code(), stdout(&quick).lines().next()),
+        (Some(0), Some("healthy")),
+        "the trailer alone cannot tell: {}",
+        stdout(&quick)
+    );
+    let out = cli(fx.dir.path(), &[&s(&["status"])[..], &store].concat());
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("UNHEALTHY: 1 artifact(s) of this build in the store bad or refused"),
+        "{text}"
+    );
+    assert!(text.contains("BAD: payload checksum mismatch"), "{text}");
+    let v: Value =
+        serde_json::from_slice(&cli(fx.dir.path(), &[&s(&["status", "--json"])[..], &store].concat()).stdout)
+            .expect("json");
+    assert_eq!(
+        (v["payloads_checked"].as_bool(), v["bad_or_refused"].as_u64()),
+        (Some(true), Some(1)),
+        "{v}"
+    );
+    let bad: Vec<&Value> = v["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| !e["payload_error"].is_null())
+        .collect();
+    assert_eq!(bad.len(), 1, "{v}");
+    assert_eq!(bad[0]["hash"], hex::encode(common::adder_hash()), "{v}");
+    // The node agrees: it refuses the artifact and compiles.
+    let again = warm(&fx, &[OsStr::new("--json")]);
+    let report: Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(report["rejected"], 1, "{report}");
+}
+
+#[test]
+fn status_is_unhealthy_while_a_hung_holder_keeps_the_lock_past_the_timeout() {
+    let fx = Fixture::new();
+    assert_eq!(warm(&fx, &[]).status.code(), Some(0));
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    let mut holder = common::hold_lock_exclusively(&fx.store.join("lock"));
+    let started = std::time::Instant::now();
+    let out = cli(
+        fx.dir.path(),
+        &[&s(&["status", "--json", "--lock-timeout", "1"])[..], &store].concat(),
+    );
+    let waited = started.elapsed();
+    holder.kill().expect("kill");
+    holder.wait().expect("wait");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["lock_error"]["kind"], "lock", "{v}");
+    assert!(
+        v["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("held exclusively past the lock timeout")),
+        "{v}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(1),
+        "it waited the timeout: {waited:?}"
+    );
+    // Once the holder is gone the store is healthy again.
+    let out = cli(
+        fx.dir.path(),
+        &[&s(&["status", "--lock-timeout", "1"])[..], &store].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn no_failure_leaves_a_healthy_metrics_file_behind() {
+    let fx = Fixture::new();
+    let healthy = |file: &Path, command: &str| -> f64 {
+        let text = std::fs::read_to_string(file).expect("metrics file");
+        let samples = assert_prometheus_text(&text);
+        let info = samples
+            .iter()
+            .find(|(s, _)| s.starts_with("wasm_node_cache_info{") && s.contains(&format!("command=\"{command}\"")))
+            .unwrap_or_else(|| panic!("no info gauge: {text}"));
+        assert!(
+            info.0.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && info.0.contains("wasmtime=\"48."),
+            "{text}"
+        );
+        samples
+            .iter()
+            .find(|(s, _)| *s == format!("wasm_node_cache_healthy{{command=\"{command}\"}}"))
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no healthy gauge: {text}"))
+    };
+    let metrics = fx.dir.path().join("node_wasm.prom");
+    let with_metrics = [OsStr::new("--metrics-file"), metrics.as_os_str()];
+    assert_eq!(warm(&fx, &with_metrics).status.code(), Some(0));
+    assert_eq!(healthy(&metrics, "warm"), 1.0);
+    // A start that cannot read its whitelist never gets to a report.
+    let missing = [
+        OsStr::new("--metrics-file"),
+        metrics.as_os_str(),
+        OsStr::new("--whitelist"),
+        OsStr::new("/nonexistent/wasm.conf"),
+    ];
+    let mut args = s(&["warm", "--wasm-dir"]);
+    args.push(fx.root.as_os_str());
+    args.extend([OsStr::new("--store"), fx.store.as_os_str()]);
+    args.extend(missing);
+    assert_eq!(cli(fx.dir.path(), &args).status.code(), Some(2));
+    assert_eq!(healthy(&metrics, "warm"), 0.0, "no healthy 1 left behind");
+
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    let status_file = fx.dir.path().join("status.prom");
+    let status = [
+        &s(&["status", "--metrics-file"])[..],
+        &[status_file.as_os_str()],
+        &store,
+    ]
+    .concat();
+    assert_eq!(cli(fx.dir.path(), &status).status.code(), Some(0));
+    assert_eq!(healthy(&status_file, "status"), 1.0);
+    let verify_file = fx.dir.path().join("verify.prom");
+    let verify = [
+        &s(&["verify", "--metrics-file"])[..],
+        &[verify_file.as_os_str()],
+        &store,
+    ]
+    .concat();
+    assert_eq!(cli(fx.dir.path(), &verify).status.code(), Some(0));
+    assert_eq!(healthy(&verify_file, "verify"), 1.0);
+
+    flip_a_payload_byte(&common::artifact_of(&fx.store, &common::adder_hash()));
+    assert_eq!(cli(fx.dir.path(), &verify).status.code(), Some(1));
+    assert_eq!(healthy(&verify_file, "verify"), 0.0);
+    // A store that status refuses to read (writable by others) is no report at all.
+    chmod(&fx.store, 0o777);
+    assert_eq!(cli(fx.dir.path(), &status).status.code(), Some(2));
+    assert_eq!(healthy(&status_file, "status"), 0.0, "no healthy 1 left behind");
+    chmod(&fx.store, 0o700);
 }

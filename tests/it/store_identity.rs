@@ -252,6 +252,8 @@ fn status_shows_a_loose_lock_and_never_a_pid_others_could_write() {
         &[
             "status".as_ref(),
             "--json".as_ref(),
+            "--lock-timeout".as_ref(),
+            "0".as_ref(),
             "--store".as_ref(),
             fx.store.as_os_str(),
         ],
@@ -697,7 +699,8 @@ fn status_escapes_what_another_user_wrote_and_names_only_the_process_that_record
     let forged = "x\x1b[2J\x1b[H\nlock:         free";
     let mut holder = other_uid_holds_as(&lock, &[forged]);
     let status = |json: bool| {
-        let mut args: Vec<&OsStr> = vec!["status".as_ref()];
+        // The lock is held throughout: what status shows of the holder, without waiting for it.
+        let mut args: Vec<&OsStr> = vec!["status".as_ref(), "--lock-timeout".as_ref(), "0".as_ref()];
         if json {
             args.push("--json".as_ref());
         }
