@@ -102,8 +102,21 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
         "/usr/local/bin/node-wasm-cache prune --stale --whitelist /srv/node/config/wasm.conf --max-size 2G",
     ),
     ("node-wasm-prune.timer", "Timer", "OnCalendar", "weekly"),
+    ("node-wasm-prune.timer", "Timer", "RandomizedDelaySec", "6h"),
     ("node-wasm-prune.timer", "Timer", "Persistent", "true"),
     ("node-wasm-prune.timer", "Install", "WantedBy", "timers.target"),
+    ("node-wasm-status.service", "Service", "Type", "oneshot"),
+    ("node-wasm-status.service", "Service", "User", "node"),
+    ("node-wasm-status.service", "Service", "CacheDirectory", "node-wasm"),
+    (
+        "node-wasm-status.service",
+        "Service",
+        "ExecStart",
+        "-/usr/local/bin/node-wasm-cache status --whitelist /srv/node/config/wasm.conf --metrics-file /var/lib/node_exporter/textfile_collector/node_wasm_status.prom",
+    ),
+    ("node-wasm-status.timer", "Timer", "OnCalendar", "hourly"),
+    ("node-wasm-status.timer", "Timer", "RandomizedDelaySec", "10min"),
+    ("node-wasm-status.timer", "Install", "WantedBy", "timers.target"),
 ];
 
 /// `systemd-analyze`, if this machine has it.
@@ -122,7 +135,13 @@ fn the_units_of_deploying_md_are_valid_and_say_what_the_doc_says() {
     names.sort();
     assert_eq!(
         names,
-        ["node-wasm-prune.service", "node-wasm-prune.timer", "node.service"],
+        [
+            "node-wasm-prune.service",
+            "node-wasm-prune.timer",
+            "node-wasm-status.service",
+            "node-wasm-status.timer",
+            "node.service"
+        ],
         "the units of {DOC}"
     );
     // The values the prose explains, so that prose and units cannot drift apart. Checked with or
