@@ -25,6 +25,52 @@ pub const KEY_FILE_ENV: &str = "WASM_NODE_CACHE_KEY_FILE";
 pub const READ_ONLY_DIRS_ENV: &str = "WASM_NODE_CACHE_READ_ONLY_DIRS";
 /// Default wait for the store's lock before compiling in memory instead.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Environment variable: how long an artifact of another engine fingerprint must go unused
+/// (neither loaded nor written) before `prune --stale` may remove it, as [`parse_duration`] reads
+/// it (`7d`, `36h`, `0`).
+pub const MIN_IDLE_ENV: &str = "WASM_NODE_CACHE_MIN_IDLE";
+/// Default of that age guard: a week, so that a bake-ahead for the next release survives the
+/// weekly prune, and the previous release's artifacts go a week after the upgrade.
+pub const DEFAULT_MIN_IDLE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// A duration as operators write it: a whole number with an optional unit, `s` (the default), `m`,
+/// `h`, `d` or `w`: `0`, `90s`, `36h`, `7d`, `2w`.
+///
+/// ```
+/// use std::time::Duration;
+/// use wasm_node_cache::config::parse_duration;
+/// assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+/// assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+/// assert!(parse_duration("7 days").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &text[digits.len()..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        "w" => 7 * 24 * 60 * 60,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (s, m, h, d or w)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number with a unit (such as 7d, 36h, 0)"))?;
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// `$WASM_NODE_CACHE_MIN_IDLE`, if it is set and not empty; an error names the variable.
+pub fn min_idle_from_env() -> Result<Option<Duration>, String> {
+    match std::env::var(MIN_IDLE_ENV) {
+        Ok(text) if !text.is_empty() => parse_duration(&text)
+            .map(Some)
+            .map_err(|e| format!("${MIN_IDLE_ENV}: {e}")),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("${MIN_IDLE_ENV} is not UTF-8")),
+    }
+}
 
 /// The MAC key file to use: `explicit` if given, else `$WASM_NODE_CACHE_KEY_FILE` if set and not
 /// empty, else none (plain mode). The builder and the CLI resolve it the same way, so operators'

@@ -76,6 +76,15 @@ impl ArtifactStoreBuilder {
         self
     }
 
+    /// How long an artifact of another engine fingerprint must go unused (neither loaded nor
+    /// written) before [`ArtifactStore::prune`]'s `stale` removes it (default 7 days,
+    /// [`crate::config::DEFAULT_MIN_IDLE`]): a bake-ahead for the next release survives, the
+    /// previous release's artifacts go that long after the upgrade. Zero removes them at once.
+    pub fn min_idle(mut self, min_idle: Duration) -> Self {
+        self.cfg.min_idle = min_idle;
+        self
+    }
+
     /// The CPU profiles whose artifacts are stored (default `[CpuProfile::Native]`). A portable
     /// profile has each loaded or compiled artifact compiled again for that CPU level and stored
     /// under its fingerprint, for a fleet of mixed CPUs. A portable profile is the engine's own

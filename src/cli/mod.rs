@@ -129,9 +129,19 @@ impl StoreArgs {
         read_only: Vec<PathBuf>,
         lock_timeout: Duration,
     ) -> anyhow::Result<ArtifactStore> {
+        self.open_existing_with(key, read_only, |b| b.lock_timeout(lock_timeout))
+    }
+
+    /// [`StoreArgs::open_existing`] with what `configure` sets on the builder besides.
+    pub(crate) fn open_existing_with(
+        &self,
+        key: Option<&KeyArgs>,
+        read_only: Vec<PathBuf>,
+        configure: impl FnOnce(crate::ArtifactStoreBuilder) -> crate::ArtifactStoreBuilder,
+    ) -> anyhow::Result<ArtifactStore> {
         let dir = self.dir();
         let engine = crate::init_wasm_engine().context("cannot create the wasmtime engine")?;
-        let mut builder = ArtifactStore::builder(&dir).lock_timeout(lock_timeout);
+        let mut builder = configure(ArtifactStore::builder(&dir));
         if let Some(file) = key.and_then(KeyArgs::resolved) {
             builder = builder.auth_key_file(file);
         }

@@ -17,7 +17,9 @@ Examples:
   wasm-node-cache prune --stale --whitelist config/wasm.conf --max-size 2G --dry-run
 
 Order: --stale (artifacts of another engine fingerprint: other wasmtime version, settings or MAC
-mode; the portable CPU profiles of this build, see `host`, are current and kept; and foreign files, any
+mode, once unused for --min-idle, so that a bake-ahead for the next release survives and the previous
+release's artifacts go a week after the upgrade; the portable CPU profiles of this build, see `host`,
+are current and kept; and foreign files, any
 name but `lock`, `.tmp-*` and exact lowercase artifact names), then --whitelist (hashes not listed), then the oldest remaining artifacts until the store
 holds at most --max-size bytes (K, M, G, T are powers of 1024: 500M = 500 MiB). At least one of the
 three is required. Also removes unfinished temp files (.tmp-*). Runs under the store's exclusive
@@ -48,6 +50,9 @@ pub struct PruneArgs {
     /// With --stale and no key, remove this build's MAC-mode artifacts too (kept without it: a node in MAC mode still loads them)
     #[arg(long, requires = "stale")]
     force: bool,
+    /// With --stale, remove another fingerprint's artifact only once unused (neither loaded nor written) this long: 7d, 36h, 0 [default: $WASM_NODE_CACHE_MIN_IDLE, else 7d]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    min_idle: Option<std::time::Duration>,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
@@ -68,7 +73,15 @@ pub fn run(args: PruneArgs) -> anyhow::Result<u8> {
         .as_deref()
         .map(crate::config::read_whitelist_file)
         .transpose()?;
-    let store = args.store.open_existing(Some(&args.key), Vec::new(), timeout)?;
+    let min_idle = match args.min_idle {
+        Some(d) => d,
+        None => crate::config::min_idle_from_env()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(crate::config::DEFAULT_MIN_IDLE),
+    };
+    let store = args.store.open_existing_with(Some(&args.key), Vec::new(), |b| {
+        b.lock_timeout(timeout).min_idle(min_idle)
+    })?;
     let report = store.prune(&PruneOptions {
         stale: args.stale,
         keep,
@@ -124,6 +137,12 @@ pub fn print_report(report: &PruneReport) -> u8 {
         println!(
             "kept {} artifact(s) of this build in MAC mode: a node with the key loads them, and without the key nothing can be checked (give --key-file, or --force to remove them)",
             report.kept_other_mode
+        );
+    }
+    if report.kept_recent > 0 {
+        println!(
+            "kept {} artifact(s) of other fingerprints used within --min-idle (a bake-ahead for the next release, or the previous release's still in use)",
+            report.kept_recent
         );
     }
     for f in &report.failed {

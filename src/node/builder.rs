@@ -50,6 +50,7 @@ pub struct Builder {
     store: Option<StoreChoice>,
     engine: Option<Engine>,
     progress: Option<ProgressFn>,
+    min_idle: Option<Duration>,
     /// What the store door is asked for; the store, read-only stores and key file as given,
     /// completed from the environment and defaults by [`Builder::build`].
     cfg: StoresConfig,
@@ -107,6 +108,14 @@ impl Builder {
     /// A specific engine instead of [`crate::init_wasm_engine`]'s.
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = Some(engine);
+        self
+    }
+
+    /// How long an artifact of another engine fingerprint must go unused before
+    /// [`WasmNodeCache::prune_store`] removes it (default `$WASM_NODE_CACHE_MIN_IDLE`, else 7
+    /// days): see [`crate::ArtifactStoreBuilder::min_idle`].
+    pub fn min_idle(mut self, min_idle: Duration) -> Self {
+        self.min_idle = Some(min_idle);
         self
     }
 
@@ -203,6 +212,19 @@ impl Builder {
             None => (Some(default_store_dir()), resolve_read_only_stores(cfg.read_only)),
         };
         cfg.key_file = resolve_key_file(cfg.key_file);
+        cfg.min_idle = match self
+            .min_idle
+            .map(Ok)
+            .or_else(|| crate::config::min_idle_from_env().transpose())
+        {
+            Some(Ok(d)) => d,
+            // Only maintenance reads it: a start never fails for it.
+            Some(Err(e)) => {
+                log::warn!("{e}; using the default, 7 days");
+                crate::config::DEFAULT_MIN_IDLE
+            }
+            None => crate::config::DEFAULT_MIN_IDLE,
+        };
         cfg.binary_root = Some(binary_root.clone());
         // One rule for bakes, the embedder's: portable profiles only with the node's settings.
         let store = match ArtifactStore::with_config(engine, cfg) {

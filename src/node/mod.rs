@@ -114,9 +114,10 @@ impl WasmNodeCache {
     }
 
     /// Removes the artifacts this node will never load: those of other engine fingerprints
-    /// (older wasmtime versions or settings; portable CPU profiles of this build are kept) and
-    /// those of hashes outside its whitelist. Unlinks only, under the store's exclusive lock;
-    /// leftover temp files go too.
+    /// (older wasmtime versions or settings; portable CPU profiles of this build are kept) once
+    /// unused for [`Builder::min_idle`](crate::Builder::min_idle) (7 days by default, so that a
+    /// bake-ahead for the next release survives), and those of hashes outside its whitelist.
+    /// Unlinks only, under the store's exclusive lock; leftover temp files go too.
     ///
     /// A start-up never does this by itself: nodes of two versions may share a store during a
     /// rolling upgrade, and pruning each other's artifacts would make every restart cold. Call it

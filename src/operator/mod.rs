@@ -133,6 +133,7 @@ impl ArtifactStore {
             crate::store::maintenance::Current {
                 portable: self.current_fingerprints(store.is_keyed())?,
                 other_mode: self.mac_mode_fingerprints(store)?,
+                min_idle: self.stores().min_idle(),
             }
         } else {
             crate::store::maintenance::Current::default()

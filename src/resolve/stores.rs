@@ -41,6 +41,9 @@ pub(crate) struct StoresConfig {
     /// MAC mode's key file.
     pub key_file: Option<PathBuf>,
     pub lock_timeout: Duration,
+    /// How long an artifact of another fingerprint must go unused before maintenance may remove
+    /// it.
+    pub min_idle: Duration,
     /// The CPU profiles whose artifacts are stored: `native` (the engine's own) and portable ones
     /// to bake.
     pub profiles: Vec<CpuProfile>,
@@ -68,6 +71,7 @@ impl Default for StoresConfig {
             read_only: Vec::new(),
             key_file: None,
             lock_timeout: crate::config::DEFAULT_LOCK_TIMEOUT,
+            min_idle: crate::config::DEFAULT_MIN_IDLE,
             profiles: vec![CpuProfile::Native],
             profile_config: None,
             fault: Fault::None,
@@ -119,6 +123,7 @@ pub(crate) struct Stores {
     pub(super) read_only: Vec<ReadOnly>,
     pub(super) profiles: Vec<CpuProfile>,
     profile_config: Option<Config>,
+    min_idle: Duration,
     lock_wait: LockWait,
     /// The portable profiles' engines, built at the first resolution that needs them.
     portable: OnceLock<Vec<ProfileEngine>>,
@@ -163,6 +168,7 @@ impl Stores {
                 .collect(),
             profiles: cfg.profiles,
             profile_config: cfg.profile_config,
+            min_idle: cfg.min_idle,
             lock_wait: LockWait {
                 timeout: cfg.lock_timeout,
                 blocked_since,
@@ -195,6 +201,12 @@ impl Stores {
     /// The writable store as configured: none, open, or refused with why.
     pub(crate) fn writable(&self) -> &Writable {
         &self.writable
+    }
+
+    /// How long an artifact of another fingerprint must go unused before maintenance may remove
+    /// it.
+    pub(crate) fn min_idle(&self) -> Duration {
+        self.min_idle
     }
 
     /// The read-only stores' directories, in the order they are searched.

@@ -102,12 +102,15 @@ impl Store {
         buf: &mut Vec<u8>,
     ) -> Result<Verified, Lookup<T>> {
         let key = self.key_of(source, kind);
-        let (file, trailer) = self.open_checked(&key)?;
+        let (file, trailer, accessed) = self.open_checked(&key)?;
         artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
         let bytes = match self.path_for_mode() {
             LoadPath::Mapped => {
                 stream_payload(&file, &trailer, &self.sealer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
-                Bytes::Mapped(file)
+                self.note_use(&file, accessed);
+                return Ok(Verified {
+                    bytes: Bytes::Mapped(file),
+                });
             }
             LoadPath::Sealed => match self.new_memfd() {
                 Ok(mut memfd) => {
@@ -125,13 +128,14 @@ impl Store {
             },
             LoadPath::Copied => copy_payload(&file, &trailer, &self.sealer, buf)?,
         };
+        self.note_use(&file, accessed);
         Ok(Verified { bytes })
     }
 
     /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
     /// the `verify` subcommand.
     pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        let (file, trailer) = self.open_listed(key)?;
+        let (file, trailer, _) = self.open_listed(key)?;
         artifact::check_binding(&trailer, key)?;
         stream_payload(&file, &trailer, &self.sealer, &mut Vec::new(), |_| Ok(()))?;
         Ok(trailer)
@@ -139,12 +143,12 @@ impl Store {
 
     /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
     pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        self.open_listed(key).map(|(_, trailer)| trailer)
+        self.open_listed(key).map(|(_, trailer, _)| trailer)
     }
 
     /// [`Store::open_checked`] for an artifact a listing just showed: absence is an error (it was
     /// removed meanwhile), not a miss.
-    fn open_listed(&self, key: &ArtifactKey) -> Result<(File, Trailer), Rejection> {
+    fn open_listed(&self, key: &ArtifactKey) -> Result<(File, Trailer, i64), Rejection> {
         self.open_checked::<Component>(key).map_err(|lookup| match lookup {
             Lookup::Rejected(r) => r,
             Lookup::Absent | Lookup::Hit(..) => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
@@ -156,7 +160,8 @@ impl Store {
     /// before opening it; then reopens that inode and reads and authenticates its trailer. One
     /// `openat` more than a plain open, on the restart's hot path. Binding and payload are the
     /// caller's to check.
-    fn open_checked<T>(&self, key: &ArtifactKey) -> Result<(File, Trailer), Lookup<T>> {
+    /// Also returns the file's access time (seconds), for [`Store::note_use`].
+    fn open_checked<T>(&self, key: &ArtifactKey) -> Result<(File, Trailer, i64), Lookup<T>> {
         let name = key.file_name();
         // An `O_PATH` descriptor first: a device or FIFO planted under this name is never opened.
         let (path_fd, st) = match self.dir.open_path(&name) {
@@ -187,7 +192,39 @@ impl Store {
             .reopen(&name, &path_fd, &st, READ)
             .map_err(|e| Lookup::Rejected(Rejection::io("open", e)))?;
         let trailer = read_trailer(&file, len, self).map_err(Lookup::Rejected)?;
-        Ok((file, trailer))
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        let accessed = st.st_atime as i64;
+        Ok((file, trailer, accessed))
+    }
+
+    /// Records a verified hit as the artifact's last use: its access time, set through the open
+    /// descriptor, at most once a day (a hit whose access time is younger writes nothing) and
+    /// never in a read-only store, so that "unused for N days" (`min_idle`) can be decided
+    /// without a write per load. On a `noatime` mount too. A failure only costs that record.
+    fn note_use(&self, file: &File, accessed: i64) {
+        const A_DAY: i64 = 24 * 60 * 60;
+        if self.read_only {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if now.saturating_sub(accessed) < A_DAY {
+            return;
+        }
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: now,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+        };
+        if let Err(e) = rustix::fs::futimens(file, &times) {
+            log::debug!("cannot record the use of an artifact: {e}");
+        }
     }
 
     fn new_memfd(&self) -> std::io::Result<File> {

@@ -87,6 +87,9 @@ pub(crate) struct Current {
     /// This build in the other MAC mode: a node with (or without) the key uses them, so `stale`
     /// keeps them unless `force`.
     pub other_mode: Vec<Fingerprint>,
+    /// How long another fingerprint's artifact must go unused (neither loaded nor written) before
+    /// `stale` removes it.
+    pub min_idle: std::time::Duration,
 }
 
 /// What [`ArtifactStore::prune`](crate::ArtifactStore::prune) or
@@ -109,6 +112,10 @@ pub struct PruneReport {
     /// Of `kept`, artifacts of this build in MAC mode that `stale` kept because it ran without
     /// the key (a MAC-mode node loads them); `force` removes them.
     pub kept_other_mode: usize,
+    /// Of `kept`, artifacts of other fingerprints that `stale` kept because they were used
+    /// (loaded or written) more recently than the store's `min_idle`: a bake-ahead for the next
+    /// release, or the previous release's, still in use somewhere.
+    pub kept_recent: usize,
     /// True when nothing was removed: the report says what would have been.
     pub dry_run: bool,
 }
@@ -202,6 +209,12 @@ impl Store {
         let mut remove = Vec::new();
         let mut rest = Vec::new();
         let mut kept_other_mode = 0;
+        let mut recent = HashSet::new();
+        let now = SystemTime::now();
+        let idle = |e: &StoredEntry| {
+            e.last_used()
+                .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= current.min_idle)
+        };
         for entry in entries {
             let fp = &entry.key.fingerprint;
             let other_mode = current.other_mode.contains(fp) && !opts.force;
@@ -211,6 +224,9 @@ impl Store {
             }
             if opts.stale && !entry.is_file {
                 remove.push((entry, PruneReason::NotRegularFile));
+            } else if opts.stale && !is_current && !idle(&entry) {
+                recent.insert(entry.name.clone());
+                rest.push(entry);
             } else if opts.stale && !is_current {
                 remove.push((entry, PruneReason::Stale));
             } else if opts.keep.as_ref().is_some_and(|k| !k.contains(&entry.key.source)) {
@@ -234,6 +250,7 @@ impl Store {
             }
             remove.extend(rest.drain(..over).map(|e| (e, PruneReason::OverBudget)));
         }
+        let kept_recent = rest.iter().filter(|e| recent.contains(&e.name)).count();
         let kept = rest.len();
         let foreign = if opts.stale {
             self.foreign_files().map_err(|e| self.io_error("list", e))?
@@ -253,6 +270,7 @@ impl Store {
             },
         };
         report.kept_other_mode = kept_other_mode;
+        report.kept_recent = kept_recent;
         Ok(report)
     }
 

@@ -91,6 +91,8 @@ pub struct StoredEntry {
     pub size: u64,
     /// Last modification time (the publish time).
     pub modified: Option<SystemTime>,
+    /// Last access time: a hit in the writable store sets it, at most once a day.
+    pub accessed: Option<SystemTime>,
     /// Owner uid.
     pub uid: u32,
     /// Permission bits.
@@ -103,6 +105,12 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// When it was last used: loaded (its access time) or written (its modification time),
+    /// whichever is later; `None` when neither is known.
+    pub fn last_used(&self) -> Option<SystemTime> {
+        self.modified.max(self.accessed)
+    }
+
     /// Why the loader would refuse this file before reading it, if it would: not a regular file,
     /// another owner, or writable by group or others.
     pub fn trust_problem(&self, owner_ok: impl Fn(u32) -> bool) -> Option<Rejection> {
@@ -409,16 +417,24 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let mtime = SystemTime::UNIX_EPOCH.checked_add(Duration::new(
-                u64::try_from(st.st_mtime).unwrap_or(0),
-                u32::try_from(st.st_mtime_nsec).unwrap_or(0),
-            ));
+            let time = |secs: i64, nsecs: i64| {
+                SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+                    u64::try_from(secs).unwrap_or(0),
+                    u32::try_from(nsecs).unwrap_or(0),
+                ))
+            };
+            #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+            let (mtime, atime) = (
+                time(st.st_mtime as i64, st.st_mtime_nsec as i64),
+                time(st.st_atime as i64, st.st_atime_nsec as i64),
+            );
             out.push(StoredEntry {
                 key,
                 name: name.to_owned(),
                 path: self.dir.display_path(name),
                 size: u64::try_from(st.st_size).unwrap_or(0),
                 modified: mtime,
+                accessed: atime,
                 uid: st.st_uid,
                 mode: st.st_mode & 0o7777,
                 is_file: rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile,

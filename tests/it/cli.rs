@@ -251,8 +251,12 @@ fn prune_stale_and_max_size() {
     let status = site.json(&["status", "--json"]);
     assert_eq!(status["stale"], 1, "{status}");
 
+    // Planted just now: only without the age guard is it gone at once.
     let out = site.run(&["prune", "--stale"]);
     assert_ok(&out, &["prune", "--stale"]);
+    assert!(site.artifacts().contains(&stale_name), "used within --min-idle: kept");
+    let out = site.run(&["prune", "--stale", "--min-idle", "0"]);
+    assert_ok(&out, &["prune", "--stale", "--min-idle", "0"]);
     assert!(text(&out.stdout).contains("stale"), "{}", text(&out.stdout));
     assert!(!site.artifacts().contains(&stale_name));
     assert_eq!(site.artifacts().len(), 3, "current artifacts are kept");

@@ -124,7 +124,7 @@ fn a_mac_mode_store_survives_prune_and_verify_without_the_key_byte_for_byte() {
     // Only --force removes them.
     let forced = cli(
         fx.dir.path(),
-        &[&s(&["prune", "--stale", "--force"])[..], &store].concat(),
+        &[&s(&["prune", "--stale", "--force", "--min-idle", "0"])[..], &store].concat(),
     );
     assert!(stdout(&forced).contains("removed 3 artifact(s)"), "{}", stdout(&forced));
 }
@@ -765,4 +765,118 @@ fn no_failure_leaves_a_healthy_metrics_file_behind() {
     assert_eq!(cli(fx.dir.path(), &status).status.code(), Some(2));
     assert_eq!(healthy(&status_file, "status"), 0.0, "no healthy 1 left behind");
     chmod(&fx.store, 0o700);
+}
+
+/// Sets `file`'s access and modification times to `age` ago.
+fn age(file: &Path, age: std::time::Duration) {
+    let then = std::time::SystemTime::now() - age;
+    std::fs::File::open(file)
+        .expect("open")
+        .set_times(std::fs::FileTimes::new().set_accessed(then).set_modified(then))
+        .expect("set times");
+}
+
+#[test]
+fn a_bake_ahead_survives_the_weekly_prune_while_artifacts_idle_past_min_idle_go() {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    let fx = Fixture::new();
+    assert_eq!(warm(&fx, &[]).status.code(), Some(0));
+    let store = [OsStr::new("--store"), fx.store.as_os_str()];
+    let current = common::artifact_of(&fx.store, &common::adder_hash());
+    let hash = hex::encode(common::adder_hash());
+    // The previous release's artifact, last used eight days ago, and the next release's
+    // bake-ahead, written just now: both of fingerprints this build never loads.
+    let previous = fx.store.join(format!("{}-{hash}.cwasm", "11".repeat(16)));
+    let next = fx.store.join(format!("{}-{hash}.cwasm", "22".repeat(16)));
+    for file in [&previous, &next] {
+        std::fs::copy(&current, file).expect("plant");
+    }
+    age(&previous, 8 * DAY);
+
+    let out = cli(
+        fx.dir.path(),
+        &[&s(&["prune", "--stale", "--json"])[..], &store].concat(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (v["removed"].as_array().map(Vec::len), v["kept_recent"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert!(!previous.exists(), "idle past the default week: gone");
+    assert!(next.exists(), "the bake-ahead survives the weekly prune");
+    // Eight days later, unused, it goes too; `--min-idle` decides how long.
+    age(&next, 8 * DAY);
+    let kept = cli(
+        fx.dir.path(),
+        &[&s(&["prune", "--stale", "--min-idle", "9d"])[..], &store].concat(),
+    );
+    assert_eq!(kept.status.code(), Some(0), "{}", stdout(&kept));
+    assert!(next.exists(), "younger than --min-idle 9d: {}", stdout(&kept));
+    let out = cli(fx.dir.path(), &[&s(&["prune", "--stale"])[..], &store].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(!next.exists(), "{}", stdout(&out));
+}
+
+/// The store's own record of a use, where the kernel keeps none: on a `noatime` mount only the
+/// store sets an access time, so what is set here is its doing.
+#[test]
+#[ignore = "needs root: mounts a noatime tmpfs"]
+fn a_hit_records_the_artifacts_use_at_most_once_a_day_and_never_in_a_read_only_store() {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    let fx = Fixture::new();
+    let disk = fx.dir.path().join("disk");
+    std::fs::create_dir(&disk).expect("mkdir");
+    let mut mount = s(&["-t", "tmpfs", "-o", "noatime,mode=0700", "tmpfs"]);
+    mount.push(disk.as_os_str());
+    common::mount_or_fail(&mount);
+    let store = disk.join("store");
+    let warm_into = |store: &Path, extra: &[&OsStr]| {
+        let mut args = s(&["warm", "--all-in-dir", "--wasm-dir"]);
+        args.push(fx.root.as_os_str());
+        args.push(OsStr::new("--store"));
+        args.push(store.as_os_str());
+        args.extend_from_slice(extra);
+        cli(fx.dir.path(), &args).status.code()
+    };
+    let atime = |file: &Path| std::fs::metadata(file).expect("stat").accessed().expect("atime");
+    assert_eq!(warm_into(&store, &[]), Some(0));
+    let artifact = common::artifact_of(&store, &common::adder_hash());
+
+    age(&artifact, 8 * DAY);
+    let published = std::fs::metadata(&artifact).expect("stat").modified().expect("mtime");
+    assert_eq!(warm_into(&store, &[]), Some(0));
+    let since = std::time::SystemTime::now()
+        .duration_since(atime(&artifact))
+        .unwrap_or_default();
+    assert!(
+        since < std::time::Duration::from_secs(60),
+        "a hit is a use: {since:?} ago"
+    );
+    assert_eq!(
+        std::fs::metadata(&artifact).expect("stat").modified().expect("mtime"),
+        published,
+        "a load never changes the artifact's modification time"
+    );
+    // At most once a day: an access time younger than a day is left as it is.
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&artifact)
+        .expect("open")
+        .set_times(std::fs::FileTimes::new().set_accessed(recent))
+        .expect("set atime");
+    assert_eq!(warm_into(&store, &[]), Some(0));
+    assert_eq!(atime(&artifact), recent, "no write for a hit within a day");
+    // A read-only store is never written, not even its access times.
+    age(&artifact, 8 * DAY);
+    let old = atime(&artifact);
+    let other = fx.dir.path().join("writable");
+    assert_eq!(
+        warm_into(&other, &[OsStr::new("--read-only-store"), store.as_os_str()]),
+        Some(0)
+    );
+    assert_eq!(common::artifact_count(&other), 0, "served from the read-only store");
+    assert_eq!(atime(&artifact), old);
+    let unmounted = Command::new("umount").arg(&disk).status().is_ok_and(|s| s.success());
+    assert!(unmounted, "umount");
 }

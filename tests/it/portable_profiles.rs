@@ -714,7 +714,7 @@ fn prune_stale_keeps_profile_artifacts_and_removes_another_engines() {
     );
     assert!(text.contains("10 (9 current, of which 6 portable, 1 stale)"), "{text}");
 
-    let out = cli(&["prune", "--stale", "--store", store]);
+    let out = cli(&["prune", "--stale", "--min-idle", "0", "--store", store]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(

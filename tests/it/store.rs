@@ -240,7 +240,12 @@ fn prune_store_removes_stale_and_unlisted_artifacts_by_unlinking_only() {
 
     let mut smaller = fx.whitelist.clone();
     smaller.remove(&adder);
-    let node = fx.builder().whitelist(smaller).build().expect("start-up");
+    let node = fx
+        .builder()
+        .whitelist(smaller)
+        .min_idle(std::time::Duration::ZERO)
+        .build()
+        .expect("start-up");
     let pruned = node.prune_store().expect("prune");
     assert_eq!(pruned.removed.len(), 4, "3 stale + the adder: {:?}", pruned.removed);
     assert!(pruned.bytes_freed > 0);
