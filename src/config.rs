@@ -61,6 +61,69 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// A size as operators write it: `1048576`, `512K`, `500M`, `2G`, `1.5G`, `1T`, in powers of 1024
+/// (as sccache's `SCCACHE_CACHE_SIZE` and `du -h`); a trailing `B` or `iB` and any case are
+/// accepted (`500MiB`, `2gb`).
+///
+/// ```
+/// use wasm_node_cache::config::parse_size;
+/// assert_eq!(parse_size("10G"), Ok(10 << 30));
+/// assert!(parse_size("10 parsecs").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let unit = unit.trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: unknown unit (use K, M, G or T, or bytes)"
+            ));
+        }
+    };
+    let bad = || format!("{text:?} is not a size: expected a number with an optional unit, like 500M or 2G");
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n
+            .checked_mul(1u64 << shift)
+            .ok_or_else(|| format!("{text:?} is too large"));
+    }
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = (n * (1u64 << shift) as f64).round();
+    // u64::MAX as f64 rounds up to 2^64, so `<` keeps the cast below in range.
+    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Environment variable: the bound the writable store keeps itself within, as [`parse_size`]
+/// reads it (`10G`, `500M`).
+pub const MAX_SIZE_ENV: &str = "WASM_NODE_CACHE_MAX_SIZE";
+/// Default of that bound: 10 GiB, as sccache's cache and Polkadot's PVF artifacts.
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
+/// `$WASM_NODE_CACHE_MAX_SIZE`, if it is set and not empty; an error names the variable.
+pub fn max_size_from_env() -> Result<Option<u64>, String> {
+    match std::env::var(MAX_SIZE_ENV) {
+        Ok(text) if !text.is_empty() => parse_size(&text).map(Some).map_err(|e| format!("${MAX_SIZE_ENV}: {e}")),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("${MAX_SIZE_ENV} is not UTF-8")),
+    }
+}
+
 /// `$WASM_NODE_CACHE_MIN_IDLE`, if it is set and not empty; an error names the variable.
 pub fn min_idle_from_env() -> Result<Option<Duration>, String> {
     match std::env::var(MIN_IDLE_ENV) {

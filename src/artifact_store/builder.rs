@@ -85,6 +85,16 @@ impl ArtifactStoreBuilder {
         self
     }
 
+    /// The bound the writable store keeps itself within (default 10 GiB,
+    /// [`crate::config::DEFAULT_MAX_SIZE`]; `None`: unbounded). After a call that published
+    /// artifacts, if the store's artifacts take more, the least recently used ones unused for
+    /// [`ArtifactStoreBuilder::min_idle`] are removed, never one this process uses, under the
+    /// exclusive lock taken only if nobody holds it (a call never waits for it).
+    pub fn max_size(mut self, bytes: Option<u64>) -> Self {
+        self.cfg.max_size = bytes;
+        self
+    }
+
     /// The CPU profiles whose artifacts are stored (default `[CpuProfile::Native]`). A portable
     /// profile has each loaded or compiled artifact compiled again for that CPU level and stored
     /// under its fingerprint, for a fleet of mixed CPUs. A portable profile is the engine's own

@@ -162,6 +162,11 @@ pub(crate) fn of_warm(report: &LoadReport) -> Registry {
         report.store.written as f64,
     );
     m.gauge(
+        "artifacts_evicted",
+        "Least recently used artifacts the last start-up removed to keep the store within its bound",
+        report.store.evicted as f64,
+    );
+    m.gauge(
         "artifacts_not_stored",
         "Artifacts the last start-up compiled and could not store",
         not_stored,
@@ -235,6 +240,13 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
             .map(|s| (vec![("store", label(s))], f(s) as f64))
             .collect()
     };
+    if let Some(max) = report.store.max_size {
+        m.family(
+            "store_max_bytes",
+            "The bound the writable store keeps itself within",
+            &[(vec![("store", label(&report.store))], max as f64)],
+        );
+    }
     m.family(
         "store_temp_files",
         "Unfinished temporary files by store",

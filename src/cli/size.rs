@@ -1,46 +1,7 @@
 //! Human sizes: `--max-size 500M` in, `12.3 KiB` out. Multiples are powers of 1024, as in
 //! sccache's `SCCACHE_CACHE_SIZE` and `du -h`.
 
-/// Parses `1048576`, `512K`, `500M`, `2G`, `1.5G`, `1T`; a trailing `B` or `iB` and any case are
-/// accepted (`500MiB`, `2gb`).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits_end);
-    let unit = unit.trim().to_ascii_uppercase();
-    let unit = unit
-        .strip_suffix("IB")
-        .or_else(|| unit.strip_suffix('B'))
-        .unwrap_or(&unit);
-    let shift = match unit {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a size: unknown unit (use K, M, G or T, or bytes)"
-            ));
-        }
-    };
-    let bad = || format!("{text:?} is not a size: expected a number with an optional unit, like 500M or 2G");
-    if number.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(n) = number.parse::<u64>() {
-        return n
-            .checked_mul(1u64 << shift)
-            .ok_or_else(|| format!("{text:?} is too large"));
-    }
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let bytes = (n * (1u64 << shift) as f64).round();
-    // u64::MAX as f64 rounds up to 2^64, so `<` keeps the cast below in range.
-    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{text:?} is too large"));
-    }
-    Ok(bytes as u64)
-}
+pub use crate::config::parse_size;
 
 /// A foreign file of a store as the commands print it: its path, escaped (another user may have
 /// named it), and its size or `a directory`.

@@ -63,6 +63,9 @@ pub struct StatusArgs {
     pub(super) metrics_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     lock: LockArgs,
+    /// The bound the store keeps itself within, shown beside its size (warm's --max-size) [default: $WASM_NODE_CACHE_MAX_SIZE, else 10G]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    max_size: Option<u64>,
     /// Read only each artifact's trailer, not its payload (a flipped byte in a payload then goes unseen)
     #[arg(long)]
     quick: bool,
@@ -84,9 +87,18 @@ fn header_text(a: &ArtifactStatus) -> String {
 
 /// Runs `status`; returns the exit status.
 pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
+    let max_size = match args.max_size {
+        Some(bytes) => bytes,
+        None => crate::config::max_size_from_env()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(crate::config::DEFAULT_MAX_SIZE),
+    };
+    let timeout = args.lock.timeout()?;
     let store = args
         .store
-        .open_existing(Some(&args.key), args.read_only.resolved(), args.lock.timeout()?)?;
+        .open_existing_with(Some(&args.key), args.read_only.resolved(), |b| {
+            b.lock_timeout(timeout).max_size(Some(max_size))
+        })?;
     let mut report = store.health(!args.quick)?;
     if let Some(file) = &args.whitelist {
         report = report.with_whitelist(&crate::config::read_whitelist_file(file)?);
@@ -176,7 +188,10 @@ fn render_text(s: &StoreStatus) -> String {
             String::new()
         },
         s.stale,
-        format_size(s.total_bytes),
+        match s.max_size {
+            Some(max) => format!("{} of {}", format_size(s.total_bytes), format_size(max)),
+            None => format_size(s.total_bytes),
+        },
         if s.bad_or_refused > 0 {
             format!("; {} bad or refused", s.bad_or_refused)
         } else {

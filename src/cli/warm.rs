@@ -40,6 +40,9 @@ pub struct WarmArgs {
     /// Finish the bake for a container image once it is complete and `verify` finds it sound: no lock file, directory 0555 and files 0444 (readable by a node of any uid, writable by none), fsynced. Exits 1, leaving the bake as it is, when it is incomplete or unsound
     #[arg(long, conflicts_with = "no_store")]
     finish_bake: bool,
+    /// Keep the store within SIZE after publishing: the least recently used artifacts unused for 7 days ($WASM_NODE_CACHE_MIN_IDLE) go first, never one this start uses (512K, 500M, 2G, 1T) [default: $WASM_NODE_CACHE_MAX_SIZE, else 10G]
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size, conflicts_with = "no_store")]
+    max_size: Option<u64>,
     /// Exit 1 when anything went wrong (a component skipped, an artifact rejected or not stored, a store refused or not read, a bake that did not serve), after printing the report
     #[arg(long)]
     strict: bool,
@@ -75,6 +78,9 @@ pub fn run(args: WarmArgs) -> anyhow::Result<u8> {
         // A read-only store that is missing or serves nothing is a problem even on a start that
         // did not need it: the next host, or the next release, will.
         builder = builder.check_read_only_stores();
+    }
+    if let Some(bytes) = args.max_size {
+        builder = builder.max_size(Some(bytes));
     }
     builder = builder
         .lock_timeout(args.lock.timeout()?)

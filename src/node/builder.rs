@@ -51,6 +51,7 @@ pub struct Builder {
     engine: Option<Engine>,
     progress: Option<ProgressFn>,
     min_idle: Option<Duration>,
+    max_size: Option<Option<u64>>,
     /// What the store door is asked for; the store, read-only stores and key file as given,
     /// completed from the environment and defaults by [`Builder::build`].
     cfg: StoresConfig,
@@ -116,6 +117,13 @@ impl Builder {
     /// days): see [`crate::ArtifactStoreBuilder::min_idle`].
     pub fn min_idle(mut self, min_idle: Duration) -> Self {
         self.min_idle = Some(min_idle);
+        self
+    }
+
+    /// The bound the writable store keeps itself within (default `$WASM_NODE_CACHE_MAX_SIZE`,
+    /// else 10 GiB; `None`: unbounded): see [`crate::ArtifactStoreBuilder::max_size`].
+    pub fn max_size(mut self, bytes: Option<u64>) -> Self {
+        self.max_size = Some(bytes);
         self
     }
 
@@ -224,6 +232,18 @@ impl Builder {
                 crate::config::DEFAULT_MIN_IDLE
             }
             None => crate::config::DEFAULT_MIN_IDLE,
+        };
+        cfg.max_size = match self
+            .max_size
+            .map(Ok)
+            .or_else(|| crate::config::max_size_from_env().transpose().map(|r| r.map(Some)))
+        {
+            Some(Ok(bound)) => bound,
+            Some(Err(e)) => {
+                log::warn!("{e}; using the default, 10 GiB");
+                Some(crate::config::DEFAULT_MAX_SIZE)
+            }
+            None => Some(crate::config::DEFAULT_MAX_SIZE),
         };
         cfg.binary_root = Some(binary_root.clone());
         // One rule for bakes, the embedder's: portable profiles only with the node's settings.

@@ -55,7 +55,8 @@ impl ArtifactStore {
         let inner = self.stores();
         let stores = std::iter::once(writable).chain(read_only.iter().filter_map(|(_, s)| s.as_ref().ok()));
         let profiles = status::Profiles::if_needed(inner.engine(), inner.keyed(), stores)?;
-        let store = StoreStatus::collect(writable, inner.engine(), &profiles, payloads)?;
+        let mut store = StoreStatus::collect(writable, inner.engine(), &profiles, payloads)?;
+        store.max_size = inner.max_size();
         let read_only_stores = read_only
             .into_iter()
             .map(|(path, opened)| {

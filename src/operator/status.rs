@@ -280,6 +280,8 @@ pub struct StoreStatus {
     pub writable: usize,
     /// Sum of the artifacts' sizes.
     pub total_bytes: u64,
+    /// The bound the writable store keeps itself within (`null`: unbounded, or a read-only store).
+    pub max_size: Option<u64>,
     /// Unfinished temporary files.
     pub temp_files: usize,
     /// Each fingerprint present with its number of files: this engine's first, then its portable
@@ -516,6 +518,7 @@ impl StoreStatus {
             bad_or_refused: rows.iter().filter(|r| r.is_bad()).count(),
             writable: rows.iter().filter(|r| r.writable).count(),
             total_bytes: rows.iter().map(|r| r.size).sum(),
+            max_size: None,
             temp_files,
             fingerprints,
             refusal,

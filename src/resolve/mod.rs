@@ -245,6 +245,12 @@ pub(crate) fn run<T: Compiled>(
         }
     }
 
+    stores.note_in_use(slots.keys().copied(), T::KIND);
+    let published = session.health.written + session.baked.iter().map(|b| b.written).sum::<usize>();
+    if let (Some(store), true) = (writable, published > 0) {
+        session.health.evicted = keep_within_bound(stores, store);
+    }
+
     session.compile_time = compiling.elapsed();
     session.lock_wait = pass.waited.total();
     if let Some(store) = stores.writable_store() {
@@ -252,6 +258,29 @@ pub(crate) fn run<T: Compiled>(
     }
     let results = requests.iter().map(|r| resolved(r.hash, slots.get(&r.hash))).collect();
     (results, session)
+}
+
+/// After a call that published: the least recently used artifacts idle for `min_idle` removed
+/// until the writable store fits its bound, never one this process uses, and only if nobody holds
+/// the lock (it is never worth a wait). Returns how many went.
+fn keep_within_bound(stores: &Stores, store: &Store) -> usize {
+    let Some(max_size) = stores.max_size() else {
+        return 0;
+    };
+    let Some(x) = store.try_lock_exclusive("keep the store within its size bound") else {
+        log::debug!(
+            "{}: the lock is held; the size bound is kept later",
+            store.dir().display()
+        );
+        return 0;
+    };
+    x.evict_to(max_size, stores.min_idle(), |e| {
+        stores.is_in_use(&e.key.source, e.key.kind)
+    })
+    .unwrap_or_else(|e| {
+        log::warn!("cannot keep {} within its size bound: {e}", store.dir().display());
+        0
+    })
 }
 
 /// The outcome of `hash` from its slot.

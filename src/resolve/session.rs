@@ -39,6 +39,9 @@ pub struct StoreHealth {
     pub rejected_removed: usize,
     /// Leftover temporary files removed.
     pub temp_files_removed: usize,
+    /// Least recently used artifacts removed to keep the store within its size bound, after
+    /// this call published.
+    pub evicted: usize,
     /// Set when the store's lock file failed a check (others could open it, another owner, a
     /// link) and was replaced: what was found and done. JSON: a sentence.
     #[serde(serialize_with = "crate::serial::opt_display")]

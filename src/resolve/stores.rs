@@ -3,6 +3,7 @@
 //! (opened at their first use), the MAC mode, the lock timeout and what a hung holder already cost,
 //! and the CPU profiles to store with their engines.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -14,7 +15,7 @@ use crate::artifact::Sealer;
 use crate::engine::engine_fingerprint;
 use crate::error::{LockError, StoreError};
 use crate::fs::dir::{Dir, FileId};
-use crate::key::Fingerprint;
+use crate::key::{Fingerprint, Hash32, Kind};
 use crate::profile::CpuProfile;
 use crate::store::{Cause, Failure, Fault, Store, deadline_after};
 
@@ -44,6 +45,8 @@ pub(crate) struct StoresConfig {
     /// How long an artifact of another fingerprint must go unused before maintenance may remove
     /// it.
     pub min_idle: Duration,
+    /// The bound the writable store keeps itself within after publishing (`None`: unbounded).
+    pub max_size: Option<u64>,
     /// The CPU profiles whose artifacts are stored: `native` (the engine's own) and portable ones
     /// to bake.
     pub profiles: Vec<CpuProfile>,
@@ -72,6 +75,7 @@ impl Default for StoresConfig {
             key_file: None,
             lock_timeout: crate::config::DEFAULT_LOCK_TIMEOUT,
             min_idle: crate::config::DEFAULT_MIN_IDLE,
+            max_size: Some(crate::config::DEFAULT_MAX_SIZE),
             profiles: vec![CpuProfile::Native],
             profile_config: None,
             fault: Fault::None,
@@ -124,6 +128,10 @@ pub(crate) struct Stores {
     pub(super) profiles: Vec<CpuProfile>,
     profile_config: Option<Config>,
     min_idle: Duration,
+    max_size: Option<u64>,
+    /// Every source (with its kind) this process has loaded or compiled through these stores:
+    /// the size bound never evicts their artifacts.
+    in_use: Mutex<HashSet<(Hash32, Kind)>>,
     lock_wait: LockWait,
     /// The portable profiles' engines, built at the first resolution that needs them.
     portable: OnceLock<Vec<ProfileEngine>>,
@@ -169,6 +177,8 @@ impl Stores {
             profiles: cfg.profiles,
             profile_config: cfg.profile_config,
             min_idle: cfg.min_idle,
+            max_size: cfg.max_size,
+            in_use: Mutex::default(),
             lock_wait: LockWait {
                 timeout: cfg.lock_timeout,
                 blocked_since,
@@ -207,6 +217,25 @@ impl Stores {
     /// it.
     pub(crate) fn min_idle(&self) -> Duration {
         self.min_idle
+    }
+
+    /// The bound the writable store keeps itself within, if any.
+    pub(crate) fn max_size(&self) -> Option<u64> {
+        self.max_size
+    }
+
+    /// Notes that this process uses the code of `sources` as `kind`.
+    pub(crate) fn note_in_use(&self, sources: impl Iterator<Item = Hash32>, kind: Kind) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        in_use.extend(sources.map(|h| (h, kind)));
+    }
+
+    /// True when this process uses the code of `source` as `kind`.
+    pub(crate) fn is_in_use(&self, source: &Hash32, kind: Kind) -> bool {
+        self.in_use
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(*source, kind))
     }
 
     /// The read-only stores' directories, in the order they are searched.

@@ -294,6 +294,61 @@ impl Store {
     }
 }
 
+impl Exclusive<'_> {
+    /// Keeps the store within `max_size` bytes: while its artifacts (of every fingerprint) take
+    /// more, removes the least recently used ([`StoredEntry::last_used`]) among those unused for
+    /// at least `min_idle` and not `in_use`. Returns how many it removed; one it cannot remove is
+    /// skipped. What stays above the bound (everything else is in use or recent) stays.
+    pub(crate) fn evict_to(
+        &self,
+        max_size: u64,
+        min_idle: std::time::Duration,
+        in_use: impl Fn(&StoredEntry) -> bool,
+    ) -> std::io::Result<usize> {
+        let mut entries: Vec<StoredEntry> = self.store().entries()?.into_iter().filter(|e| e.is_file).collect();
+        let mut total: u64 = entries.iter().map(|e| e.size).sum();
+        if total <= max_size {
+            return Ok(0);
+        }
+        let now = SystemTime::now();
+        entries.sort_by(|a, b| a.last_used().cmp(&b.last_used()).then_with(|| a.name.cmp(&b.name)));
+        let mut evicted = 0;
+        for entry in entries {
+            if total <= max_size {
+                break;
+            }
+            let idle = entry
+                .last_used()
+                .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= min_idle);
+            if !idle || in_use(&entry) {
+                continue;
+            }
+            match self.remove(&entry) {
+                Ok(()) => {
+                    log::info!(
+                        "evicted {} ({} bytes, least recently used) to keep the store within {max_size} bytes",
+                        entry.path.display(),
+                        entry.size
+                    );
+                    total -= entry.size;
+                    evicted += 1;
+                }
+                Err(e) => log::warn!("cannot evict {}: {e}", entry.path.display()),
+            }
+        }
+        if evicted > 0 {
+            self.store().dir.sync()?;
+        }
+        if total > max_size {
+            log::warn!(
+                "store {} holds {total} bytes, above its bound of {max_size}: the rest is in use or used within min_idle",
+                self.store().dir().display()
+            );
+        }
+        Ok(evicted)
+    }
+}
+
 fn dry_run_report(remove: Vec<(StoredEntry, PruneReason)>, kept: usize) -> PruneReport {
     for (entry, why) in &remove {
         log::debug!("would remove {} ({why}, {} bytes)", entry.path.display(), entry.size);

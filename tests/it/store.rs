@@ -8,10 +8,10 @@ use crate::common;
 use std::collections::HashSet;
 
 use common::{Fixture, call_add};
-use wasm_node_cache::WasmNodeCache;
 use wasm_node_cache::config::sha256;
 use wasm_node_cache::error::SkipReason;
 use wasm_node_cache::node::report::Outcome;
+use wasm_node_cache::{Hash32, WasmNodeCache};
 
 fn assert_counts(cache: &WasmNodeCache, from_store: usize, compiled: usize, rejected: usize, skipped: usize) {
     let r = cache.report();
@@ -335,4 +335,84 @@ fn many_components_load_in_parallel_with_rejections_and_misses() {
         assert_eq!(n, index_of[hash], "each component returns its own index");
     }
     assert_counts(&start(), 9, 0, 0, 0);
+}
+
+#[test]
+fn a_store_given_max_size_stays_under_it_across_starts_that_add_components() {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+    let fx = Fixture::new();
+    let mut hashes: Vec<Hash32> = fx.whitelist.iter().copied().collect();
+    hashes.sort();
+    let (first, second): (HashSet<Hash32>, HashSet<Hash32>) = (
+        hashes[..2].iter().copied().collect(),
+        hashes[2..].iter().copied().collect(),
+    );
+    // Each artifact's size, from a start into a scratch store.
+    let scratch = fx.dir.path().join("scratch");
+    fx.builder().store(&scratch).build().expect("calibrate");
+    let size = |set: &HashSet<Hash32>| -> u64 {
+        set.iter()
+            .map(|h| std::fs::metadata(common::artifact_of(&scratch, h)).expect("stat").len())
+            .sum()
+    };
+    // Either half fits; both do not.
+    let bound = size(&first).max(size(&second));
+    let stored = || -> u64 {
+        std::fs::read_dir(&fx.store)
+            .expect("list")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+            .map(|e| e.metadata().expect("stat").len())
+            .sum()
+    };
+    let has = |h: &Hash32| {
+        std::fs::read_dir(&fx.store).expect("list").any(|e| {
+            e.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{}.cwasm", hex::encode(h)))
+        })
+    };
+    let start = |set: &HashSet<Hash32>| {
+        fx.builder()
+            .whitelist(set.clone())
+            .max_size(Some(bound))
+            .build()
+            .expect("start")
+    };
+
+    let one = start(&first);
+    assert_eq!((one.report().store.written, one.report().store.evicted), (2, 0));
+    assert!(stored() <= bound);
+    // A week and a day later the next release's components arrive: the idle ones make room.
+    for h in &first {
+        let then = std::time::SystemTime::now() - 8 * DAY;
+        std::fs::File::open(common::artifact_of(&fx.store, h))
+            .expect("open")
+            .set_times(std::fs::FileTimes::new().set_accessed(then).set_modified(then))
+            .expect("age");
+    }
+    let two = start(&second);
+    let evicted = two.report().store.evicted;
+    assert_eq!(two.report().store.written, second.len());
+    assert!(evicted >= 1, "{}", two.report());
+    assert!(stored() <= bound, "{} > {bound}", stored());
+    let gone = first.iter().filter(|h| !has(h)).count();
+    assert_eq!(gone, evicted);
+    assert!(second.iter().all(has));
+    // Nothing a start uses, and nothing used within min_idle, is ever evicted: the store stays
+    // above its bound rather than take an artifact another node loads.
+    let three = start(&first);
+    assert_eq!(
+        (three.report().store.written, three.report().store.evicted),
+        (evicted, 0)
+    );
+    assert!(hashes.iter().all(has));
+    // And what the starts serve runs as a freshly compiled one does.
+    let adder = common::adder_hash();
+    let (cache, component) = [&two, &three]
+        .into_iter()
+        .find_map(|c| c.wasm_component_cache.get(&adder).map(|comp| (c, comp)))
+        .expect("one half holds the adder");
+    assert_eq!(call_add(&cache.wasm_engine, component, 40, 2), 42);
 }
