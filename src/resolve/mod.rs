@@ -267,6 +267,11 @@ fn keep_within_bound(stores: &Stores, store: &Store) -> usize {
     let Some(max_size) = stores.max_size() else {
         return 0;
     };
+    // Looked at first without the lock: a store within its bound is never locked for it.
+    let total: u64 = store.entries().map_or(0, |e| e.iter().map(|e| e.size).sum());
+    if total <= max_size {
+        return 0;
+    }
     let Some(x) = store.try_lock_exclusive("keep the store within its size bound") else {
         log::debug!(
             "{}: the lock is held; the size bound is kept later",
