@@ -274,6 +274,13 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
             }),
         );
     }
+    if report.store.lock.is_some() {
+        m.gauge(
+            "lock_held_past_timeout",
+            "1 when the writable store's lock was held exclusively past --lock-timeout (a hung holder delays every start that long)",
+            f64::from(u8::from(report.store.lock_error.is_some())),
+        );
+    }
     if let Some(c) = &report.whitelist {
         m.gauge("whitelist_listed", "Hashes in the whitelist given", c.listed as f64);
         m.gauge(

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alert_rules;
 mod cli;
 mod crash_and_concurrency;
 mod deploy_recipe;
