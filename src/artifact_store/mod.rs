@@ -16,6 +16,7 @@ use crate::error::StoreError;
 use crate::key::{Hash32, Kind};
 use crate::resolve::outcome::Failure;
 pub use crate::resolve::outcome::{Origin, StoreWrite};
+pub use crate::resolve::stats::Stats;
 use crate::resolve::stores::{Stores, StoresConfig, Writable};
 use crate::resolve::{Request, Source};
 use crate::source::sha256;
@@ -146,6 +147,29 @@ impl ArtifactStore {
             Writable::Refused { reason, .. } => Some(reason),
             _ => self.stores.unwritable(),
         }
+    }
+
+    /// What this store (and its clones) did since it was opened: hits by tier, compilations,
+    /// artifacts stored and not, rejections by kind, evictions and lock waits. A long-running
+    /// host exports them with its own metrics.
+    ///
+    /// ```no_run
+    /// use wasm_node_cache::ArtifactStore;
+    /// let store = ArtifactStore::open("/var/cache/my-host", &wasmtime::Engine::default())?;
+    /// // ... loads ...
+    /// let stats = store.stats();
+    /// println!("plugin_cache_hits{{tier=\"writable\"}} {}", stats.hits_writable);
+    /// println!("plugin_cache_hits{{tier=\"read_only\"}} {}", stats.hits_read_only);
+    /// println!("plugin_cache_hits{{tier=\"portable\"}} {}", stats.hits_portable);
+    /// println!("plugin_cache_compiles {}", stats.compiles);
+    /// for (kind, n) in &stats.rejections {
+    ///     println!("plugin_cache_rejections{{kind=\"{kind}\"}} {n}");
+    /// }
+    /// println!("plugin_cache_lock_wait_seconds {}", stats.lock_wait.as_secs_f64());
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.stores.stats()
     }
 
     /// The component compiled from `wasm`: loaded from a store, or compiled (and published).

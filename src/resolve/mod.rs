@@ -22,6 +22,7 @@ pub(crate) mod compile;
 mod lookup;
 pub(crate) mod outcome;
 pub(crate) mod session;
+pub(crate) mod stats;
 pub(crate) mod stores;
 
 use std::borrow::Cow;
@@ -256,7 +257,8 @@ pub(crate) fn run<T: Compiled>(
     if let Some(store) = stores.writable_store() {
         session.health.lock_repaired = store.lock_repair();
     }
-    let results = requests.iter().map(|r| resolved(r.hash, slots.get(&r.hash))).collect();
+    let results: Vec<Resolved<T>> = requests.iter().map(|r| resolved(r.hash, slots.get(&r.hash))).collect();
+    stores.record(&results, &session);
     (results, session)
 }
 

@@ -132,6 +132,8 @@ pub(crate) struct Stores {
     /// Every source (with its kind) this process has loaded or compiled through these stores:
     /// the size bound never evicts their artifacts.
     in_use: Mutex<HashSet<(Hash32, Kind)>>,
+    /// What every resolution through these stores did.
+    stats: Mutex<super::stats::Stats>,
     lock_wait: LockWait,
     /// The portable profiles' engines, built at the first resolution that needs them.
     portable: OnceLock<Vec<ProfileEngine>>,
@@ -179,6 +181,7 @@ impl Stores {
             min_idle: cfg.min_idle,
             max_size: cfg.max_size,
             in_use: Mutex::default(),
+            stats: Mutex::default(),
             lock_wait: LockWait {
                 timeout: cfg.lock_timeout,
                 blocked_since,
@@ -217,6 +220,19 @@ impl Stores {
     /// it.
     pub(crate) fn min_idle(&self) -> Duration {
         self.min_idle
+    }
+
+    /// Adds what one resolution did to the counters.
+    pub(crate) fn record<T>(&self, resolved: &[super::outcome::Resolved<T>], session: &super::session::Session) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(resolved, session);
+    }
+
+    /// The counters since these stores were opened.
+    pub(crate) fn stats(&self) -> super::stats::Stats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The bound the writable store keeps itself within, if any.

@@ -724,3 +724,54 @@ fn a_host_following_the_readme_starts_on_a_loose_or_foreign_directory_and_compil
         assert_eq!(common::snapshot(path), before, "{} was changed", path.display());
     }
 }
+
+#[test]
+fn stats_count_hits_by_tier_compiles_and_rejections_since_the_store_was_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let wasm = common::shipped("adder");
+    let store = ArtifactStore::open(&path, &engine).expect("open");
+    assert_eq!(store.stats(), Default::default(), "nothing yet");
+    store.load_component(&wasm).expect("compiled");
+    store.load_module(&core_module()).expect("compiled");
+    // A clone shares the counters.
+    let clone = store.clone();
+    let hit = clone.load_component(&wasm).expect("served");
+    assert!(matches!(hit.origin, Origin::Store { .. }), "{}", hit.origin);
+    let stats = store.stats();
+    assert_eq!(
+        (stats.compiles, stats.stored, stats.hits_writable, stats.not_stored),
+        (2, 2, 1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.rejections.is_empty(), "{stats:?}");
+
+    // A flipped payload byte: the next door refuses the artifact, compiles and stores it again.
+    let artifact = common::artifact_of(&path, &sha256(&wasm));
+    let mut bytes = std::fs::read(&artifact).expect("read");
+    let middle = (bytes.len() - 128) / 2;
+    bytes[middle] ^= 1;
+    std::fs::set_permissions(&artifact, std::os::unix::fs::PermissionsExt::from_mode(0o644)).expect("chmod");
+    std::fs::write(&artifact, &bytes).expect("corrupt");
+    std::fs::set_permissions(&artifact, std::os::unix::fs::PermissionsExt::from_mode(0o444)).expect("chmod");
+    let again = ArtifactStore::open(&path, &engine).expect("open");
+    let loaded = again.load_component(&wasm).expect("compiled");
+    assert_eq!(common::call_add(&engine, &loaded.value, 40, 2), 42);
+    let stats = again.stats();
+    assert_eq!(
+        (stats.compiles, stats.stored, stats.hits_writable),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.rejections.get("payload_checksum"), Some(&1), "{stats:?}");
+
+    // The read-only tier.
+    let reader = ArtifactStore::builder(dir.path().join("empty"))
+        .read_only_store(&path)
+        .open(&engine)
+        .expect("open");
+    reader.load_component(&wasm).expect("served");
+    let stats = reader.stats();
+    assert_eq!((stats.hits_read_only, stats.compiles), (1, 0), "{stats:?}");
+}
