@@ -126,7 +126,8 @@ pub enum StoreError {
         /// The error of the directory's fsync.
         source: Arc<io::Error>,
     },
-    /// A source binary could not be read, or did not match its hash (a bake skips it).
+    /// A source binary could not be read, or did not match its hash (a bake skips it; the
+    /// known-hash door compiles and stores nothing for it).
     Source {
         /// The hash it was looked up by.
         hash: Hash32,
@@ -218,7 +219,7 @@ impl fmt::Display for StoreError {
                 "{} was renamed into place, but the fsync of its directory failed",
                 path.display()
             ),
-            StoreError::Source { hash, .. } => write!(f, "source {} not baked", hex::encode(hash)),
+            StoreError::Source { hash, .. } => write!(f, "source {} cannot be used", hex::encode(hash)),
         }
     }
 }

@@ -67,6 +67,27 @@ pub fn sha256(bytes: &[u8]) -> Hash32 {
 /// and it keeps a runaway file from filling memory at start-up.
 pub(crate) const MAX_SOURCE_LEN: u64 = 256 << 20;
 
+/// Bytes a caller's reader gave for `hash`, checked as a source binary is: a reader that finds
+/// nothing (`NotFound`) is [`SkipReason::Missing`], more than the cap is refused, and bytes whose
+/// SHA-256 is not `hash` are [`SkipReason::HashMismatch`], naming the hash they have.
+pub(crate) fn check_read(read: std::io::Result<Vec<u8>>, hash: &Hash32) -> Result<Vec<u8>, SkipReason> {
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SkipReason::Missing),
+        Err(e) => return Err(SkipReason::Unreadable(e.to_string())),
+    };
+    if bytes.len() as u64 > MAX_SOURCE_LEN {
+        return Err(SkipReason::TooLarge {
+            len: bytes.len() as u64,
+        });
+    }
+    let actual = sha256(&bytes);
+    if actual != *hash {
+        return Err(SkipReason::HashMismatch { actual });
+    }
+    Ok(bytes)
+}
+
 /// Reads `root/<hex(hash)>` and returns its bytes if and only if they hash to `hash`.
 ///
 /// The file is found on an `O_PATH` descriptor and checked with `fstat` before it is opened, so a

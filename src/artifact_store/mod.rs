@@ -23,6 +23,10 @@ use crate::source::sha256;
 pub use crate::store::LoadPath;
 pub use builder::ArtifactStoreBuilder;
 
+/// A reader of a source's wasm bytes, called only when its artifact is missing:
+/// [`ArtifactStore::components_by_hash`].
+pub type SourceFn<'a> = dyn Fn() -> std::io::Result<Vec<u8>> + 'a;
+
 /// A persistent, locked, verified store of compiled components and core modules for one wasmtime
 /// [`Engine`].
 ///
@@ -204,6 +208,64 @@ impl ArtifactStore {
         self.fetch(wasm)
     }
 
+    /// The component whose wasm has the SHA-256 `hash`, for a caller that already knows it (a
+    /// component pulled from an OCI registry by its `sha256:` digest, a content-addressed
+    /// store): on a hit nothing is read or hashed; on a miss `source` is called for the bytes,
+    /// which are checked against `hash` before anything is compiled or stored. Bytes of another
+    /// hash are [`StoreError::Source`] with [`SkipReason::HashMismatch`](crate::error::SkipReason::HashMismatch),
+    /// naming both hashes, and nothing is stored; a reader that fails with `NotFound` is
+    /// [`SkipReason::Missing`](crate::error::SkipReason::Missing).
+    ///
+    /// ```no_run
+    /// use wasm_node_cache::{ArtifactStore, config::parse_hash};
+    /// let store = ArtifactStore::open("/var/cache/my-host", &wasmtime::Engine::default())?;
+    /// let digest = "sha256:9f882603e849fc51a5e9b1be04a9f696cdb499ac622a24f50c78ed63ebdbea7b";
+    /// let hash = parse_hash(digest.trim_start_matches("sha256:"))?;
+    /// let loaded = store.load_component_by_hash(&hash, || std::fs::read("/var/lib/plugins/blob"))?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn load_component_by_hash(
+        &self,
+        hash: &Hash32,
+        source: impl Fn() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Loaded<Component>, StoreError> {
+        one(self.fetch_by_hash(&[(*hash, &source)]))
+    }
+
+    /// [`ArtifactStore::load_component_by_hash`] for a core module.
+    pub fn load_module_by_hash(
+        &self,
+        hash: &Hash32,
+        source: impl Fn() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Loaded<Module>, StoreError> {
+        one(self.fetch_by_hash(&[(*hash, &source)]))
+    }
+
+    /// Many components by their known hashes at once, in the order given, as
+    /// [`ArtifactStore::components`] loads them: each source is read only on a miss.
+    pub fn components_by_hash(
+        &self,
+        requests: &[(Hash32, &SourceFn<'_>)],
+    ) -> Vec<Result<Loaded<Component>, StoreError>> {
+        self.fetch_by_hash(requests)
+    }
+
+    /// Many core modules by their known hashes at once, as [`ArtifactStore::components_by_hash`].
+    pub fn modules_by_hash(&self, requests: &[(Hash32, &SourceFn<'_>)]) -> Vec<Result<Loaded<Module>, StoreError>> {
+        self.fetch_by_hash(requests)
+    }
+
+    fn fetch_by_hash<T: Compiled>(&self, requests: &[(Hash32, &SourceFn<'_>)]) -> Vec<Result<Loaded<T>, StoreError>> {
+        let requests: Vec<Request<'_>> = requests
+            .iter()
+            .map(|(hash, read)| Request {
+                hash: *hash,
+                source: Source::With(*read),
+            })
+            .collect();
+        self.resolve(&requests)
+    }
+
     fn fetch<T: Compiled>(&self, wasm: &[&[u8]]) -> Vec<Result<Loaded<T>, StoreError>> {
         let requests: Vec<Request<'_>> = hash_all(wasm)
             .into_iter()
@@ -213,7 +275,11 @@ impl ArtifactStore {
                 source: Source::Bytes(bytes),
             })
             .collect();
-        let (resolved, _session) = crate::resolve::run::<T>(&self.stores, &requests, None);
+        self.resolve(&requests)
+    }
+
+    fn resolve<T: Compiled>(&self, requests: &[Request<'_>]) -> Vec<Result<Loaded<T>, StoreError>> {
+        let (resolved, _session) = crate::resolve::run::<T>(&self.stores, requests, None);
         resolved
             .into_iter()
             .map(|r| match r.result {

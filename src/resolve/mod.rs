@@ -64,6 +64,8 @@ pub(crate) enum Source<'a> {
     Bytes(&'a [u8]),
     /// `root/<hex hash>`, read and checked against the hash only when needed (a miss, or a bake).
     File(&'a Path),
+    /// The caller's reader, called and its bytes checked against the hash only when needed.
+    With(&'a dyn Fn() -> std::io::Result<Vec<u8>>),
 }
 
 /// One artifact to resolve.
@@ -98,6 +100,7 @@ impl<'a, T> Slot<'a, T> {
         match self.bytes.get_or_insert_with(|| match source {
             Source::Bytes(b) => Ok(Cow::Borrowed(b)),
             Source::File(root) => read_verified(root, hash).map(Cow::Owned),
+            Source::With(read) => crate::source::check_read(read(), hash).map(Cow::Owned),
         }) {
             Ok(_) => Ok(()),
             Err(e) => Err(e.clone()),

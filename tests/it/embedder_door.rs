@@ -775,3 +775,70 @@ fn stats_count_hits_by_tier_compiles_and_rejections_since_the_store_was_opened()
     let stats = reader.stats();
     assert_eq!((stats.hits_read_only, stats.compiles), (1, 0), "{stats:?}");
 }
+
+#[test]
+fn the_known_hash_door_reads_nothing_on_a_hit_and_checks_the_source_on_a_miss() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let engine = node_engine();
+    let store = ArtifactStore::open(&path, &engine).expect("open");
+    let wasm = common::shipped("adder");
+    let hash = sha256(&wasm);
+    let reads = AtomicUsize::new(0);
+    let source = || {
+        reads.fetch_add(1, Ordering::Relaxed);
+        Ok(wasm.clone())
+    };
+    let compiled = store.load_component_by_hash(&hash, source).expect("compiled");
+    assert!(compiled.origin.is_compiled(), "{}", compiled.origin);
+    assert_eq!(common::call_add(&engine, &compiled.value, 40, 2), 42);
+    let hit = store.load_component_by_hash(&hash, source).expect("served");
+    assert!(matches!(hit.origin, Origin::Store { .. }), "{}", hit.origin);
+    assert_eq!(common::call_add(&engine, &hit.value, 40, 2), 42);
+    assert_eq!(reads.load(Ordering::Relaxed), 1, "a hit reads nothing");
+
+    // Bytes of another hash: an error naming both, and nothing stored.
+    let claimed = [7u8; 32];
+    let err = store
+        .load_component_by_hash(&claimed, || Ok(wasm.clone()))
+        .expect_err("a mismatch");
+    assert!(
+        matches!(&err, StoreError::Source { hash: h, reason: wasm_node_cache::error::SkipReason::HashMismatch { actual } }
+            if *h == claimed && *actual == hash),
+        "{err:?}"
+    );
+    let message = err.message();
+    assert!(
+        message.contains(&hex::encode(claimed)) && message.contains(&hex::encode(hash)),
+        "{message}"
+    );
+    assert_eq!(common::artifact_count(&path), 1, "nothing stored for it");
+
+    // Core modules, in a batch: a source that is not there is missing, and the rest still loads.
+    let module = core_module();
+    let module_hash = sha256(&module);
+    let read_module = || Ok(module.clone());
+    let absent = || Err(std::io::ErrorKind::NotFound.into());
+    let results = store.modules_by_hash(&[(module_hash, &read_module), ([9u8; 32], &absent)]);
+    let loaded = results[0].as_ref().expect("compiled");
+    assert_eq!(module_add(&engine, &loaded.value, 40, 2), 42);
+    assert!(
+        matches!(
+            &results[1],
+            Err(StoreError::Source {
+                reason: wasm_node_cache::error::SkipReason::Missing,
+                ..
+            })
+        ),
+        "{:?}",
+        results[1].as_ref().err()
+    );
+    let never = || -> std::io::Result<Vec<u8>> { panic!("a hit reads no source") };
+    let again = store.components_by_hash(&[(hash, &never)]);
+    assert!(matches!(again[0].as_ref().map(|l| &l.origin), Ok(Origin::Store { .. })));
+    assert!(matches!(
+        store.load_module_by_hash(&module_hash, never).map(|l| l.origin),
+        Ok(Origin::Store { .. })
+    ));
+}
