@@ -174,6 +174,8 @@ pub struct Store {
     fingerprint: Fingerprint,
     sealer: Sealer,
     owner: Owner,
+    /// This process's effective uid when the store was opened: looked up once, not per artifact.
+    euid: u32,
     read_only: bool,
     fault: Fault,
     /// Set when a lock file that failed a check was replaced; see [`Store::lock_repair`]. Shared
@@ -258,6 +260,7 @@ impl Store {
             fingerprint,
             sealer,
             owner: if read_only { Owner::MeOrRoot } else { Owner::Me },
+            euid: crate::fs::euid(),
             read_only,
             fault: Fault::None,
             lock_repaired: Arc::new(Mutex::new(None)),
@@ -328,6 +331,7 @@ impl Store {
             fingerprint,
             sealer: self.sealer.clone(),
             owner: self.owner,
+            euid: self.euid,
             read_only: self.read_only,
             fault: self.fault,
             lock_repaired: Arc::clone(&self.lock_repaired),
@@ -367,7 +371,7 @@ impl Store {
 
     /// True when `uid` may own an artifact this store loads.
     pub fn trusts_owner(&self, uid: u32) -> bool {
-        self.owner.allows(uid)
+        uid == self.euid || (self.owner == Owner::MeOrRoot && uid == 0)
     }
 
     /// Injects a failure, for tests of disk-full, read-only and memfd-refused handling.
