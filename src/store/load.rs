@@ -106,7 +106,7 @@ impl Store {
         artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
         let bytes = match self.path_for_mode() {
             LoadPath::Mapped => {
-                check_mapped(&file, &trailer, &self.sealer, |_| Ok(())).map_err(Lookup::Rejected)?;
+                stream_payload(&file, &trailer, &self.sealer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
                 self.note_use(&file, accessed);
                 return Ok(Verified {
                     bytes: Bytes::Mapped(file),
@@ -114,7 +114,7 @@ impl Store {
             }
             LoadPath::Sealed => match self.new_memfd() {
                 Ok(mut memfd) => {
-                    check_mapped(&file, &trailer, &self.sealer, |payload| memfd.write_all(payload))
+                    stream_payload(&file, &trailer, &self.sealer, buf, |chunk| memfd.write_all(chunk))
                         .map_err(Lookup::Rejected)?;
                     seal(&memfd).map_err(|e| Lookup::Rejected(Rejection::io("seal the in-memory copy", e)))?;
                     Bytes::Sealed(memfd)
@@ -347,53 +347,6 @@ fn stream_payload(
         return Err(ArtifactError::PayloadChecksum.into());
     }
     Ok(())
-}
-
-/// Checks the payload's checksum in place, through a read-only mapping of the file, and hands the
-/// checked bytes to `sink`: no copy out of the page cache and two system calls, where reading it
-/// in chunks copies every byte and makes a call per chunk. For the mapped load path, whose code
-/// wasmtime maps from the same file right after, and the sealed one, which copies it once.
-fn check_mapped(
-    file: &File,
-    trailer: &Trailer,
-    sealer: &Sealer,
-    sink: impl FnOnce(&[u8]) -> std::io::Result<()>,
-) -> Result<(), Rejection> {
-    let mut hasher = sealer.payload_hasher();
-    let len = usize::try_from(trailer.payload_len)
-        .map_err(|_| Rejection::io("map", std::io::ErrorKind::FileTooLarge.into()))?;
-    if len == 0 {
-        // Nothing to map (mmap refuses an empty length): the empty payload's checksum decides.
-        if hasher.finalize() != trailer.payload_checksum {
-            return Err(ArtifactError::PayloadChecksum.into());
-        }
-        return sink(&[]).map_err(|e| Rejection::io("copy the payload into memory", e));
-    }
-    #[cfg(target_os = "linux")]
-    let flags = rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::POPULATE;
-    #[cfg(not(target_os = "linux"))]
-    let flags = rustix::mm::MapFlags::PRIVATE;
-    // SAFETY: a new private read-only mapping at an address the kernel picks overlaps no memory of
-    // this process. `file` is a regular file whose length the caller checked to hold `len`
-    // payload bytes before the trailer.
-    let base = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, rustix::mm::ProtFlags::READ, flags, file, 0) }
-        .map_err(|e| Rejection::io("map", e.into()))?;
-    // SAFETY: the mapping is `len` readable bytes and lives until the `munmap` below, after the
-    // last use of the slice. Nothing writes through it; a truncation of the file by its owner
-    // meanwhile would fault the process, as it would in wasmtime's own mapping of the same file,
-    // and no other uid may write an artifact (checked before it was opened).
-    let payload = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), len) };
-    hasher.update(payload);
-    let checked = if hasher.finalize() == trailer.payload_checksum {
-        sink(payload).map_err(|e| Rejection::io("copy the payload into memory", e))
-    } else {
-        Err(ArtifactError::PayloadChecksum.into())
-    };
-    // SAFETY: unmaps exactly the mapping made above; `payload` is not used after this.
-    if let Err(e) = unsafe { rustix::mm::munmap(base, len) } {
-        log::debug!("cannot unmap a checked artifact: {e}");
-    }
-    checked
 }
 
 fn copy_payload<T>(file: &File, trailer: &Trailer, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup<T>> {
