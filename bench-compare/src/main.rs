@@ -277,10 +277,16 @@ fn door_by_hash_batch(door: &ArtifactStore, known: &[(Hash32, PathBuf)], module:
         .map(|((hash, _), read)| (*hash, read.as_ref()))
         .collect();
     let (elapsed, compiled) = if module {
-        let loaded = door.modules_by_hash(&requests).into_iter().collect::<Result<Vec<_>, _>>()?;
+        let loaded = door
+            .modules_by_hash(&requests)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
     } else {
-        let loaded = door.components_by_hash(&requests).into_iter().collect::<Result<Vec<_>, _>>()?;
+        let loaded = door
+            .components_by_hash(&requests)
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
         (t.elapsed(), loaded.iter().filter(|l| l.origin.is_compiled()).count())
     };
     ensure!(compiled == 0, "{compiled} compiled on a warm store");
