@@ -250,6 +250,35 @@ impl Dir {
         }
     }
 
+    /// A new file that appears under `name` whole or not at all, and never under another name:
+    /// filled in an `O_TMPFILE` file of this directory, then linked as `name` (`linkat` through
+    /// `/proc/self/fd`, which never replaces what is there: `AlreadyExists` then). A process
+    /// killed meanwhile leaves nothing behind. `Ok(false)` where the kernel, the file system or
+    /// a missing `/proc` allows no such file: the caller writes it another way.
+    pub(crate) fn link_new(
+        &self,
+        name: impl AsRef<OsStr>,
+        mode: u32,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let mut file = match rfs::openat(&self.fd, ".", flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        fill(&mut file)?;
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match rfs::linkat(rfs::CWD, proc_path.as_str(), &self.fd, name.as_ref(), AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").is_dir() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// `lstat` of `name`: a link is described, not followed.
     pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> io::Result<Stat> {
         Ok(rfs::statat(&self.fd, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW)?)

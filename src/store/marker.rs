@@ -171,18 +171,30 @@ impl fmt::Display for NotAStore {
 
 impl std::error::Error for NotAStore {}
 
-/// Writes the marker: a temporary file, written and fsynced, renamed into place, the directory
-/// fsynced. Threads and processes making one store at once write the same bytes under names of
-/// their own; any rename wins. No lock is held yet (the marker comes first), so a sweep of
-/// leftover temporary files may remove ours before its rename: [`Dir::write_new`] makes it again.
+/// Writes the marker, the directory fsynced after. Where the kernel allows it, the marker is
+/// written unnamed and linked whole as `CACHEDIR.TAG` ([`Dir::link_new`]): a start killed
+/// meanwhile leaves no temporary file, which would make the directory one that holds only a
+/// temporary name and no proof of a store. Elsewhere a temporary file is written, fsynced and
+/// renamed into place. Threads and processes making one store at once write the same bytes; the
+/// first link, or any rename, wins. No lock is held yet (the marker comes first), so a sweep of
+/// leftover temporary files may remove a temporary one before its rename: [`Dir::write_new`]
+/// makes it again.
 pub(crate) fn write(dir: &Dir) -> io::Result<()> {
     let fill = |file: &mut std::fs::File| {
         file.write_all(CONTENT.as_bytes())?;
         file.sync_all()
     };
-    dir.write_new(super::publish::temp_name, OFlags::WRONLY, 0o444, fill, |temp, _| {
-        dir.rename(temp, MARKER_NAME)
-    })?;
+    match dir.link_new(MARKER_NAME, 0o444, fill) {
+        Ok(true) => {}
+        // Another start's marker, linked first: the same bytes.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Ok(false) => {
+            dir.write_new(super::publish::temp_name, OFlags::WRONLY, 0o444, fill, |temp, _| {
+                dir.rename(temp, MARKER_NAME)
+            })?;
+        }
+        Err(e) => return Err(e),
+    }
     dir.sync()
 }
 
