@@ -272,7 +272,13 @@ impl Dir {
         };
         fill(&mut file)?;
         let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        match rfs::linkat(rfs::CWD, proc_path.as_str(), &self.fd, name.as_ref(), AtFlags::SYMLINK_FOLLOW) {
+        match rfs::linkat(
+            rfs::CWD,
+            proc_path.as_str(),
+            &self.fd,
+            name.as_ref(),
+            AtFlags::SYMLINK_FOLLOW,
+        ) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").is_dir() => Ok(false),
             Err(e) => Err(e.into()),
