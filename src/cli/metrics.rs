@@ -49,14 +49,23 @@ impl Metrics {
     /// The gauges every file has, labelled with the `command` that wrote it (so that the files of
     /// `warm`, `status` and `verify` sit side by side in one textfile directory): whether it
     /// found the store healthy, when it ran, and which build wrote it (`info`).
-    fn finish(mut self, command: &str, healthy: bool) -> Registry {
+    /// `fingerprint` is the one the command looked artifacts up under; without it (a command
+    /// that failed before its report) the node engine's in plain mode, made here.
+    fn finish(mut self, command: &str, healthy: bool, fingerprint: Option<crate::Fingerprint>) -> Registry {
         let label = || vec![("command", command.to_owned())];
-        let fingerprint = crate::init_wasm_engine()
-            .map(|engine| crate::Fingerprint::of(&engine, false).to_hex())
+        // The command's own fingerprint when it has one: a second engine is never built on
+        // `warm`'s path, which runs before every node start.
+        let fingerprint = fingerprint
+            .or_else(|| {
+                crate::init_wasm_engine()
+                    .ok()
+                    .map(|engine| crate::Fingerprint::of(&engine, false))
+            })
+            .map(|fp| fp.to_hex())
             .unwrap_or_default();
         self.family(
             "info",
-            "Always 1: the build that wrote this file (this crate's version, wasmtime's, and the node engine's fingerprint in plain mode)",
+            "Always 1: the build that wrote this file (this crate's version, wasmtime's, and the engine fingerprint the command looked artifacts up under)",
             &[(
                 vec![
                     ("command", command.to_owned()),
@@ -171,13 +180,13 @@ pub(crate) fn of_warm(report: &LoadReport) -> Registry {
         "Artifacts the last start-up compiled and could not store",
         not_stored,
     );
-    m.finish("warm", report.problems().is_empty())
+    m.finish("warm", report.problems().is_empty(), Some(report.store.fingerprint))
 }
 
 /// What a command that failed before its report writes: `healthy 0` and the gauges every file
 /// has.
 pub(crate) fn of_failure(command: &str) -> Registry {
-    Metrics::new().finish(command, false)
+    Metrics::new().finish(command, false, None)
 }
 
 /// The gauges of `verify`: bad artifacts and unusable read-only stores.
@@ -188,7 +197,7 @@ pub(crate) fn of_verify(report: &crate::operator::VerifyReport) -> Registry {
         "Bad artifacts, artifacts of this build not checkable without the key, and unusable read-only stores",
         report.problems() as f64,
     );
-    m.finish("verify", report.problems() == 0)
+    m.finish("verify", report.problems() == 0, Some(report.store.fingerprint))
 }
 
 /// The gauges of `status`, one series per store.
@@ -289,7 +298,7 @@ pub(crate) fn of_status(report: &StatusReport) -> Registry {
             c.stored as f64,
         );
     }
-    m.finish("status", report.healthy)
+    m.finish("status", report.healthy, Some(report.store.fingerprint))
 }
 
 /// `text` with the samples of each metric in label order: a family keeps its label sets in a hash
