@@ -62,10 +62,10 @@ pub use rejection::Rejection;
 pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// How many times (10 ms apart) a directory holding only temporary files is looked at again for
-/// the marker another process is writing, before it is refused as not provably a store: up to
-/// 2 s, since that process fsyncs the marker before its rename, and an fsync on a busy disk takes
-/// hundreds of milliseconds (200 ms was seen to fall short on 2 cores). Only a directory that
-/// holds nothing but temporary names pays the wait.
+/// the marker another process is writing, before it is refused as not provably a store. Only the
+/// marker's fallback write (no `O_TMPFILE`) shows a temporary name, and it fsyncs before its
+/// rename, which on a busy disk takes hundreds of milliseconds (200 ms was seen to fall short on
+/// 2 cores): up to 2 s. Only a directory that holds nothing but temporary names pays the wait.
 const MARKER_WAITS: usize = 200;
 
 /// The result of looking an artifact up: a component's unless `T` says otherwise.
