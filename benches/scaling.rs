@@ -39,6 +39,10 @@ struct Args {
     /// Repetitions of each measurement (the median is reported)
     #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(1..))]
     reps: u32,
+    /// Profiling aid: run only `warm` or `floor` on the first of `--counts`, `reps` times, and
+    /// print its median (no table, no RSS)
+    #[arg(long, value_parser = ["warm", "floor"])]
+    only: Option<String>,
     /// Passed by `cargo bench` to every bench binary; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -99,6 +103,27 @@ fn measure(engine: &wasmtime::Engine, n: u32, reps: usize) -> Point {
         floor_ms: ms(median(floor)),
         first_ms: ms(first),
     }
+}
+
+/// `--only`: one path alone, for a profiler attached to the whole run.
+fn profile_one(engine: &wasmtime::Engine, only: &str, n: u32, reps: usize) {
+    let generated = common::generated_corpus(n, FUNCS);
+    let corpus = Corpus::load(&generated.root);
+    let store = generated.dir.path().join("store");
+    support::start_up(engine, &corpus, &store, None, false);
+    let plain = generated.dir.path().join("plain");
+    std::fs::create_dir(&plain).expect("mkdir plain");
+    let files = floor_files_from_store(&store, &plain);
+    let samples: Vec<_> = (0..reps)
+        .map(|_| match only {
+            "floor" => support::floor(engine, &files),
+            _ => support::start_up(engine, &corpus, &store, None, true),
+        })
+        .collect();
+    println!(
+        "{only}: median {:.3} ms over {reps} runs of {n} components",
+        ms(median(samples))
+    );
 }
 
 /// Peak RSS in KiB of one CLI run, from `/usr/bin/time -v`.
@@ -164,6 +189,10 @@ fn main() {
     let args = <Args as clap::Parser>::parse();
     let started = Instant::now();
     let engine = wasm_node_cache::init_wasm_engine().expect("engine");
+    if let Some(only) = &args.only {
+        profile_one(&engine, only, args.counts[0], args.reps as usize);
+        return;
+    }
     let points: Vec<Point> = args
         .counts
         .iter()
