@@ -1,6 +1,8 @@
 //! The two kinds of compiled code a store holds, behind one trait, so that loading, compiling and
 //! publishing are written once for components and core modules.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use wasmtime::component::Component;
@@ -23,11 +25,14 @@ pub(crate) trait Compiled: Sized + Clone + Send + Sync + 'static {
     /// wasmtime's own contract for `deserialize`).
     unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
 
-    /// `Component::deserialize_file` or `Module::deserialize_file`.
+    /// Deserializes the open file `file` itself, mapped by wasmtime: `Module::deserialize_open_file`
+    /// for a module; for a component, whose wasmtime API takes only a path,
+    /// `Component::deserialize_file` through `/proc/self/fd`, which reaches that very inode
+    /// whatever its name has become.
     ///
     /// # Safety
     /// As for [`Compiled::deserialize`], and the file must not change while it is mapped.
-    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self>;
+    unsafe fn deserialize_open(engine: &Engine, file: File) -> wasmtime::Result<Self>;
 }
 
 impl Compiled for Component {
@@ -42,9 +47,13 @@ impl Compiled for Component {
         unsafe { Component::deserialize(engine, bytes) }
     }
 
-    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's.
-        unsafe { Component::deserialize_file(engine, path) }
+    unsafe fn deserialize_open(engine: &Engine, file: File) -> wasmtime::Result<Self> {
+        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's; `file`
+        // stays open until wasmtime has opened and mapped the inode behind `proc_path`.
+        let component = unsafe { Component::deserialize_file(engine, Path::new(&proc_path)) };
+        drop(file);
+        component
     }
 }
 
@@ -60,8 +69,8 @@ impl Compiled for Module {
         unsafe { Module::deserialize(engine, bytes) }
     }
 
-    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's.
-        unsafe { Module::deserialize_file(engine, path) }
+    unsafe fn deserialize_open(engine: &Engine, file: File) -> wasmtime::Result<Self> {
+        // SAFETY: the caller upholds `deserialize_open_file`'s contract, which is wasmtime's.
+        unsafe { Module::deserialize_open_file(engine, file) }
     }
 }

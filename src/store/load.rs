@@ -62,9 +62,27 @@ const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXE
 /// Performance).
 const STREAM_CHUNK: usize = 64 * 1024;
 
+thread_local! {
+    /// The stream buffer of one-at-a-time loads ([`Store::load_as`]): allocated and zeroed once
+    /// per thread, not once per artifact.
+    static STREAM_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// An artifact that passed every check, with the bytes wasmtime will load.
 pub(crate) struct Verified {
     bytes: Bytes,
+    payload_len: u64,
+}
+
+/// A checked artifact file open for reading, with its authenticated trailer.
+struct Opened {
+    file: File,
+    trailer: Trailer,
+    /// Access time (seconds), for [`Store::note_use`].
+    accessed: i64,
+    /// The whole file was read with the trailer (it fits the stream buffer): the payload is the
+    /// buffer's first `trailer.payload_len` bytes, and is not read again.
+    in_buf: bool,
 }
 
 enum Bytes {
@@ -86,7 +104,7 @@ impl Store {
 
     /// [`Store::load`] for either kind of compiled code.
     pub(crate) fn load_as<T: Compiled>(&self, engine: &Engine, source: &Hash32) -> Lookup<T> {
-        match self.open_verified(source, T::KIND, &mut Vec::new()) {
+        match STREAM_BUF.with_borrow_mut(|buf| self.open_verified(source, T::KIND, buf)) {
             Ok(verified) => verified.deserialize(engine),
             Err(lookup) => lookup,
         }
@@ -102,19 +120,21 @@ impl Store {
         buf: &mut Vec<u8>,
     ) -> Result<Verified, Lookup<T>> {
         let key = self.key_of(source, kind);
-        let (file, trailer, accessed) = self.open_checked(&key)?;
-        artifact::check_binding(&trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
+        let opened = self.open_checked(&key, buf)?;
+        artifact::check_binding(&opened.trailer, &key).map_err(|e| Lookup::Rejected(e.into()))?;
+        let payload_len = opened.trailer.payload_len;
         let bytes = match self.path_for_mode() {
             LoadPath::Mapped => {
-                stream_payload(&file, &trailer, &self.sealer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
-                self.note_use(&file, accessed);
+                stream_payload(&opened, &self.sealer, buf, |_| Ok(())).map_err(Lookup::Rejected)?;
+                self.note_use(&opened.file, opened.accessed);
                 return Ok(Verified {
-                    bytes: Bytes::Mapped(file),
+                    bytes: Bytes::Mapped(opened.file),
+                    payload_len,
                 });
             }
             LoadPath::Sealed => match self.new_memfd() {
                 Ok(mut memfd) => {
-                    stream_payload(&file, &trailer, &self.sealer, buf, |chunk| memfd.write_all(chunk))
+                    stream_payload(&opened, &self.sealer, buf, |chunk| memfd.write_all(chunk))
                         .map_err(Lookup::Rejected)?;
                     seal(&memfd).map_err(|e| Lookup::Rejected(Rejection::io("seal the in-memory copy", e)))?;
                     Bytes::Sealed(memfd)
@@ -123,33 +143,34 @@ impl Store {
                     if self.fault != Fault::MemfdRefused {
                         note_memfd_refused(&e);
                     }
-                    copy_payload(&file, &trailer, &self.sealer, buf)?
+                    copy_payload(&opened, &self.sealer, buf)?
                 }
             },
-            LoadPath::Copied => copy_payload(&file, &trailer, &self.sealer, buf)?,
+            LoadPath::Copied => copy_payload(&opened, &self.sealer, buf)?,
         };
-        self.note_use(&file, accessed);
-        Ok(Verified { bytes })
+        self.note_use(&opened.file, opened.accessed);
+        Ok(Verified { bytes, payload_len })
     }
 
     /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
     /// the `verify` subcommand.
     pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        let (file, trailer, _) = self.open_listed(key)?;
-        artifact::check_binding(&trailer, key)?;
-        stream_payload(&file, &trailer, &self.sealer, &mut Vec::new(), |_| Ok(()))?;
-        Ok(trailer)
+        let mut buf = Vec::new();
+        let opened = self.open_listed(key, &mut buf)?;
+        artifact::check_binding(&opened.trailer, key)?;
+        stream_payload(&opened, &self.sealer, &mut buf, |_| Ok(()))?;
+        Ok(opened.trailer)
     }
 
     /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
     pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        self.open_listed(key).map(|(_, trailer, _)| trailer)
+        self.open_listed(key, &mut Vec::new()).map(|opened| opened.trailer)
     }
 
     /// [`Store::open_checked`] for an artifact a listing just showed: absence is an error (it was
     /// removed meanwhile), not a miss.
-    fn open_listed(&self, key: &ArtifactKey) -> Result<(File, Trailer, i64), Rejection> {
-        self.open_checked::<Component>(key).map_err(|lookup| match lookup {
+    fn open_listed(&self, key: &ArtifactKey, buf: &mut Vec<u8>) -> Result<Opened, Rejection> {
+        self.open_checked::<Component>(key, buf).map_err(|lookup| match lookup {
             Lookup::Rejected(r) => r,
             Lookup::Absent | Lookup::Hit(..) => Rejection::io("open", std::io::ErrorKind::NotFound.into()),
         })
@@ -160,8 +181,10 @@ impl Store {
     /// before opening it; then reopens that inode and reads and authenticates its trailer. One
     /// `openat` more than a plain open, on the restart's hot path. Binding and payload are the
     /// caller's to check.
-    /// Also returns the file's access time (seconds), for [`Store::note_use`].
-    fn open_checked<T>(&self, key: &ArtifactKey) -> Result<(File, Trailer, i64), Lookup<T>> {
+    ///
+    /// A file that fits `buf` (the stream chunk) is read whole in that one read, trailer and
+    /// payload: one system call instead of two for a small artifact.
+    fn open_checked<T>(&self, key: &ArtifactKey, buf: &mut Vec<u8>) -> Result<Opened, Lookup<T>> {
         let name = key.file_name();
         // An `O_PATH` descriptor first: a device or FIFO planted under this name is never opened.
         let (path_fd, st) = match self.dir.open_path(&name) {
@@ -191,10 +214,15 @@ impl Store {
             .dir
             .reopen(&name, &path_fd, &st, READ)
             .map_err(|e| Lookup::Rejected(Rejection::io("open", e)))?;
-        let trailer = read_trailer(&file, len, self).map_err(Lookup::Rejected)?;
+        let (trailer, in_buf) = read_trailer(&file, len, &self.sealer, buf).map_err(Lookup::Rejected)?;
         #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
         let accessed = st.st_atime as i64;
-        Ok((file, trailer, accessed))
+        Ok(Opened {
+            file,
+            trailer,
+            accessed,
+            in_buf,
+        })
     }
 
     /// Records a verified hit as the artifact's last use: its access time, set through the open
@@ -275,16 +303,28 @@ impl Store {
 }
 
 impl Verified {
+    /// Length of the verified payload in bytes.
+    pub(crate) fn payload_len(&self) -> u64 {
+        self.payload_len
+    }
+
     /// The second half of [`Store::load`].
     pub(crate) fn deserialize<T: Compiled>(self, engine: &Engine) -> Lookup<T> {
-        let (result, path) = match &self.bytes {
-            Bytes::Mapped(file) => (deserialize_fd(engine, file), LoadPath::Mapped),
-            Bytes::Sealed(memfd) => (deserialize_fd(engine, memfd), LoadPath::Sealed),
+        let (result, path) = match self.bytes {
+            // SAFETY: the file behind this descriptor was fully verified just now (trailer tag,
+            // binding to this source hash, engine fingerprint and kind `T`, payload checksum). It
+            // is a store file that this crate never writes in place and publishes with no write
+            // bit, so only root can change it under the mapping; that limit is documented in
+            // SECURITY.md. wasmtime ignores the trailer after the payload (guarded by
+            // tests/it/trailer_guard.rs).
+            Bytes::Mapped(file) => (unsafe { T::deserialize_open(engine, file) }, LoadPath::Mapped),
+            // SAFETY: as above, and this is a sealed memfd that nothing can write, shrink or grow.
+            Bytes::Sealed(memfd) => (unsafe { T::deserialize_open(engine, memfd) }, LoadPath::Sealed),
             // SAFETY: these bytes passed every check just now (trailer tag, binding to this source
             // hash, engine fingerprint and kind, payload checksum, and in MAC mode the keyed MAC),
             // so they are an artifact this engine configuration produced, as `T`, from the bytes
             // of that hash; they live in this process's memory, out of reach of the store.
-            Bytes::Copied(payload) => (unsafe { T::deserialize(engine, payload) }, LoadPath::Copied),
+            Bytes::Copied(payload) => (unsafe { T::deserialize(engine, &payload) }, LoadPath::Copied),
         };
         match result {
             Ok(c) => Lookup::Hit(c, path),
@@ -293,40 +333,62 @@ impl Verified {
     }
 }
 
-fn deserialize_fd<T: Compiled>(engine: &Engine, file: &File) -> wasmtime::Result<T> {
-    use std::os::fd::AsRawFd;
-    // Through /proc/self/fd wasmtime opens the very inode we verified, not whatever a path names
-    // now, so a rename between our check and its open cannot swap the bytes.
-    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-    // SAFETY: the file behind this descriptor was fully verified just now (trailer tag, binding to
-    // this source hash, engine fingerprint and kind `T`, payload checksum). It is either a sealed memfd that
-    // nothing can write, shrink or grow, or (plain mode) a store file that this crate never writes
-    // in place and publishes with no write bit, so only root can change it under the mapping; that
-    // limit is documented in SECURITY.md. wasmtime ignores the trailer after the payload (guarded
-    // by tests/it/trailer_guard.rs).
-    unsafe { T::deserialize_file(engine, Path::new(&proc_path)) }
+/// Reads and authenticates the trailer (positional read): alone, or, for a file that fits the
+/// stream buffer, with the payload in the same read (then `true`). `len` was checked by
+/// `check_file_len`, so it is larger than a trailer.
+fn read_trailer(file: &File, len: u64, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<(Trailer, bool), Rejection> {
+    let read_err = |e| Rejection::io("read the trailer", e);
+    match usize::try_from(len).ok().filter(|&l| l <= STREAM_CHUNK) {
+        Some(whole) => {
+            stream_buffer(buf);
+            file.read_exact_at(&mut buf[..whole], 0).map_err(read_err)?;
+            let mut t = [0u8; TRAILER_LEN];
+            t.copy_from_slice(&buf[whole - TRAILER_LEN..whole]);
+            Ok((artifact::decode_trailer_bytes(&t, len, sealer)?, true))
+        }
+        None => {
+            let mut t = [0u8; TRAILER_LEN];
+            file.read_exact_at(&mut t, len - TRAILER_LEN as u64).map_err(read_err)?;
+            Ok((artifact::decode_trailer_bytes(&t, len, sealer)?, false))
+        }
+    }
 }
 
-/// Reads and authenticates the trailer alone (positional read). `len` was checked by
-/// `check_file_len`, so it is larger than a trailer.
-fn read_trailer(file: &File, len: u64, store: &Store) -> Result<Trailer, Rejection> {
-    let mut t = [0u8; TRAILER_LEN];
-    file.read_exact_at(&mut t, len - TRAILER_LEN as u64)
-        .map_err(|e| Rejection::io("read the trailer", e))?;
-    Ok(artifact::decode_trailer_bytes(&t, len, &store.sealer)?)
+/// Makes `buf` the stream chunk's length; zeroes only what it grows by, so a reused buffer costs
+/// nothing.
+fn stream_buffer(buf: &mut Vec<u8>) {
+    if buf.len() < STREAM_CHUNK {
+        buf.resize(STREAM_CHUNK, 0);
+    }
 }
 
 /// Streams the payload through `buf` into the checksum and into `sink`, then compares the
 /// checksum with the (authenticated) trailer's. What `sink` received is exactly what was hashed.
 fn stream_payload(
-    file: &File,
-    trailer: &Trailer,
+    opened: &Opened,
     sealer: &Sealer,
     buf: &mut Vec<u8>,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), Rejection> {
-    buf.resize(STREAM_CHUNK, 0);
+    let (file, trailer) = (&opened.file, &opened.trailer);
     let mut hasher = sealer.payload_hasher();
+    if opened.in_buf {
+        // `decode_trailer_bytes` checked that the payload is the file minus its trailer, and the
+        // whole file is in `buf`.
+        let payload = usize::try_from(trailer.payload_len)
+            .ok()
+            .and_then(|len| buf.get(..len))
+            .ok_or(Rejection::ChangedWhileRead {
+                read: 0,
+                expected: trailer.payload_len,
+            })?;
+        hasher.update(payload);
+        if hasher.finalize() != trailer.payload_checksum {
+            return Err(ArtifactError::PayloadChecksum.into());
+        }
+        return sink(payload).map_err(|e| Rejection::io("copy the payload into memory", e));
+    }
+    stream_buffer(buf);
     let mut offset: u64 = 0;
     while offset < trailer.payload_len {
         let want = usize::try_from(trailer.payload_len - offset).map_or(buf.len(), |rest| rest.min(buf.len()));
@@ -349,11 +411,11 @@ fn stream_payload(
     Ok(())
 }
 
-fn copy_payload<T>(file: &File, trailer: &Trailer, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup<T>> {
+fn copy_payload<T>(opened: &Opened, sealer: &Sealer, buf: &mut Vec<u8>) -> Result<Bytes, Lookup<T>> {
     // The length comes from an authenticated trailer that matched the file's length, which
     // `check_file_len` bounds: never a wild allocation.
-    let mut payload = Vec::with_capacity(usize::try_from(trailer.payload_len).unwrap_or(0));
-    stream_payload(file, trailer, sealer, buf, |chunk| {
+    let mut payload = Vec::with_capacity(usize::try_from(opened.trailer.payload_len).unwrap_or(0));
+    stream_payload(opened, sealer, buf, |chunk| {
         payload.extend_from_slice(chunk);
         Ok(())
     })
