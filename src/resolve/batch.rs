@@ -16,28 +16,55 @@ const PARALLEL_LOAD_MIN: usize = 4;
 /// Verified artifacts (each an open descriptor) allowed to wait for deserialization, so that a
 /// large store never runs into the descriptor limit.
 const VERIFIED_QUEUE: usize = 8;
+/// A payload at least this long makes a helper thread worth its cost. Below it, the helper's
+/// wake-ups, and the TLB shootdowns its running on the other core adds to each of wasmtime's
+/// `mprotect` calls, cost more than the checksum they hide (measured with the `scaling` bench:
+/// 1,000 artifacts of 20 KB load faster on one thread).
+const PIPELINE_MIN_PAYLOAD: u64 = 128 * 1024;
 
 /// Loads every hash in `pending`, in any order.
 ///
-/// A helper thread only verifies (open, check, checksum, and in MAC mode the sealed copy); this
-/// thread deserializes what is verified and verifies too whenever nothing is waiting.
-/// Deserialization stays on one thread because two concurrent `deserialize_file` calls measured
-/// slower than one after another on two cores: each maps and mprotects, which serialises on the
-/// address-space lock and costs TLB shootdowns.
+/// One at a time on this thread until an artifact of at least [`PIPELINE_MIN_PAYLOAD`] bytes
+/// shows that checksums are worth hiding; then a helper thread only verifies (open, check,
+/// checksum, and in MAC mode the sealed copy) what is left, and this thread deserializes what is
+/// verified and verifies too whenever nothing is waiting. Deserialization stays on one thread
+/// because two concurrent `deserialize_file` calls measured slower than one after another on two
+/// cores: each maps and mprotects, which serialises on the address-space lock and costs TLB
+/// shootdowns.
 pub(crate) fn load_all<T: Compiled>(store: &Store, engine: &Engine, pending: &[Hash32]) -> Vec<(Hash32, Lookup<T>)> {
-    if pending.len() < PARALLEL_LOAD_MIN || cores() < 2 {
-        return pending.iter().map(|h| (*h, store.load_as::<T>(engine, h))).collect();
+    let finish = |(hash, verified): (Hash32, Result<Verified, Lookup<T>>)| {
+        (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
+    };
+    let mut out = Vec::with_capacity(pending.len());
+    let mut buf = Vec::new();
+    let mut rest = pending;
+    while let Some((hash, tail)) = rest.split_first() {
+        rest = tail;
+        let verified = store.open_verified(hash, T::KIND, &mut buf);
+        let large = verified.as_ref().is_ok_and(|v| v.payload_len() >= PIPELINE_MIN_PAYLOAD);
+        out.push(finish((*hash, verified)));
+        if large && rest.len() >= PARALLEL_LOAD_MIN && cores() >= 2 {
+            pipeline(store, rest, &finish, &mut out);
+            break;
+        }
     }
+    out
+}
+
+/// Verifies `pending` on a helper thread while this one deserializes (and verifies when nothing
+/// is waiting), appending to `out`.
+fn pipeline<T: Compiled>(
+    store: &Store,
+    pending: &[Hash32],
+    finish: &impl Fn((Hash32, Result<Verified, Lookup<T>>)) -> (Hash32, Lookup<T>),
+    out: &mut Vec<(Hash32, Lookup<T>)>,
+) {
     let next = AtomicUsize::new(0);
     let claim = |buf: &mut Vec<u8>| {
         pending
             .get(next.fetch_add(1, Ordering::Relaxed))
             .map(|h| (*h, store.open_verified(h, T::KIND, buf)))
     };
-    let finish = |(hash, verified): (Hash32, Result<Verified, Lookup<T>>)| {
-        (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
-    };
-    let mut out = Vec::with_capacity(pending.len());
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(VERIFIED_QUEUE);
         let claim = &claim;
@@ -68,5 +95,4 @@ pub(crate) fn load_all<T: Compiled>(store: &Store, engine: &Engine, pending: &[H
             }
         }
     });
-    out
 }
