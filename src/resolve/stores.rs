@@ -400,11 +400,11 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
         path: path.to_path_buf(),
         binary_root: binary_root.to_path_buf(),
     };
-    // Before anything is created: the nearest existing directory of the store path, so that no
-    // directory is made inside the binary root. The same check runs again below on the store's
-    // own descriptor, which decides.
+    // Before anything is created: the nearest existing directory of a store path that does not
+    // exist yet, so that no directory is made inside the binary root. The same check runs again
+    // below on the store's own descriptor, which decides.
     if let (Some(root), Some(root_id)) = (&cfg.binary_root, root_id)
-        && let Some(existing) = nearest_existing(path)
+        && let Some(existing) = where_created(path)
         && crate::fs::dir::path_is_within(&existing, root_id).unwrap_or(false)
     {
         return (refused(inside_root(root)), load_sealer(cfg, None));
@@ -442,10 +442,14 @@ fn open_writable(path: &Path, cfg: &StoresConfig, fingerprint: Fingerprint) -> (
     }
 }
 
-/// The nearest directory of `path` (made absolute) that exists, itself included.
-fn nearest_existing(path: &Path) -> Option<PathBuf> {
+/// Where creating the store `path` (made absolute) would begin: its nearest existing ancestor.
+/// `None` when `path` is a directory already, so that nothing is created.
+fn where_created(path: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(path).ok()?;
-    abs.ancestors().find(|p| p.is_dir()).map(Path::to_path_buf)
+    if abs.is_dir() {
+        return None;
+    }
+    abs.ancestors().skip(1).find(|p| p.is_dir()).map(Path::to_path_buf)
 }
 
 /// The sealer of the configuration: plain, or keyed with the key file (refused when it lies in

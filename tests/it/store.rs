@@ -190,6 +190,20 @@ fn store_inside_the_binary_root_is_refused() {
         "{health:?}"
     );
     assert!(!fx.root.join("cache").exists(), "nothing created in the binary root");
+
+    // An existing directory there is refused on its own descriptor, and left empty.
+    std::fs::create_dir(fx.root.join("cache")).expect("mkdir");
+    let cache = fx.builder().store(fx.root.join("cache")).build().expect("node starts");
+    assert_counts(&cache, 0, 3, 0, 0);
+    let health = &cache.report().store;
+    assert!(
+        health
+            .read_error
+            .as_ref()
+            .is_some_and(|e| e.kind() == "inside_binary_root"),
+        "{health:?}"
+    );
+    assert_eq!(std::fs::read_dir(fx.root.join("cache")).expect("list").count(), 0);
 }
 
 #[test]
