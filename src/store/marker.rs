@@ -54,12 +54,10 @@ const PROOF_TRIES: usize = 8;
 /// Reads what `dir` is. `verifies` reads the trailer of the artifact named so and says whether it
 /// authenticates and names that file. Never writes.
 pub(crate) fn standing(dir: &Dir, verifies: impl Fn(&ArtifactKey) -> bool) -> io::Result<Standing> {
-    // The marker is looked up by name: a marked directory (every store after its first start) is
-    // not listed here, which for a store of thousands of artifacts is most of opening it.
-    if let Some(marked) = read_marker(dir)? {
-        return Ok(marked);
-    }
     let mut names = dir.names()?;
+    if names.iter().any(|n| n == MARKER_NAME) {
+        return read_marker(dir);
+    }
     if names.is_empty() {
         return Ok(Standing::Empty);
     }
@@ -92,18 +90,17 @@ fn written_by_a_store(name: &OsString) -> bool {
 }
 
 /// Checks the marker: a regular file (never followed as a link) that begins with the signature
-/// and names this crate. `None` when there is none.
-fn read_marker(dir: &Dir) -> io::Result<Option<Standing>> {
+/// and names this crate.
+fn read_marker(dir: &Dir) -> io::Result<Standing> {
     let (fd, st) = match dir.open_path(MARKER_NAME) {
         Ok(found) => found,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Ok(Some(Standing::Foreign(NotAStore::MarkerNotAFile)));
+            return Ok(Standing::Foreign(NotAStore::MarkerNotAFile));
         }
         Err(e) => return Err(e),
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Ok(Some(Standing::Foreign(NotAStore::MarkerNotAFile)));
+        return Ok(Standing::Foreign(NotAStore::MarkerNotAFile));
     }
     let file = dir.reopen(
         MARKER_NAME,
@@ -118,11 +115,11 @@ fn read_marker(dir: &Dir) -> io::Result<Option<Standing>> {
     text.push_str(&String::from_utf8_lossy(&bytes));
     let mut lines = text.lines();
     let ours = lines.next() == Some(SIGNATURE) && text.lines().any(|l| l == OURS);
-    Ok(Some(if ours {
+    Ok(if ours {
         Standing::Marked
     } else {
         Standing::Foreign(NotAStore::OtherProgramsTag)
-    }))
+    })
 }
 
 /// Why a non-empty directory is not taken for a store.
