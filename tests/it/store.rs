@@ -179,30 +179,24 @@ fn store_that_cannot_be_created_still_starts_the_node() {
 #[test]
 fn store_inside_the_binary_root_is_refused() {
     let fx = Fixture::new();
-    let cache = fx.builder().store(fx.root.join("cache")).build().expect("node starts");
-    assert_counts(&cache, 0, 3, 0, 0);
-    let health = &cache.report().store;
-    assert!(
-        health
-            .read_error
-            .as_ref()
-            .is_some_and(|e| e.kind() == "inside_binary_root"),
-        "{health:?}"
-    );
+    let start_refused = || {
+        let cache = fx.builder().store(fx.root.join("cache")).build().expect("node starts");
+        assert_counts(&cache, 0, 3, 0, 0);
+        let health = &cache.report().store;
+        assert!(
+            health
+                .read_error
+                .as_ref()
+                .is_some_and(|e| e.kind() == "inside_binary_root"),
+            "{health:?}"
+        );
+    };
+    start_refused();
     assert!(!fx.root.join("cache").exists(), "nothing created in the binary root");
 
     // An existing directory there is refused on its own descriptor, and left empty.
     std::fs::create_dir(fx.root.join("cache")).expect("mkdir");
-    let cache = fx.builder().store(fx.root.join("cache")).build().expect("node starts");
-    assert_counts(&cache, 0, 3, 0, 0);
-    let health = &cache.report().store;
-    assert!(
-        health
-            .read_error
-            .as_ref()
-            .is_some_and(|e| e.kind() == "inside_binary_root"),
-        "{health:?}"
-    );
+    start_refused();
     assert_eq!(std::fs::read_dir(fx.root.join("cache")).expect("list").count(), 0);
 }
 
