@@ -2,7 +2,6 @@
 //! publishing are written once for components and core modules.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use wasmtime::component::Component;
@@ -48,7 +47,7 @@ impl Compiled for Component {
     }
 
     unsafe fn deserialize_open(engine: &Engine, file: File) -> wasmtime::Result<Self> {
-        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let proc_path = crate::fs::unnamed::proc_fd_path(&file);
         // SAFETY: the caller upholds `deserialize_file`'s contract, which is wasmtime's; `file`
         // stays open until wasmtime has opened and mapped the inode behind `proc_path`.
         let component = unsafe { Component::deserialize_file(engine, Path::new(&proc_path)) };

@@ -261,28 +261,11 @@ impl Dir {
         mode: u32,
         fill: impl FnOnce(&mut File) -> io::Result<()>,
     ) -> io::Result<bool> {
-        use std::os::fd::AsRawFd;
-        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-        let mut file = match rfs::openat(&self.fd, ".", flags, Mode::from_raw_mode(mode)) {
-            Ok(fd) => File::from(fd),
-            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
-                return Ok(false);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(mut file) = super::unnamed::open_unnamed(&self.fd, mode)? else {
+            return Ok(false);
         };
         fill(&mut file)?;
-        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        match rfs::linkat(
-            rfs::CWD,
-            proc_path.as_str(),
-            &self.fd,
-            name.as_ref(),
-            AtFlags::SYMLINK_FOLLOW,
-        ) {
-            Ok(()) => Ok(true),
-            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").is_dir() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        super::unnamed::link_unnamed(&file, &self.fd, name.as_ref())
     }
 
     /// `lstat` of `name`: a link is described, not followed.

@@ -1,11 +1,14 @@
 //! The file-system layer: walking a path as given and checking every directory and link on the
 //! way ([`walk`]), why a walk refused a path ([`refusal`]), and a directory held open by descriptor
 //! ([`dir`]), through which everything above works, and writing a whole file outside the store in
-//! a directory other users may write ([`outside`]). It knows nothing of stores, keys or artifacts.
+//! a directory other users may write ([`outside`]); reaching open files through `/proc/self/fd`
+//! and files made without a name ([`unnamed`]) serve them all. It knows nothing of stores, keys or
+//! artifacts.
 
 pub(crate) mod dir;
 pub(crate) mod outside;
 pub(crate) mod refusal;
+pub(crate) mod unnamed;
 pub(crate) mod walk;
 
 /// Most symbolic links one walk follows, as the kernel's `ELOOP` limit.

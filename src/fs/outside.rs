@@ -376,19 +376,7 @@ impl<'a> Target<'a> {
     /// An `O_TMPFILE` file in the directory: it has no name, so nobody else can have opened it;
     /// `None` where the kernel or the file system has no `O_TMPFILE`.
     fn open_anonymous(&self) -> Result<Option<File>, OutsideWriteError> {
-        #[cfg(target_os = "linux")]
-        {
-            let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-            match rfs::openat(&self.dir, c".", flags, Mode::from_raw_mode(0o600)) {
-                Ok(fd) => Ok(Some(File::from(fd))),
-                // No O_TMPFILE on this file system (EOPNOTSUPP), or a kernel older than 3.11,
-                // which reads the flag as O_DIRECTORY (EISDIR) or rejects it (EINVAL).
-                Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL) => Ok(None),
-                Err(e) => Err(self.io("create a temporary file", e)),
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        Ok(None)
+        super::unnamed::open_unnamed(&self.dir, 0o600).map_err(|e| self.io("create a temporary file", e))
     }
 
     /// Links the `O_TMPFILE` file under a fresh temporary name: through `/proc/self/fd`, or with
@@ -396,42 +384,19 @@ impl<'a> Target<'a> {
     /// new name holds: a name taken (by anyone) is `EEXIST`, and another is tried. `None` when the
     /// file cannot be linked at all (no `/proc`, and `AT_EMPTY_PATH` not permitted).
     fn link_anonymous(&self, file: &File, random: &mut File) -> Result<Option<OsString>, OutsideWriteError> {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let mut use_proc = true;
-            for _ in 0..NAME_TRIES {
-                let temp = self.temp_name(random)?;
-                let linked = if use_proc {
-                    match rfs::linkat(rfs::CWD, proc.as_str(), &self.dir, &temp, AtFlags::SYMLINK_FOLLOW) {
-                        Err(Errno::NOENT) => {
-                            use_proc = false;
-                            rfs::linkat(file, c"", &self.dir, &temp, AtFlags::EMPTY_PATH)
-                        }
-                        other => other,
-                    }
-                } else {
-                    rfs::linkat(file, c"", &self.dir, &temp, AtFlags::EMPTY_PATH)
-                };
-                match linked {
-                    Ok(()) => return Ok(Some(temp)),
-                    Err(Errno::EXIST) => continue,
-                    // No /proc, and AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
-                    Err(Errno::NOENT | Errno::PERM) if !use_proc => return Ok(None),
-                    Err(e) => return Err(self.io("link the new file into the directory", e)),
-                }
+        for _ in 0..NAME_TRIES {
+            let temp = self.temp_name(random)?;
+            match super::unnamed::link_unnamed(file, &self.dir, &temp) {
+                Ok(true) => return Ok(Some(temp)),
+                Ok(false) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io("link the new file into the directory", e)),
             }
-            Err(self.io(
-                "find a free temporary name",
-                io::Error::from(io::ErrorKind::AlreadyExists),
-            ))
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (file, random);
-            Ok(None)
-        }
+        Err(self.io(
+            "find a free temporary name",
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ))
     }
 
     /// Creates a new file under a fresh random name, exclusively and without following a link:

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -398,10 +398,9 @@ pub(crate) enum Fallback<'a> {
 pub(crate) fn reopen(path_fd: &OwnedFd, st: &Stat, flags: OFlags, fallback: Fallback<'_>) -> io::Result<File> {
     #[cfg(target_os = "linux")]
     {
-        let proc = format!("/proc/self/fd/{}", path_fd.as_raw_fd());
-        match rfs::open(proc.as_str(), flags, Mode::empty()) {
+        match rfs::open(super::unnamed::proc_fd_path(path_fd).as_str(), flags, Mode::empty()) {
             Ok(fd) => return Ok(File::from(fd)),
-            Err(Errno::NOENT) if !proc_mounted() => {}
+            Err(Errno::NOENT) if !super::unnamed::proc_fd_available() => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -416,11 +415,6 @@ pub(crate) fn reopen(path_fd: &OwnedFd, st: &Stat, flags: OFlags, fallback: Fall
         return Err(io::Error::other("replaced while being opened"));
     }
     Ok(File::from(fd))
-}
-
-#[cfg(target_os = "linux")]
-fn proc_mounted() -> bool {
-    Path::new("/proc/self/fd").is_dir()
 }
 
 #[cfg(test)]
