@@ -8,7 +8,7 @@ use wasmtime::Engine;
 use super::compile::cores;
 use crate::compiled::Compiled;
 use crate::key::Hash32;
-use crate::store::{Lookup, Store, Verified};
+use crate::store::{Lookup, Store, Verified, with_stream_buf};
 
 /// Fewer artifacts than this are loaded on the calling thread alone: a helper thread costs more to
 /// start than it saves on a few checksums.
@@ -38,11 +38,10 @@ pub(crate) fn load_all<T: Compiled>(store: &Store, engine: &Engine, pending: &[H
         (hash, verified.map_or_else(|lookup| lookup, |v| v.deserialize(engine)))
     };
     let mut out = Vec::with_capacity(pending.len());
-    let mut buf = Vec::new();
     let mut rest = pending;
     while let Some((hash, tail)) = rest.split_first() {
         rest = tail;
-        let verified = store.open_verified(hash, T::KIND, &mut buf);
+        let verified = with_stream_buf(|buf| store.open_verified(hash, T::KIND, buf));
         let large = verified.as_ref().is_ok_and(|v| v.payload_len() >= PIPELINE_MIN_PAYLOAD);
         out.push(finish((*hash, verified)));
         if large && rest.len() >= PARALLEL_LOAD_MIN && cores() >= 2 {
@@ -73,22 +72,22 @@ fn pipeline<T: Compiled>(
         let helper = std::thread::Builder::new()
             .name("wnc-verify".into())
             .spawn_scoped(scope, move || {
-                let mut buf = Vec::new();
-                while let Some(item) = claim(&mut buf) {
-                    if tx.send(item).is_err() {
-                        break;
+                with_stream_buf(|buf| {
+                    while let Some(item) = claim(buf) {
+                        if tx.send(item).is_err() {
+                            break;
+                        }
                     }
-                }
+                })
             });
         if let Err(e) = helper {
             // The closure, and with it the sender, is gone: this thread does all the work below.
             log::debug!("no verification thread ({e}); loading on one thread");
         }
-        let mut buf = Vec::new();
         loop {
             if let Ok(item) = rx.try_recv() {
                 out.push(finish(item));
-            } else if let Some(item) = claim(&mut buf) {
+            } else if let Some(item) = with_stream_buf(claim) {
                 out.push(finish(item));
             } else if let Ok(item) = rx.recv() {
                 out.push(finish(item));

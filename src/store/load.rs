@@ -12,8 +12,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, OFlags};
@@ -63,9 +61,17 @@ const READ: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::CLOEXE
 const STREAM_CHUNK: usize = 64 * 1024;
 
 thread_local! {
-    /// The stream buffer of one-at-a-time loads ([`Store::load_as`]): allocated and zeroed once
-    /// per thread, not once per artifact.
     static STREAM_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's stream buffer, allocated and zeroed once per thread rather than
+/// once per load or per start-up; a load nested in another on one thread (none today) gets a
+/// buffer of its own rather than a panic.
+pub(crate) fn with_stream_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    STREAM_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// An artifact that passed every check, with the bytes wasmtime will load.
@@ -104,7 +110,7 @@ impl Store {
 
     /// [`Store::load`] for either kind of compiled code.
     pub(crate) fn load_as<T: Compiled>(&self, engine: &Engine, source: &Hash32) -> Lookup<T> {
-        match STREAM_BUF.with_borrow_mut(|buf| self.open_verified(source, T::KIND, buf)) {
+        match with_stream_buf(|buf| self.open_verified(source, T::KIND, buf)) {
             Ok(verified) => verified.deserialize(engine),
             Err(lookup) => lookup,
         }
@@ -155,16 +161,17 @@ impl Store {
     /// Fully checks the artifact for `key` without deserializing it, exactly as a start-up does:
     /// the `verify` subcommand.
     pub fn check(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        let mut buf = Vec::new();
-        let opened = self.open_listed(key, &mut buf)?;
-        artifact::check_binding(&opened.trailer, key)?;
-        stream_payload(&opened, &self.sealer, &mut buf, |_| Ok(()))?;
-        Ok(opened.trailer)
+        with_stream_buf(|buf| {
+            let opened = self.open_listed(key, buf)?;
+            artifact::check_binding(&opened.trailer, key)?;
+            stream_payload(&opened, &self.sealer, buf, |_| Ok(()))?;
+            Ok(opened.trailer)
+        })
     }
 
     /// Reads only the trailer of the artifact for `key` (the `status` view): no payload hashing.
     pub fn read_trailer(&self, key: &ArtifactKey) -> Result<Trailer, Rejection> {
-        self.open_listed(key, &mut Vec::new()).map(|opened| opened.trailer)
+        with_stream_buf(|buf| self.open_listed(key, buf).map(|opened| opened.trailer))
     }
 
     /// [`Store::open_checked`] for an artifact a listing just showed: absence is an error (it was
@@ -264,7 +271,7 @@ impl Store {
 
     /// The load path this store's mode asks for, before any fallback.
     fn path_for_mode(&self) -> LoadPath {
-        if !proc_fd_available() {
+        if !crate::fs::unnamed::proc_fd_available() {
             LoadPath::Copied
         } else if self.sealer.is_keyed() {
             LoadPath::Sealed
@@ -288,7 +295,7 @@ impl Store {
 
     fn why_not_loaded_as<T: Compiled>(&self, engine: &Engine, key: &ArtifactKey) -> String {
         let theirs = self.with_fingerprint(key.fingerprint);
-        match theirs.open_verified::<T>(&key.source, key.kind, &mut Vec::new()) {
+        match with_stream_buf(|buf| theirs.open_verified::<T>(&key.source, key.kind, buf)) {
             Err(Lookup::Rejected(r)) => r.to_string(),
             Err(_) => "the artifact disappeared while being read".to_owned(),
             // It passed every check of ours (a trusted store, its checksum or MAC): handing it to
@@ -468,10 +475,4 @@ fn seal(memfd: &File) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn seal(_memfd: &File) -> std::io::Result<()> {
     Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
-}
-
-/// Whether `/proc/self/fd` can re-open an open descriptor (Linux with procfs mounted).
-fn proc_fd_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir())
 }

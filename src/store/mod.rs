@@ -47,7 +47,7 @@ pub(crate) use fault::Fault;
 pub use fault::Fault;
 pub use finish::FinishedBake;
 pub use load::LoadPath;
-pub(crate) use load::Verified;
+pub(crate) use load::{Verified, with_stream_buf};
 pub(crate) use lock::LOCK_NAME;
 pub use lock::{ArtifactLock, Exclusive, LockGuard, deadline_after};
 pub use lock_report::{Holder, LockError, LockHolder, LockKind, LockProblem, LockRepair, LockState};
