@@ -81,7 +81,17 @@ struct Point {
     first_ms: f64,
 }
 
-fn measure(engine: &wasmtime::Engine, n: u32, reps: usize) -> Point {
+/// `n` generated components, their store after a first start-up (and how long that took), and
+/// the floor's plain payload files.
+struct Setup {
+    _generated: common::Generated,
+    corpus: Corpus,
+    store: PathBuf,
+    files: Vec<PathBuf>,
+    first: std::time::Duration,
+}
+
+fn set_up(engine: &wasmtime::Engine, n: u32) -> Setup {
     let generated = common::generated_corpus(n, FUNCS);
     let corpus = Corpus::load(&generated.root);
     let store = generated.dir.path().join("store");
@@ -90,6 +100,24 @@ fn measure(engine: &wasmtime::Engine, n: u32, reps: usize) -> Point {
     std::fs::create_dir(&plain).expect("mkdir plain");
     let files = floor_files_from_store(&store, &plain);
     assert_eq!(files.len(), corpus.len(), "one artifact per component");
+    Setup {
+        _generated: generated,
+        corpus,
+        store,
+        files,
+        first,
+    }
+}
+
+fn measure(engine: &wasmtime::Engine, n: u32, reps: usize) -> Point {
+    // The generated directory is bound so that it lives until the end: it holds the store.
+    let Setup {
+        _generated: _dir,
+        corpus,
+        store,
+        files,
+        first,
+    } = set_up(engine, n);
     support::start_up(engine, &corpus, &store, None, true);
     support::floor(engine, &files);
     let (mut warm, mut floor) = (Vec::new(), Vec::new());
@@ -107,13 +135,13 @@ fn measure(engine: &wasmtime::Engine, n: u32, reps: usize) -> Point {
 
 /// `--only`: one path alone, for a profiler attached to the whole run.
 fn profile_one(engine: &wasmtime::Engine, only: &str, n: u32, reps: usize) {
-    let generated = common::generated_corpus(n, FUNCS);
-    let corpus = Corpus::load(&generated.root);
-    let store = generated.dir.path().join("store");
-    support::start_up(engine, &corpus, &store, None, false);
-    let plain = generated.dir.path().join("plain");
-    std::fs::create_dir(&plain).expect("mkdir plain");
-    let files = floor_files_from_store(&store, &plain);
+    let Setup {
+        _generated: _dir,
+        corpus,
+        store,
+        files,
+        ..
+    } = set_up(engine, n);
     let samples: Vec<_> = (0..reps)
         .map(|_| match only {
             "floor" => support::floor(engine, &files),
